@@ -1,0 +1,27 @@
+"""BuffetBot's persistence layer: models, repositories, migrations and sessions.
+
+>>> from database import init_database, get_async_database_session
+"""
+
+from database.config import DatabaseSettings
+from database.connection import DatabaseManager, HealthStatus
+from database.exceptions import DatabaseError
+from database.session import (
+    close_database,
+    get_async_database_session,
+    get_database,
+    get_database_session,
+    init_database,
+)
+
+__all__ = [
+    "DatabaseError",
+    "DatabaseManager",
+    "DatabaseSettings",
+    "HealthStatus",
+    "close_database",
+    "get_async_database_session",
+    "get_database",
+    "get_database_session",
+    "init_database",
+]

@@ -1,0 +1,137 @@
+"""Settings read once from the environment, and the mapping of URLs to drivers.
+
+``DATABASE_URL`` wins. Otherwise, if any of ``DB_HOST``, ``DB_PORT``,
+``DB_NAME``, ``DB_USER`` or ``DB_PASSWORD`` is set, they build a PostgreSQL URL
+(each with its documented default). With none of them set the package uses the
+embedded SQLite database at ``DB_SQLITE_PATH`` (``buffetbot.db``).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from database.exceptions import ConfigurationError
+
+_SERVER_VARIABLES = ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD")
+
+_ASYNC_DRIVERS = {"postgresql": "asyncpg", "sqlite": "aiosqlite"}
+_SYNC_DRIVERS = {"postgresql": "psycopg", "sqlite": "pysqlite"}
+_BACKEND_ALIASES = {"postgres": "postgresql", "postgresql": "postgresql", "sqlite": "sqlite"}
+
+
+class DatabaseSettings(BaseSettings):
+    """Every knob of the data layer; environment variables are ``DB_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="DB_", extra="ignore", frozen=True)
+
+    database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
+    host: str = "localhost"
+    port: int = Field(default=5432, ge=1, le=65535)
+    name: str = "buffetbot"
+    user: str = "postgres"
+    password: SecretStr = SecretStr("postgres")
+    sqlite_path: str = "buffetbot.db"
+    echo: bool = False
+    pool_size: int = Field(default=20, ge=1)
+    max_overflow: int = Field(default=30, ge=0)
+    pool_pre_ping: bool = True
+    pool_recycle: int = Field(default=3600, ge=-1)
+    pool_timeout: float = Field(default=30.0, gt=0)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    application_name: str = "buffetbot"
+    sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> DatabaseSettings:
+        """Read the environment, naming the variable and value of a bad setting."""
+        try:
+            return cls(**overrides)
+        except pydantic.ValidationError as error:
+            problem = error.errors()[0]
+            field = str(problem["loc"][0]) if problem["loc"] else "?"
+            variable = "DATABASE_URL" if field == "DATABASE_URL" else f"DB_{field.upper()}"
+            shown = "***" if "password" in field or "url" in field.lower() else problem["input"]
+            raise ConfigurationError(f"{variable}={shown!r}: {problem['msg']}") from None
+
+    def url(self) -> URL:
+        """The configured URL, as given (before mapping to drivers)."""
+        if self.database_url is not None:
+            return parse_url(self.database_url.get_secret_value())
+        if any(variable in os.environ for variable in _SERVER_VARIABLES):
+            return URL.create(
+                "postgresql",
+                username=self.user,
+                password=self.password.get_secret_value(),
+                host=self.host,
+                port=self.port,
+                database=self.name,
+            )
+        return URL.create("sqlite", database=self.sqlite_path)
+
+
+@dataclass(frozen=True)
+class DriverUrls:
+    """One configured database, spelled for the async and the sync driver."""
+
+    backend: str
+    async_url: URL
+    sync_url: URL
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.backend == "sqlite"
+
+    def safe(self) -> str:
+        """The URL with its password masked, for logs and reprs."""
+        return self.sync_url.set(drivername=self.backend).render_as_string(hide_password=True)
+
+
+def parse_url(text: str) -> URL:
+    """Parse a URL without ever echoing its password in the error."""
+    try:
+        return make_url(text)
+    except ArgumentError:
+        raise ConfigurationError("DATABASE_URL is not a valid database URL") from None
+
+
+def driver_urls(url: str | URL) -> DriverUrls:
+    """Map ``postgres://``, ``postgresql[+driver]://`` and ``sqlite[+driver]://`` URLs
+    to asyncpg / psycopg 3 and aiosqlite / sqlite3."""
+    parsed = parse_url(url) if isinstance(url, str) else url
+    backend = _BACKEND_ALIASES.get(parsed.get_backend_name())
+    if backend is None:
+        raise ConfigurationError(
+            f"unsupported database {parsed.get_backend_name()!r}: use postgresql:// or sqlite:///"
+        )
+    if backend == "postgresql":
+        if not parsed.database:
+            raise ConfigurationError(f"{parsed.render_as_string()} names no database")
+        # asyncpg spells the psycopg ``sslmode`` query option ``ssl``.
+        query = dict(parsed.query)
+        async_query = {("ssl" if k == "sslmode" else k): v for k, v in query.items()}
+        return DriverUrls(
+            backend,
+            parsed.set(drivername="postgresql+asyncpg", query=async_query),
+            parsed.set(drivername="postgresql+psycopg"),
+        )
+    if parsed.database in (None, "", ":memory:"):
+        # A private in-memory database that the sync and async engines share.
+        parsed = URL.create(
+            "sqlite",
+            database=f"file:buffetbot-{uuid.uuid4().hex}",
+            query={"mode": "memory", "cache": "shared", "uri": "true"},
+        )
+    return DriverUrls(
+        backend,
+        parsed.set(drivername="sqlite+aiosqlite"),
+        parsed.set(drivername="sqlite+pysqlite"),
+    )

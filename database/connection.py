@@ -1,0 +1,336 @@
+"""Engines, pools and sessions: one :class:`DatabaseManager` per database.
+
+The async engine (asyncpg / aiosqlite) belongs to the event loop that created
+it: asyncpg connections cannot move between loops. When code runs under a new
+loop (a second ``asyncio.run``, pytest's per-test loops) the manager opens a
+fresh engine for it, and each loop's engine is disposed while that loop shuts
+down. The sync engine (psycopg 3 / sqlite3) is created on first use only, so an
+async-only process holds one pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from database.config import DatabaseSettings, DriverUrls, driver_urls
+from database.exceptions import DatabaseUnavailableError
+from database.models import Base
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HealthStatus:
+    """Result of :meth:`DatabaseManager.health_check`."""
+
+    ok: bool
+    backend: str
+    url: str
+    latency_ms: float | None
+    error: str | None = None
+
+
+@dataclass
+class _LoopEngine:
+    """An async engine, the loop it serves, and what closes it with that loop."""
+
+    engine: AsyncEngine
+    loop: asyncio.AbstractEventLoop
+    sessions: async_sessionmaker[AsyncSession]
+    connections: dict[int, DBAPIConnection] = field(default_factory=dict)
+    guard: AsyncGenerator[None, None] | None = None
+    disposed: bool = False
+
+    def terminate(self) -> None:
+        """Close every connection without awaiting (for ``close()`` inside the loop)."""
+        dialect = self.engine.dialect
+        for connection in list(self.connections.values()):
+            dialect.do_terminate(connection)
+        self.connections.clear()
+        self.engine.sync_engine.dispose(close=False)
+        self.disposed = True
+
+    async def dispose(self) -> None:
+        if not self.disposed:
+            self.disposed = True
+            await self.engine.dispose()
+            self.connections.clear()
+
+
+class DatabaseManager:
+    """Owns the engines of one database and hands out sessions.
+
+    ``url`` may be ``postgresql://``, ``postgres://`` or ``sqlite:///path`` (any
+    driver suffix is replaced); ``options`` override the engine settings
+    (``pool_size``, ``max_overflow``, ``echo``, ...).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        settings: DatabaseSettings | None = None,
+        **options: Any,
+    ) -> None:
+        self.settings = settings or DatabaseSettings.from_env()
+        self.urls: DriverUrls = driver_urls(url if url is not None else self.settings.url())
+        self._options = options
+        self._engine: Engine | None = None
+        self._sessions: sessionmaker[Session] | None = None
+        self._async: _LoopEngine | None = None
+
+    def __repr__(self) -> str:
+        return f"DatabaseManager({self.urls.safe()})"
+
+    @property
+    def backend(self) -> str:
+        """``"postgresql"`` or ``"sqlite"``."""
+        return self.urls.backend
+
+    # -- engines ---------------------------------------------------------------
+
+    def _engine_options(self) -> dict[str, Any]:
+        s = self.settings
+        options: dict[str, Any] = {
+            "echo": s.echo,
+            "pool_size": s.pool_size,
+            "max_overflow": s.max_overflow,
+            "pool_pre_ping": s.pool_pre_ping,
+            "pool_recycle": s.pool_recycle,
+            "pool_timeout": s.pool_timeout,
+        }
+        options.update(self._options)
+        return options
+
+    def _connect_args(self, is_async: bool) -> dict[str, Any]:
+        s = self.settings
+        if self.urls.is_sqlite:
+            return {"timeout": s.sqlite_busy_timeout_ms / 1000}
+        if is_async:
+            return {
+                "timeout": s.connect_timeout,
+                "server_settings": {"application_name": s.application_name},
+            }
+        return {
+            "connect_timeout": max(1, round(s.connect_timeout)),
+            "application_name": s.application_name,
+        }
+
+    def _prepare(self, engine: Engine) -> None:
+        """Connection set-up shared by the sync engine and the async one's sync core."""
+        event.listen(engine, "handle_error", self._on_error)
+        if self.urls.is_sqlite:
+            event.listen(engine, "connect", self._configure_sqlite)
+            # pysqlite's own transaction handling defers BEGIN and breaks
+            # SAVEPOINT; take it over as SQLAlchemy's documentation recommends.
+            event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+
+    def _configure_sqlite(self, dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute(f"PRAGMA busy_timeout = {int(self.settings.sqlite_busy_timeout_ms)}")
+        if self.urls.sync_url.query.get("mode") != "memory":
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    def _on_error(self, context: ExceptionContext) -> None:
+        if context.connection is None and context.is_disconnect is not None:
+            # The error came while connecting: say where, never with the password.
+            url = self.urls.sync_url
+            reason = str(context.original_exception).splitlines()[0]
+            if url.password:
+                reason = reason.replace(str(url.password), "***")
+            raise DatabaseUnavailableError(url.host, url.port, reason) from None
+
+    @property
+    def engine(self) -> Engine:
+        """The sync engine (psycopg 3 / sqlite3), created on first use."""
+        if self._engine is None:
+            self._engine = create_engine(
+                self.urls.sync_url,
+                connect_args=self._connect_args(is_async=False),
+                **self._engine_options(),
+            )
+            self._prepare(self._engine)
+            self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        return self._engine
+
+    @property
+    def sync_engine_started(self) -> bool:
+        return self._engine is not None
+
+    def _loop_engine(self) -> _LoopEngine:
+        loop = asyncio.get_running_loop()
+        current = self._async
+        if current is not None and current.loop is loop and not current.disposed:
+            return current
+        if current is not None:
+            self._abandon(current)
+        engine = sa_create_async_engine(
+            self.urls.async_url,
+            connect_args=self._connect_args(is_async=True),
+            **self._engine_options(),
+        )
+        self._prepare(engine.sync_engine)
+        slot = _LoopEngine(engine, loop, async_sessionmaker(engine, expire_on_commit=False))
+        event.listen(engine.sync_engine, "connect", lambda conn, _rec: _track(slot, conn))
+        event.listen(engine.sync_engine, "close", lambda conn, _rec: _untrack(slot, conn))
+        event.listen(engine.sync_engine, "close_detached", lambda conn: _untrack(slot, conn))
+        slot.guard = _dispose_when_loop_ends(slot)
+        # Run the guard up to its ``yield`` so that the loop's shutdown_asyncgens()
+        # (asyncio.run, asyncio.Runner, pytest-asyncio) closes it, disposing the engine.
+        loop.create_task(slot.guard.asend(None))  # noqa: RUF006 - completes at once
+        self._async = slot
+        return slot
+
+    @staticmethod
+    def _abandon(slot: _LoopEngine) -> None:
+        """Drop an engine whose loop is gone or elsewhere; normally already disposed."""
+        if not slot.disposed:
+            slot.disposed = True
+            slot.engine.sync_engine.dispose(close=False)
+
+    @property
+    def async_engine(self) -> AsyncEngine:
+        """The async engine of the running event loop."""
+        return self._loop_engine().engine
+
+    # -- sessions --------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def get_async_session(self) -> AsyncIterator[AsyncSession]:
+        """An AsyncSession that commits on success, rolls back on error, always closes.
+
+        No transaction is begun eagerly: ``async with session.begin():`` works inside.
+        """
+        async with self._loop_engine().sessions() as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    @contextlib.contextmanager
+    def get_session(self) -> Iterator[Session]:
+        """The sync counterpart of :meth:`get_async_session`."""
+        _ = self.engine
+        assert self._sessions is not None
+        with self._sessions() as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    # -- schema ------------------------------------------------------------------
+
+    async def create_tables(self) -> None:
+        """Create every table that does not exist (use migrations in production)."""
+        async with self.async_engine.begin() as connection:
+            await connection.run_sync(Base.metadata.create_all)
+
+    async def drop_tables(self) -> None:
+        async with self.async_engine.begin() as connection:
+            await connection.run_sync(Base.metadata.drop_all)
+
+    def create_tables_sync(self) -> None:
+        Base.metadata.create_all(self.engine)
+
+    def drop_tables_sync(self) -> None:
+        Base.metadata.drop_all(self.engine)
+
+    # -- health ------------------------------------------------------------------
+
+    async def health_check(self) -> HealthStatus:
+        """Round-trip ``SELECT 1``; never raises for an unreachable database."""
+        started = time.perf_counter()
+        try:
+            async with self.async_engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception as error:
+            return HealthStatus(False, self.backend, self.urls.safe(), None, str(error))
+        elapsed = (time.perf_counter() - started) * 1000
+        return HealthStatus(True, self.backend, self.urls.safe(), elapsed)
+
+    def check_health(self) -> HealthStatus:
+        """The sync counterpart of :meth:`health_check`."""
+        started = time.perf_counter()
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception as error:
+            return HealthStatus(False, self.backend, self.urls.safe(), None, str(error))
+        elapsed = (time.perf_counter() - started) * 1000
+        return HealthStatus(True, self.backend, self.urls.safe(), elapsed)
+
+    # -- closing -----------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close every pooled connection, awaiting the async ones."""
+        slot, self._async = self._async, None
+        if slot is not None:
+            if slot.loop is asyncio.get_running_loop():
+                await slot.dispose()
+            else:
+                self._abandon(slot)
+        self._close_sync()
+
+    def close(self) -> None:
+        """Close every pooled connection; safe inside or outside an event loop.
+
+        Inside the engine's running loop the async connections are terminated
+        without awaiting (nothing else can run while this returns); outside it
+        they are closed gracefully on their loop.
+        """
+        slot, self._async = self._async, None
+        if slot is not None and not slot.disposed:
+            try:
+                running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if slot.loop is running:
+                slot.terminate()
+            elif running is None and not slot.loop.is_closed():
+                slot.loop.run_until_complete(slot.dispose())
+            else:
+                self._abandon(slot)
+        self._close_sync()
+
+    def _close_sync(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+            self._sessions = None
+
+
+def _track(slot: _LoopEngine, connection: DBAPIConnection) -> None:
+    slot.connections[id(connection)] = connection
+
+
+def _untrack(slot: _LoopEngine, connection: DBAPIConnection) -> None:
+    slot.connections.pop(id(connection), None)
+
+
+async def _dispose_when_loop_ends(slot: _LoopEngine) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        await slot.dispose()

@@ -1,0 +1,148 @@
+"""Declarative base: naming convention, common columns, and input checking.
+
+Every column whose type knows how to ``coerce`` (see ``database.types``), every
+enum and every length-limited string is checked when the attribute is set, so
+``Position(shares=Decimal("-1"))`` fails at once with a
+:class:`~database.exceptions.ValidationError` naming the field and value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from sqlalchemy import Enum, MetaData, String, Uuid, event, func
+from sqlalchemy.ext.asyncio import AsyncAttrs
+from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
+
+from database.exceptions import ValidationError
+from database.types import UTCDateTime
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(AsyncAttrs, DeclarativeBase):
+    """Base class of every model; ``await obj.awaitable_attrs.rel`` loads lazily in async."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+    # Names accepted in constructors and criteria for attributes whose column
+    # name is reserved by SQLAlchemy (``metadata``), e.g. {"metadata": "analysis_metadata"}.
+    __attribute_aliases__: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, **kwargs: Any) -> None:
+        for alias, attribute in self.__attribute_aliases__.items():
+            if alias in kwargs:
+                kwargs[attribute] = kwargs.pop(alias)
+        for key, value in kwargs.items():
+            if not hasattr(type(self), key):
+                raise TypeError(f"{key!r} is an invalid keyword argument for {type(self).__name__}")
+            setattr(self, key, value)
+
+    def __repr__(self) -> str:
+        key = getattr(self, "id", None)
+        return f"<{type(self).__name__} {key}>"
+
+
+class UUIDPrimaryKey:
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+
+
+class Timestamps:
+    """created_at / updated_at, set by the ORM and by the database for raw inserts."""
+
+    created_at: Mapped[dt.datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now(), onupdate=utcnow
+    )
+
+
+def enum_column_type(enum_class: type[enum.Enum], name: str) -> Enum:
+    """A portable enum: VARCHAR + named CHECK of the members' values."""
+    return Enum(
+        enum_class,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=max(len(member.value) for member in enum_class),
+        values_callable=lambda members: [member.value for member in members],
+        validate_strings=True,
+    )
+
+
+def _enum_coercer(enum_class: type[enum.Enum]) -> Callable[[Any, str], Any]:
+    def coerce(value: Any, field: str) -> Any:
+        if value is None or isinstance(value, enum_class):
+            return value
+        try:
+            return enum_class(value.lower() if isinstance(value, str) else value)
+        except ValueError:
+            allowed = ", ".join(str(member.value) for member in enum_class)
+            raise ValidationError(field, value, f"must be one of: {allowed}") from None
+
+    return coerce
+
+
+def _string_coercer(length: int) -> Callable[[Any, str], Any]:
+    def coerce(value: Any, field: str) -> Any:
+        if value is None:
+            return value
+        if not isinstance(value, str):
+            raise ValidationError(field, value, "must be a string")
+        if len(value) > length:
+            raise ValidationError(field, value, f"is longer than {length} characters")
+        return value
+
+    return coerce
+
+
+def _coercer_for(column_type: Any) -> Callable[[Any, str], Any] | None:
+    if callable(getattr(column_type, "coerce", None)):
+        return column_type.coerce  # type: ignore[no-any-return]
+    if isinstance(column_type, Enum) and column_type.enum_class is not None:
+        return _enum_coercer(column_type.enum_class)
+    if isinstance(column_type, String) and column_type.length:
+        return _string_coercer(column_type.length)
+    return None
+
+
+@event.listens_for(Mapper, "mapper_configured")
+def _install_coercers(mapper: Mapper[Any], class_: type[Any]) -> None:
+    if not issubclass(class_, Base):
+        return
+    for attribute in mapper.column_attrs:
+        column = attribute.columns[0]
+        coerce = _coercer_for(column.type)
+        if coerce is None:
+            continue
+        nullable = column.nullable
+
+        def on_set(
+            target: Any,
+            value: Any,
+            oldvalue: Any,
+            initiator: Any,
+            coerce: Callable[[Any, str], Any] = coerce,
+            field: str = column.name,
+            nullable: bool | None = nullable,
+        ) -> Any:
+            if value is None and not nullable:
+                raise ValidationError(field, value, "is required")
+            return coerce(value, field)
+
+        event.listen(getattr(class_, attribute.key), "set", on_set, retval=True)

@@ -1,0 +1,24 @@
+"""Repositories: a session in, model objects out. Sync methods and their ``async_`` twins."""
+
+from database.repositories.analysis import AnalysisRepository
+from database.repositories.base import BaseRepository
+from database.repositories.market import OptionsDataRepository, PriceHistoryRepository
+from database.repositories.market_data import MarketDataRepository
+from database.repositories.portfolio import (
+    PortfolioRepository,
+    PortfolioSummary,
+    PositionRepository,
+)
+from database.repositories.user import UserRepository
+
+__all__ = [
+    "AnalysisRepository",
+    "BaseRepository",
+    "MarketDataRepository",
+    "OptionsDataRepository",
+    "PortfolioRepository",
+    "PortfolioSummary",
+    "PositionRepository",
+    "PriceHistoryRepository",
+    "UserRepository",
+]

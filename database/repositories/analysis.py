@@ -1,0 +1,198 @@
+"""The cache of analysis results: latest still-valid result, history, invalidation."""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import Delete, Select, Update, delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from database.exceptions import InvalidCriteriaError
+from database.models import AnalysisResult, AnalysisType
+from database.models.base import utcnow
+from database.repositories.base import BaseRepository
+from database.validation import to_utc
+
+
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount)
+
+
+class AnalysisRepository(BaseRepository[AnalysisResult]):
+    def __init__(self) -> None:
+        super().__init__(AnalysisResult)
+
+    # -- statements ------------------------------------------------------------------
+
+    def _latest_statement(
+        self,
+        ticker: str,
+        analysis_type: AnalysisType | str,
+        portfolio_id: Any | None,
+        strategy: str | None,
+        now: dt.datetime | None,
+    ) -> Select[AnalysisResult]:
+        moment = to_utc(now, "now") if now is not None else utcnow()
+        criteria: dict[str, Any] = {"ticker": ticker, "analysis_type": analysis_type}
+        if portfolio_id is not None:
+            criteria["portfolio_id"] = portfolio_id
+        if strategy is not None:
+            criteria["strategy"] = strategy
+        return (
+            select(AnalysisResult)
+            .where(*self.criteria.where(criteria))
+            .where(or_(AnalysisResult.expires_at.is_(None), AnalysisResult.expires_at > moment))
+            .order_by(AnalysisResult.calculated_at.desc(), AnalysisResult.id)
+            .limit(1)
+        )
+
+    def _history_statement(
+        self, ticker: str, analysis_type: AnalysisType | str | None, limit: int
+    ) -> Select[AnalysisResult]:
+        criteria: dict[str, Any] = {"ticker": ticker}
+        if analysis_type is not None:
+            criteria["analysis_type"] = analysis_type
+        return self._select_statement(criteria, order_by="-calculated_at", limit=limit)
+
+    def _invalidate_statement(self, filters: dict[str, Any]) -> Update:
+        filters = {k: v for k, v in filters.items() if v is not None}
+        if not filters:
+            raise InvalidCriteriaError(
+                "AnalysisResult",
+                "invalidate",
+                "needs at least one filter; it never expires everything",
+            )
+        now = utcnow()
+        return (
+            update(AnalysisResult)
+            .where(*self.criteria.where(filters))
+            .where(or_(AnalysisResult.expires_at.is_(None), AnalysisResult.expires_at > now))
+            .values(expires_at=now, updated_at=now)
+            .execution_options(synchronize_session="fetch")
+        )
+
+    @staticmethod
+    def _expired_statement(now: dt.datetime | None) -> Delete:
+        moment = to_utc(now, "now") if now is not None else utcnow()
+        return (
+            delete(AnalysisResult)
+            .where(AnalysisResult.expires_at <= moment)
+            .execution_options(synchronize_session="fetch")
+        )
+
+    # -- operations ------------------------------------------------------------------
+
+    def save(self, session: Session, **values: Any) -> AnalysisResult:
+        return self.create(session, **values)
+
+    async def async_save(self, session: AsyncSession, **values: Any) -> AnalysisResult:
+        return await self.async_create(session, **values)
+
+    def get_latest_valid(
+        self,
+        session: Session,
+        ticker: str,
+        analysis_type: AnalysisType | str,
+        *,
+        portfolio_id: Any | None = None,
+        strategy: str | None = None,
+        now: dt.datetime | None = None,
+    ) -> AnalysisResult | None:
+        """The newest result that has not expired (``expires_at`` unset or in the future)."""
+        statement = self._latest_statement(ticker, analysis_type, portfolio_id, strategy, now)
+        with self._translating():
+            return session.scalars(statement).first()
+
+    async def async_get_latest_valid(
+        self,
+        session: AsyncSession,
+        ticker: str,
+        analysis_type: AnalysisType | str,
+        *,
+        portfolio_id: Any | None = None,
+        strategy: str | None = None,
+        now: dt.datetime | None = None,
+    ) -> AnalysisResult | None:
+        statement = self._latest_statement(ticker, analysis_type, portfolio_id, strategy, now)
+        with self._translating():
+            return (await session.scalars(statement)).first()
+
+    def get_history(
+        self,
+        session: Session,
+        ticker: str,
+        analysis_type: AnalysisType | str | None = None,
+        *,
+        limit: int = 50,
+    ) -> builtins.list[AnalysisResult]:
+        """Results for a ticker, newest first, expired ones included."""
+        statement = self._history_statement(ticker, analysis_type, limit)
+        with self._translating():
+            return builtins.list(session.scalars(statement))
+
+    async def async_get_history(
+        self,
+        session: AsyncSession,
+        ticker: str,
+        analysis_type: AnalysisType | str | None = None,
+        *,
+        limit: int = 50,
+    ) -> builtins.list[AnalysisResult]:
+        statement = self._history_statement(ticker, analysis_type, limit)
+        with self._translating():
+            return builtins.list(await session.scalars(statement))
+
+    def invalidate(
+        self,
+        session: Session,
+        *,
+        ticker: str | None = None,
+        analysis_type: AnalysisType | str | None = None,
+        portfolio_id: Any | None = None,
+        strategy: str | None = None,
+    ) -> int:
+        """Expire the matching still-valid results now; returns how many."""
+        statement = self._invalidate_statement(
+            {
+                "ticker": ticker,
+                "analysis_type": analysis_type,
+                "portfolio_id": portfolio_id,
+                "strategy": strategy,
+            }
+        )
+        with self._translating():
+            return _rowcount(session.execute(statement))
+
+    async def async_invalidate(
+        self,
+        session: AsyncSession,
+        *,
+        ticker: str | None = None,
+        analysis_type: AnalysisType | str | None = None,
+        portfolio_id: Any | None = None,
+        strategy: str | None = None,
+    ) -> int:
+        statement = self._invalidate_statement(
+            {
+                "ticker": ticker,
+                "analysis_type": analysis_type,
+                "portfolio_id": portfolio_id,
+                "strategy": strategy,
+            }
+        )
+        with self._translating():
+            return _rowcount(await session.execute(statement))
+
+    def delete_expired(self, session: Session, *, now: dt.datetime | None = None) -> int:
+        """Delete every expired result in one statement; returns how many."""
+        with self._translating():
+            return _rowcount(session.execute(self._expired_statement(now)))
+
+    async def async_delete_expired(
+        self, session: AsyncSession, *, now: dt.datetime | None = None
+    ) -> int:
+        with self._translating():
+            return _rowcount(await session.execute(self._expired_statement(now)))

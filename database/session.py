@@ -1,0 +1,62 @@
+"""The process-wide database manager and the module-level session helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from database.connection import DatabaseManager
+
+_lock = threading.Lock()
+_manager: DatabaseManager | None = None
+
+
+def init_database(url: str | None = None, **options: Any) -> DatabaseManager:
+    """Make the process-wide manager for ``url`` (else the environment's database).
+
+    A manager set by an earlier call is closed and replaced, never kept.
+    """
+    global _manager
+    manager = DatabaseManager(url, **options)
+    with _lock:
+        previous, _manager = _manager, manager
+    if previous is not None:
+        previous.close()
+    return manager
+
+
+def get_database() -> DatabaseManager:
+    """The process-wide manager, initialised from the environment on first use."""
+    global _manager
+    with _lock:
+        if _manager is None:
+            _manager = DatabaseManager()
+        return _manager
+
+
+def close_database() -> None:
+    """Close and forget the process-wide manager."""
+    global _manager
+    with _lock:
+        previous, _manager = _manager, None
+    if previous is not None:
+        previous.close()
+
+
+@contextlib.asynccontextmanager
+async def get_async_database_session() -> AsyncIterator[AsyncSession]:
+    """An AsyncSession on the process-wide database: commit, or roll back, then close."""
+    async with get_database().get_async_session() as session:
+        yield session
+
+
+@contextlib.contextmanager
+def get_database_session() -> Iterator[Session]:
+    """A Session on the process-wide database: commit, or roll back, then close."""
+    with get_database().get_session() as session:
+        yield session
