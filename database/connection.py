@@ -18,8 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import ExceptionContext
+from sqlalchemy import Dialect, Engine, create_engine, event, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
@@ -86,7 +85,13 @@ class DatabaseManager:
         settings: DatabaseSettings | None = None,
         **options: Any,
     ) -> None:
-        self.settings = settings or DatabaseSettings.from_env()
+        # Options named like a setting override it; the rest go to create_engine().
+        overrides = {k: options.pop(k) for k in list(options) if k in DatabaseSettings.model_fields}
+        if settings is None:
+            settings = DatabaseSettings.from_env(**overrides)
+        elif overrides:
+            settings = settings.model_copy(update=overrides)
+        self.settings = settings
         self.urls: DriverUrls = driver_urls(url if url is not None else self.settings.url())
         self._options = options
         self._engine: Engine | None = None
@@ -105,16 +110,15 @@ class DatabaseManager:
 
     def _engine_options(self) -> dict[str, Any]:
         s = self.settings
-        options: dict[str, Any] = {
+        return {
             "echo": s.echo,
             "pool_size": s.pool_size,
             "max_overflow": s.max_overflow,
             "pool_pre_ping": s.pool_pre_ping,
             "pool_recycle": s.pool_recycle,
             "pool_timeout": s.pool_timeout,
+            **self._options,
         }
-        options.update(self._options)
-        return options
 
     def _connect_args(self, is_async: bool) -> dict[str, Any]:
         s = self.settings
@@ -132,7 +136,7 @@ class DatabaseManager:
 
     def _prepare(self, engine: Engine) -> None:
         """Connection set-up shared by the sync engine and the async one's sync core."""
-        event.listen(engine, "handle_error", self._on_error)
+        event.listen(engine, "do_connect", self._connect)
         if self.urls.is_sqlite:
             event.listen(engine, "connect", self._configure_sqlite)
             # pysqlite's own transaction handling defers BEGIN and breaks
@@ -149,11 +153,15 @@ class DatabaseManager:
             cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
 
-    def _on_error(self, context: ExceptionContext) -> None:
-        if context.connection is None and context.is_disconnect is not None:
-            # The error came while connecting: say where, never with the password.
+    def _connect(
+        self, dialect: Dialect, _record: ConnectionPoolEntry, cargs: Any, cparams: Any
+    ) -> DBAPIConnection:
+        """Open a DBAPI connection; any failure says where, never with the password."""
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except Exception as error:
             url = self.urls.sync_url
-            reason = str(context.original_exception).splitlines()[0]
+            reason = (str(error).splitlines() or [type(error).__name__])[0]
             if url.password:
                 reason = reason.replace(str(url.password), "***")
             raise DatabaseUnavailableError(url.host, url.port, reason) from None

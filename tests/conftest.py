@@ -1,0 +1,175 @@
+"""Test harness: every integration test runs on SQLite and on a real PostgreSQL.
+
+PostgreSQL comes from ``TEST_DATABASE_URL`` when set; otherwise a throwaway
+server is started from the installed binaries for the session. If neither
+works, the PostgreSQL tests fail: they are never skipped.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import shutil
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from database import DatabaseManager, close_database, migrate
+from database.models import Base
+from tests.pg_server import throwaway_postgres
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        backends: tuple[str, ...] = BACKENDS
+        if metafunc.definition.get_closest_marker("postgresql_only"):
+            backends = ("postgresql",)
+        if metafunc.definition.get_closest_marker("sqlite_only"):
+            backends = ("sqlite",)
+        metafunc.parametrize("backend", backends, scope="session")
+
+
+# -- PostgreSQL server and databases ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """URL of a PostgreSQL database on the server the tests may create databases in."""
+    if url := os.environ.get("TEST_DATABASE_URL"):
+        yield url
+        return
+    with throwaway_postgres() as url:
+        yield url
+
+
+def recreate_database(server_url: str, name: str) -> str:
+    """Drop and create ``name`` on the server; return its URL (plain postgresql://)."""
+    url = make_url(server_url).set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server_url: str) -> str:
+    """The suite's PostgreSQL database, migrated to head once."""
+    url = recreate_database(postgres_server_url, "buffetbot_test")
+    migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite") / "template.db"
+    migrate.upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database of the backend under test."""
+    if backend == "sqlite":
+        path = tmp_path / "test.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    url = request.getfixturevalue("postgres_url")
+    yield url
+    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {tables} CASCADE")
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[DatabaseManager]:
+    manager = DatabaseManager(database_url, pool_size=5, max_overflow=5)
+    yield manager
+    manager.close()
+    close_database()
+
+
+# -- plain SQL, to check what the code under test stored ------------------------------
+
+
+class RawSQL:
+    """Queries through the bare driver (sqlite3 / psycopg), written with ``:name`` params."""
+
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        self.backend = parsed.get_backend_name()
+        self._connection: Any
+        if self.backend == "sqlite":
+            self._connection = sqlite3.connect(parsed.database or "", isolation_level=None)
+        else:
+            self._connection = psycopg.connect(
+                parsed.set(drivername="postgresql").render_as_string(hide_password=False),
+                autocommit=True,
+            )
+
+    def _query(self, query: str) -> str:
+        return query if self.backend == "sqlite" else re.sub(r"(?<!:):(\w+)", r"%(\1)s", query)
+
+    def key(self, value: uuid.UUID) -> str:
+        """A UUID as the backend stores it."""
+        return value.hex if self.backend == "sqlite" else str(value)
+
+    def execute(self, query: str, **params: Any) -> None:
+        self._connection.execute(self._query(query), params)
+
+    def rows(self, query: str, **params: Any) -> list[tuple[Any, ...]]:
+        return list(self._connection.execute(self._query(query), params).fetchall())
+
+    def scalar(self, query: str, **params: Any) -> Any:
+        row = self._connection.execute(self._query(query), params).fetchone()
+        return None if row is None else row[0]
+
+    def count(self, table: str) -> int:
+        return int(self.scalar(f"SELECT count(*) FROM {table}"))  # noqa: S608 - test tables
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+@pytest.fixture
+def sql(database_url: str) -> Iterator[RawSQL]:
+    raw = RawSQL(database_url)
+    yield raw
+    raw.close()
+
+
+# -- a visible account of what ran on which backend ------------------------------------
+
+
+_backend_of: dict[str, str] = {}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "backend" in callspec.params:
+            _backend_of[item.nodeid] = callspec.params["backend"]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    outcomes: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            backend = _backend_of.get(getattr(report, "nodeid", ""))
+            if backend is not None and getattr(report, "when", "call") in ("call", "setup"):
+                if outcome == "passed" and report.when != "call":
+                    continue
+                outcomes[backend][outcome] += 1
+    terminalreporter.section("integration tests per backend")
+    for backend in BACKENDS:
+        counts = ", ".join(f"{n} {o}" for o, n in sorted(outcomes[backend].items()))
+        terminalreporter.write_line(f"{backend}: {counts or 'none ran'}")

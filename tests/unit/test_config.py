@@ -1,0 +1,125 @@
+"""Settings and URL mapping, without a database."""
+
+from __future__ import annotations
+
+import pytest
+
+from database import DatabaseManager
+from database.config import DatabaseSettings, driver_urls
+from database.exceptions import ConfigurationError
+
+SERVER_VARIABLES = ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD", "DATABASE_URL")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (*SERVER_VARIABLES, "DB_ECHO", "DB_POOL_SIZE", "DB_MAX_OVERFLOW"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_no_settings_means_the_embedded_sqlite_file() -> None:
+    url = DatabaseSettings.from_env().url()
+    assert url.get_backend_name() == "sqlite"
+    assert url.database == "buffetbot.db"
+
+
+def test_db_variables_build_a_postgresql_url_with_documented_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DB_HOST", "db.internal")
+    url = DatabaseSettings.from_env().url()
+    assert (url.host, url.port, url.database, url.username, url.password) == (
+        "db.internal",
+        5432,
+        "buffetbot",
+        "postgres",
+        "postgres",
+    )
+
+
+def test_database_url_wins_over_db_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_HOST", "ignored")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:pw@primary:6543/prod")
+    manager = DatabaseManager()
+    assert manager.urls.sync_url.host == "primary"
+    assert manager.urls.async_url.port == 6543
+
+
+@pytest.mark.parametrize(
+    ("given", "async_driver", "sync_driver"),
+    [
+        ("postgresql://u:p@h/db", "postgresql+asyncpg", "postgresql+psycopg"),
+        ("postgres://u:p@h/db", "postgresql+asyncpg", "postgresql+psycopg"),
+        ("postgresql+psycopg2://u:p@h/db", "postgresql+asyncpg", "postgresql+psycopg"),
+        ("postgresql+asyncpg://u:p@h/db", "postgresql+asyncpg", "postgresql+psycopg"),
+        ("sqlite:///file.db", "sqlite+aiosqlite", "sqlite+pysqlite"),
+        ("sqlite+aiosqlite:///file.db", "sqlite+aiosqlite", "sqlite+pysqlite"),
+    ],
+)
+def test_urls_map_to_the_async_and_sync_drivers(
+    given: str, async_driver: str, sync_driver: str
+) -> None:
+    urls = driver_urls(given)
+    assert urls.async_url.drivername == async_driver
+    assert urls.sync_url.drivername == sync_driver
+
+
+def test_in_memory_sqlite_is_shared_between_the_sync_and_async_engines() -> None:
+    urls = driver_urls("sqlite://")
+    assert urls.sync_url.query["mode"] == "memory"
+    assert urls.sync_url.database == urls.async_url.database
+
+
+def test_sslmode_is_spelled_for_asyncpg() -> None:
+    urls = driver_urls("postgresql://u@h/db?sslmode=require")
+    assert urls.async_url.query == {"ssl": "require"}
+    assert urls.sync_url.query == {"sslmode": "require"}
+
+
+@pytest.mark.parametrize("bad", ["mysql://u:secret@h/db", "not a url", "postgresql://u:secret@h"])
+def test_bad_urls_are_configuration_errors_that_never_show_the_password(bad: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        DatabaseManager(bad)
+    assert "secret" not in str(caught.value)
+
+
+def test_a_bad_variable_is_named_with_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_PORT", "fifty")
+    with pytest.raises(ConfigurationError, match=r"DB_PORT='fifty'"):
+        DatabaseSettings.from_env()
+
+
+def test_a_bad_password_variable_is_named_but_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "x" * 3)
+    monkeypatch.setenv("DB_POOL_SIZE", "-1")
+    with pytest.raises(ConfigurationError, match="DB_POOL_SIZE"):
+        DatabaseSettings.from_env()
+
+
+def test_pool_defaults_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = DatabaseSettings.from_env()
+    assert (
+        settings.pool_size,
+        settings.max_overflow,
+        settings.pool_pre_ping,
+        settings.pool_recycle,
+    ) == (
+        20,
+        30,
+        True,
+        3600,
+    )
+    monkeypatch.setenv("DB_POOL_SIZE", "7")
+    monkeypatch.setenv("DB_ECHO", "true")
+    settings = DatabaseSettings.from_env()
+    assert settings.pool_size == 7
+    assert settings.echo is True
+
+
+def test_reprs_hide_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_PASSWORD", "hunter2-secret")
+    settings = DatabaseSettings.from_env()
+    manager = DatabaseManager(settings=settings)
+    assert "hunter2-secret" not in repr(settings)
+    assert "hunter2-secret" not in repr(manager)
+    assert "***" in repr(manager)
