@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
+from typing import TextIO
 
 from alembic import command
 from alembic.config import Config
@@ -15,7 +15,7 @@ from database.connection import DatabaseManager
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def alembic_config(url: str | None = None, *, output: io.TextIOBase | None = None) -> Config:
+def alembic_config(url: str | None = None, *, output: TextIO | None = None) -> Config:
     """An Alembic ``Config`` for ``url`` (else the environment's database)."""
     config = Config(stdout=output) if output is not None else Config()
     config.set_main_option("script_location", str(MIGRATIONS))

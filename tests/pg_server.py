@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-class PostgresNotAvailable(RuntimeError):
+class PostgresUnavailableError(RuntimeError):
     pass
 
 
@@ -35,7 +35,9 @@ def _bindir() -> Path:
     for candidate in candidates:
         if (candidate / "initdb").exists() and (candidate / "pg_ctl").exists():
             return candidate
-    raise PostgresNotAvailable("no PostgreSQL binaries (initdb, pg_ctl) found; install PostgreSQL")
+    raise PostgresUnavailableError(
+        "no PostgreSQL binaries (initdb, pg_ctl) found; install PostgreSQL"
+    )
 
 
 def _free_port() -> int:
@@ -51,7 +53,7 @@ def _run_as() -> str | None:
         with contextlib.suppress(KeyError):
             pwd.getpwnam(name)
             return name
-    raise PostgresNotAvailable("running as root and no unprivileged account to run PostgreSQL")
+    raise PostgresUnavailableError("running as root and no unprivileged account to run PostgreSQL")
 
 
 @contextlib.contextmanager
@@ -76,7 +78,9 @@ def throwaway_postgres() -> Iterator[str]:
         )
         if result.returncode != 0:
             detail = log.read_text() if log.exists() else ""
-            raise PostgresNotAvailable(f"{args[0]} failed: {result.stderr}{result.stdout}{detail}")
+            raise PostgresUnavailableError(
+                f"{args[0]} failed: {result.stderr}{result.stdout}{detail}"
+            )
 
     try:
         run("initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")

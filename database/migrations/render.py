@@ -20,5 +20,6 @@ def render_item(kind: str, obj: Any, autogen_context: AutogenContext) -> str | b
     if isinstance(obj, Ticker):
         return "database.types.Ticker()"
     if isinstance(obj, LowerCaseString):
-        return f"database.types.LowerCaseString({obj.impl_instance.length})"
+        length = getattr(obj.impl_instance, "length", None)
+        return f"database.types.LowerCaseString({length})"
     return False

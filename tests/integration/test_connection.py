@@ -45,7 +45,7 @@ async def test_async_session_rolls_back_on_error(db: DatabaseManager, sql: RawSQ
 def test_sync_session_commits_and_rolls_back(db: DatabaseManager, sql: RawSQL) -> None:
     with db.get_session() as session:
         session.add(new_user("first"))
-    with pytest.raises(RuntimeError), db.get_session() as session:
+    with pytest.raises(RuntimeError, match="boom"), db.get_session() as session:
         session.add(new_user("second"))
         session.flush()
         raise RuntimeError("boom")
