@@ -148,6 +148,8 @@ class DatabaseManager:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute(f"PRAGMA busy_timeout = {int(self.settings.sqlite_busy_timeout_ms)}")
+        # LIKE is case-sensitive on PostgreSQL; make ``__contains`` mean the same here.
+        cursor.execute("PRAGMA case_sensitive_like = ON")
         if self.urls.sync_url.query.get("mode") != "memory":
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")

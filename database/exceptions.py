@@ -10,10 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Index, Table
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import exc as orm_exc
+from sqlalchemy.sql.schema import ColumnCollectionConstraint
+
+if TYPE_CHECKING:
+    from sqlalchemy import FromClause
 
 
 class DatabaseError(Exception):
@@ -94,16 +99,16 @@ _SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<cols>[\w., ]+)")
 _SQLITE_CHECK = re.compile(r"CHECK constraint failed: (?P<name>\w+)")
 
 
-def _unique_fields(table: str, message: str) -> tuple[str, str | None]:
-    """Return (field description, constraint name) of a unique violation."""
+def _unique_fields(table: FromClause, message: str) -> tuple[str, str | None]:
+    """Return (the columns, as "a, b", and the constraint name) of a unique violation."""
     if match := _SQLITE_UNIQUE.search(message):
-        cols = [c.strip().split(".")[-1] for c in match["cols"].split(",")]
-        return ", ".join(cols), None
-    if match := _CONSTRAINT_NAME.search(message):
+        columns = [c.strip().split(".")[-1] for c in match["cols"].split(",")]
+        return ", ".join(columns), None
+    if isinstance(table, Table) and (match := _CONSTRAINT_NAME.search(message)):
         name = match["name"]
-        for prefix in (f"uq_{table}_", f"ix_{table}_", f"{table}_"):
-            if name.startswith(prefix):
-                return name.removeprefix(prefix).removesuffix("_key"), name
+        for item in (*table.constraints, *table.indexes):
+            if isinstance(item, ColumnCollectionConstraint | Index) and item.name == name:
+                return ", ".join(column.name for column in item.columns), name
         return name, name
     return "key", None
 
@@ -115,7 +120,7 @@ def _is_unique_violation(orig: BaseException) -> bool:
     return "UNIQUE constraint failed" in str(orig)
 
 
-def translate(error: Exception, model: str, table: str) -> DatabaseError | None:
+def translate(error: Exception, model: str, table: FromClause) -> DatabaseError | None:
     """Map a SQLAlchemy error to the package's own, or None if not ours to map."""
     if isinstance(error, sa_exc.StatementError) and isinstance(error.orig, DatabaseError):
         return error.orig  # raised by one of our types while binding a parameter
@@ -137,7 +142,7 @@ def translate(error: Exception, model: str, table: str) -> DatabaseError | None:
 
 
 @contextmanager
-def translate_errors(model: str, table: str) -> Iterator[None]:
+def translate_errors(model: str, table: FromClause) -> Iterator[None]:
     """Re-raise SQLAlchemy errors inside the block as the package's own."""
     try:
         yield

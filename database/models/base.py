@@ -58,7 +58,13 @@ class Base(AsyncAttrs, DeclarativeBase):
 
 
 class UUIDPrimaryKey:
+    """A UUID key assigned at construction, so ``obj.id`` is usable before any flush."""
+
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("id", uuid.uuid4())
+        super().__init__(**kwargs)
 
 
 class Timestamps:
@@ -130,7 +136,8 @@ def _install_coercers(mapper: Mapper[Any], class_: type[Any]) -> None:
         coerce = _coercer_for(column.type)
         if coerce is None:
             continue
-        nullable = column.nullable
+        # A foreign key may stay unset until a relationship fills it in at flush.
+        nullable = column.nullable or bool(column.foreign_keys)
 
         def on_set(
             target: Any,

@@ -41,7 +41,7 @@ class BaseRepository(Generic[ModelT]):
 
     @contextmanager
     def _translating(self) -> Iterator[None]:
-        with translate_errors(self.model.__name__, self.model.__tablename__):
+        with translate_errors(self.model.__name__, self.model.__table__):
             yield
 
     def _new(self, values: Mapping[str, Any]) -> ModelT:
@@ -54,8 +54,8 @@ class BaseRepository(Generic[ModelT]):
         # A new row has no children yet: mark its collections loaded (empty), so
         # reading them later never triggers a lazy load (MissingGreenlet in async).
         for relationship in self.model.__mapper__.relationships:
-            if relationship.uselist:
-                getattr(instance, relationship.key)
+            if relationship.uselist and relationship.key not in values:
+                setattr(instance, relationship.key, [])
         return instance
 
     def _key(self, key: Any) -> Any:
