@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Delete, Select, Uuid, delete, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from database.exceptions import NotFoundError, ValidationError, translate_errors
 from database.models.base import Base
@@ -55,7 +56,7 @@ class BaseRepository(Generic[ModelT]):
         # reading them later never triggers a lazy load (MissingGreenlet in async).
         for relationship in self.model.__mapper__.relationships:
             if relationship.uselist and relationship.key not in values:
-                setattr(instance, relationship.key, [])
+                set_committed_value(instance, relationship.key, ())
         return instance
 
     def _key(self, key: Any) -> Any:
