@@ -32,10 +32,10 @@ from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from database import DatabaseManager, migrate  # noqa: E402
-from database.models import User  # noqa: E402
-from database.repositories import UserRepository  # noqa: E402
-from tests.pg_server import throwaway_postgres  # noqa: E402
+from database import DatabaseManager, migrate
+from database.models import User
+from database.repositories import UserRepository
+from tests.pg_server import throwaway_postgres
 
 OPERATIONS = ("create", "get_by_id", "get_by_criteria", "update")
 repository = UserRepository()
@@ -61,7 +61,9 @@ class Fixture:
 # -- the three ways of doing each operation (async) -----------------------------------------
 
 
-def async_repository(db: DatabaseManager, fx: Fixture) -> dict[str, Callable[[int], Awaitable[Any]]]:
+def async_repository(
+    db: DatabaseManager, fx: Fixture
+) -> dict[str, Callable[[int], Awaitable[Any]]]:
     async def create(i: int) -> Any:
         async with db.get_async_session() as session:
             return await repository.async_create(session, **user_values(fx.fresh()))
@@ -72,11 +74,15 @@ def async_repository(db: DatabaseManager, fx: Fixture) -> dict[str, Callable[[in
 
     async def get_by_criteria(i: int) -> Any:
         async with db.get_async_session() as session:
-            return await repository.async_get_by_criteria(session, username=fx.names[i % len(fx.names)])
+            return await repository.async_get_by_criteria(
+                session, username=fx.names[i % len(fx.names)]
+            )
 
     async def update(i: int) -> Any:
         async with db.get_async_session() as session:
-            return await repository.async_update(session, fx.ids[i % len(fx.ids)], first_name=f"n{i}")
+            return await repository.async_update(
+                session, fx.ids[i % len(fx.ids)], first_name=f"n{i}"
+            )
 
     return locals() | {}
 
@@ -109,23 +115,32 @@ def async_orm(db: DatabaseManager, fx: Fixture) -> dict[str, Callable[[int], Awa
     return locals() | {}
 
 
-COLUMNS = "id, email, username, hashed_password, first_name, last_name, preferences, is_active, " \
+COLUMNS = (
+    "id, email, username, hashed_password, first_name, last_name, preferences, is_active, "
     "is_verified, last_login_at, created_at, updated_at"
+)
 
 
-def async_raw_postgres(pool: asyncpg.Pool, fx: Fixture) -> dict[str, Callable[[int], Awaitable[Any]]]:
+def async_raw_postgres(
+    pool: asyncpg.Pool, fx: Fixture
+) -> dict[str, Callable[[int], Awaitable[Any]]]:
     async def create(i: int) -> Any:
         tag = fx.fresh()
         async with pool.acquire() as conn, conn.transaction():
             return await conn.execute(
                 "INSERT INTO users (id, email, username, hashed_password, is_active, is_verified,"
                 " created_at, updated_at) VALUES ($1, $2, $3, $4, true, false, now(), now())",
-                uuid.uuid4(), f"{tag}@example.com", tag, "x" * 40,
+                uuid.uuid4(),
+                f"{tag}@example.com",
+                tag,
+                "x" * 40,
             )
 
     async def get_by_id(i: int) -> Any:
         async with pool.acquire() as conn:
-            return await conn.fetchrow(f"SELECT {COLUMNS} FROM users WHERE id = $1", fx.ids[i % len(fx.ids)])
+            return await conn.fetchrow(
+                f"SELECT {COLUMNS} FROM users WHERE id = $1", fx.ids[i % len(fx.ids)]
+            )
 
     async def get_by_criteria(i: int) -> Any:
         async with pool.acquire() as conn:
@@ -135,15 +150,21 @@ def async_raw_postgres(pool: asyncpg.Pool, fx: Fixture) -> dict[str, Callable[[i
 
     async def update(i: int) -> Any:
         async with pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(f"SELECT {COLUMNS} FROM users WHERE id = $1", fx.ids[i % len(fx.ids)])
+            row = await conn.fetchrow(
+                f"SELECT {COLUMNS} FROM users WHERE id = $1", fx.ids[i % len(fx.ids)]
+            )
             return await conn.execute(
-                "UPDATE users SET first_name = $1, updated_at = now() WHERE id = $2", f"n{i}", row["id"]
+                "UPDATE users SET first_name = $1, updated_at = now() WHERE id = $2",
+                f"n{i}",
+                row["id"],
             )
 
     return locals() | {}
 
 
-def async_raw_sqlite(conn: aiosqlite.Connection, fx: Fixture) -> dict[str, Callable[[int], Awaitable[Any]]]:
+def async_raw_sqlite(
+    conn: aiosqlite.Connection, fx: Fixture
+) -> dict[str, Callable[[int], Awaitable[Any]]]:
     async def create(i: int) -> Any:
         tag = fx.fresh()
         await conn.execute(
@@ -154,7 +175,9 @@ def async_raw_sqlite(conn: aiosqlite.Connection, fx: Fixture) -> dict[str, Calla
         await conn.commit()
 
     async def get_by_id(i: int) -> Any:
-        async with conn.execute(f"SELECT {COLUMNS} FROM users WHERE id = ?", (fx.ids[i % len(fx.ids)].hex,)) as c:
+        async with conn.execute(
+            f"SELECT {COLUMNS} FROM users WHERE id = ?", (fx.ids[i % len(fx.ids)].hex,)
+        ) as c:
             return await c.fetchone()
 
     async def get_by_criteria(i: int) -> Any:
@@ -209,7 +232,9 @@ def sync_orm(db: DatabaseManager, fx: Fixture) -> dict[str, Callable[[int], Any]
 
     def get_by_criteria(i: int) -> Any:
         with db.get_session() as session:
-            return session.scalars(select(User).where(User.username == fx.names[i % len(fx.names)])).all()
+            return session.scalars(
+                select(User).where(User.username == fx.names[i % len(fx.names)])
+            ).all()
 
     def update(i: int) -> Any:
         with db.get_session() as session:
@@ -244,7 +269,9 @@ def sync_raw(conn: Any, fx: Fixture, sqlite: bool) -> dict[str, Callable[[int], 
         return row
 
     def get_by_criteria(i: int) -> Any:
-        rows = conn.execute(f"SELECT {COLUMNS} FROM users WHERE username = {p}", (fx.names[i % len(fx.names)],))
+        rows = conn.execute(
+            f"SELECT {COLUMNS} FROM users WHERE username = {p}", (fx.names[i % len(fx.names)],)
+        )
         result = rows.fetchall()
         conn.commit()
         return result
@@ -289,10 +316,17 @@ def time_sync(kinds: dict[str, Any], operation: str, count: int) -> dict[str, fl
 
 def report(title: str, results: dict[str, dict[str, list[float]]]) -> None:
     print(f"\n{title}")
-    print(f"  {'operation':<16}{'raw µs':>9}{'ORM µs':>9}{'repo µs':>9}{'repo/ORM':>10}{'ORM/raw':>9}")
+    print(
+        f"  {'operation':<16}{'raw µs':>9}{'ORM µs':>9}{'repo µs':>9}{'repo/ORM':>10}{'ORM/raw':>9}"
+    )
     for operation in OPERATIONS:
-        raw, orm, repo = (statistics.median(results[kind][operation]) for kind in ("raw", "orm", "repo"))
-        print(f"  {operation:<16}{raw:>9.0f}{orm:>9.0f}{repo:>9.0f}{repo / orm:>10.2f}{orm / raw:>9.2f}")
+        raw, orm, repo = (
+            statistics.median(results[kind][operation]) for kind in ("raw", "orm", "repo")
+        )
+        print(
+            f"  {operation:<16}{raw:>9.0f}{orm:>9.0f}{repo:>9.0f}"
+            f"{repo / orm:>10.2f}{orm / raw:>9.2f}"
+        )
 
 
 async def seed(db: DatabaseManager, rows: int) -> Fixture:
@@ -314,8 +348,11 @@ async def bench_async(url: str, rounds: int, count: int) -> None:
         raw_resource = await aiosqlite.connect(db.urls.sync_url.database or "")
         await raw_resource.execute("PRAGMA foreign_keys = ON")
         raw = async_raw_sqlite(raw_resource, fx)
-    kinds = {"raw": only_operations(raw), "orm": only_operations(async_orm(db, fx)),
-             "repo": only_operations(async_repository(db, fx))}
+    kinds = {
+        "raw": only_operations(raw),
+        "orm": only_operations(async_orm(db, fx)),
+        "repo": only_operations(async_repository(db, fx)),
+    }
     results: dict[str, dict[str, list[float]]] = {k: {o: [] for o in OPERATIONS} for k in kinds}
     for operation in OPERATIONS:
         await time_async(kinds, operation, 30)  # warm-up
@@ -326,7 +363,9 @@ async def bench_async(url: str, rounds: int, count: int) -> None:
     await raw_resource.close()
     await db.aclose()
     driver = "asyncpg" if db.backend == "postgresql" else "aiosqlite"
-    report(f"{db.backend}, async (raw = {driver}); median of {rounds} rounds x {count} ops", results)
+    report(
+        f"{db.backend}, async (raw = {driver}); median of {rounds} rounds x {count} ops", results
+    )
 
 
 def bench_sync(url: str, rounds: int, count: int) -> None:
@@ -334,9 +373,14 @@ def bench_sync(url: str, rounds: int, count: int) -> None:
     fx = asyncio.run(seed(db, 1000))
     plain = db.urls.sync_url.set(drivername=db.backend).render_as_string(hide_password=False)
     is_sqlite = db.backend == "sqlite"
-    connection: Any = sqlite3.connect(db.urls.sync_url.database or "") if is_sqlite else psycopg.connect(plain)
-    kinds = {"raw": only_operations(sync_raw(connection, fx, is_sqlite)),
-             "orm": only_operations(sync_orm(db, fx)), "repo": only_operations(sync_repository(db, fx))}
+    connection: Any = (
+        sqlite3.connect(db.urls.sync_url.database or "") if is_sqlite else psycopg.connect(plain)
+    )
+    kinds = {
+        "raw": only_operations(sync_raw(connection, fx, is_sqlite)),
+        "orm": only_operations(sync_orm(db, fx)),
+        "repo": only_operations(sync_repository(db, fx)),
+    }
     results: dict[str, dict[str, list[float]]] = {k: {o: [] for o in OPERATIONS} for k in kinds}
     for operation in OPERATIONS:
         time_sync(kinds, operation, 30)  # warm-up
@@ -360,8 +404,12 @@ def postgres(url: str | None) -> Iterator[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", help="PostgreSQL URL of an empty database (default: a throwaway server)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--url", help="PostgreSQL URL of an empty database (default: a throwaway server)"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--count", type=int, default=300, help="operations per round")
     arguments = parser.parse_args()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -28,8 +28,6 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from database.config import DatabaseSettings, DriverUrls, driver_urls
 from database.exceptions import DatabaseUnavailableError
 from database.models import Base
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,9 +55,22 @@ class _LoopEngine:
     def terminate(self) -> None:
         """Close every connection without awaiting (for ``close()`` inside the loop)."""
         dialect = self.engine.dialect
-        for connection in list(self.connections.values()):
-            dialect.do_terminate(connection)
+        connections = list(self.connections.values())
         self.connections.clear()
+
+        def terminate_all() -> None:
+            for connection in connections:
+                dialect.do_terminate(connection)
+
+        if dialect.driver == "aiosqlite":
+            # aiosqlite reports back on the caller's event loop, which may close
+            # before its worker thread answers; from a thread with no loop it
+            # reports to no one.
+            worker = threading.Thread(target=terminate_all, name="close-aiosqlite")
+            worker.start()
+            worker.join()
+        else:
+            terminate_all()  # asyncpg: a synchronous abort of the socket
         self.engine.sync_engine.dispose(close=False)
         self.disposed = True
 

@@ -57,6 +57,8 @@ def free_names(code: str) -> set[str]:
             stored.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
         elif isinstance(node, ast.arg):
             stored.add(node.arg)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            stored.add(node.name)
         for child in ast.iter_child_nodes(node):
             visit(child)
 

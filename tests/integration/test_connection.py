@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import warnings
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -256,3 +257,20 @@ async def test_one_process_holds_one_pool_not_two(
     await asyncio.gather(*tasks)
     assert not manager.sync_engine_started
     await manager.aclose()
+
+
+@pytest.mark.sqlite_only
+async def test_close_inside_a_running_loop_releases_the_sqlite_file(
+    backend: str, database_url: str
+) -> None:
+    manager = DatabaseManager(database_url)
+    wal = Path(str(make_url(database_url).database) + "-wal")
+    async with manager.get_async_session() as session:
+        session.add(new_user())
+    assert wal.exists()  # open connections keep the write-ahead log
+    manager.close()
+    for _ in range(50):  # the last connection to close removes the log
+        if not wal.exists():
+            break
+        await asyncio.sleep(0.02)
+    assert not wal.exists()
