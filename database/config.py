@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 from pydantic import Field, SecretStr
@@ -40,7 +40,7 @@ class DatabaseSettings(BaseSettings):
     user: str = "postgres"
     password: SecretStr = SecretStr("postgres")
     sqlite_path: str = "buffetbot.db"
-    echo: bool = False
+    echo: bool | Literal["debug"] = False  # "debug" also logs result rows
     pool_size: int = Field(default=20, ge=1)
     max_overflow: int = Field(default=30, ge=0)
     pool_pre_ping: bool = True

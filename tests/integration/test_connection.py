@@ -274,3 +274,20 @@ async def test_close_inside_a_running_loop_releases_the_sqlite_file(
             break
         await asyncio.sleep(0.02)
     assert not wal.exists()
+
+
+@pytest.mark.postgresql_only
+async def test_the_password_never_reaches_logs_or_reprs(
+    backend: str, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    with_password = make_url(database_url).set(password="pw-s3cret-XYZ")  # trust auth ignores it
+    manager = DatabaseManager(with_password.render_as_string(hide_password=False), echo="debug")
+    async with manager.get_async_session() as session:
+        await session.execute(text("SELECT 1"))
+    with manager.get_session() as session:
+        session.execute(text("SELECT 1"))
+    await manager.aclose()
+    assert "SELECT 1" in caplog.text  # the SQL was logged
+    assert "pw-s3cret-XYZ" not in caplog.text
+    assert "pw-s3cret-XYZ" not in repr(manager) + str(manager.settings) + manager.urls.safe()
