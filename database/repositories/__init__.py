@@ -2,7 +2,8 @@
 
 from database.repositories.analysis import AnalysisRepository
 from database.repositories.base import BaseRepository
-from database.repositories.market import OptionsDataRepository, PriceHistoryRepository
+from database.repositories.market import OptionsDataRepository
+from database.repositories.price_history import PriceHistoryRepository, UpsertResult
 from database.repositories.market_data import MarketDataRepository
 from database.repositories.portfolio import (
     PortfolioRepository,
@@ -20,5 +21,6 @@ __all__ = [
     "PortfolioSummary",
     "PositionRepository",
     "PriceHistoryRepository",
+    "UpsertResult",
     "UserRepository",
 ]

@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-from database.models import OptionsData, PriceHistory
+from database.models import OptionsData
 from database.repositories.base import BaseRepository
-
-
-class PriceHistoryRepository(BaseRepository[PriceHistory]):
-    """Daily bars keyed by ``(ticker, date)``: ``get_by_id(session, ("AAPL", date))``."""
-
-    def __init__(self) -> None:
-        super().__init__(PriceHistory)
 
 
 class OptionsDataRepository(BaseRepository[OptionsData]):

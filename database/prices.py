@@ -1,0 +1,243 @@
+"""Daily bars in, checked: yfinance DataFrames or dict rows become one clean frame.
+
+``prepare_bars`` accepts ``Ticker.history()`` / ``download()`` frames (a ``Date``
+or ``Datetime`` index, tz-aware or not; ``Adj Close`` or not; the actions
+columns) and lists of dicts in either spelling (``"Adj Close"`` or
+``adj_close``). It returns the bars in storage order with NaN as missing, and
+the rows it rejected, each with ticker, date, field, value and reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from database.exceptions import ValidationError
+from database.validation import normalize_ticker
+
+PRICE_FIELDS = ("open", "high", "low", "close", "adj_close")
+VALUE_FIELDS = (*PRICE_FIELDS, "volume", "dividends", "stock_splits")
+BAR_FIELDS = ("ticker", "date", *VALUE_FIELDS)
+PRICE_SCALE = 6  # NUMERIC(18, 6), as in the price_history table
+
+_ALIASES = {
+    "date": "date",
+    "datetime": "date",
+    "ticker": "ticker",
+    "symbol": "ticker",
+    "open": "open",
+    "high": "high",
+    "low": "low",
+    "close": "close",
+    "adj close": "adj_close",
+    "adj_close": "adj_close",
+    "adjclose": "adj_close",
+    "volume": "volume",
+    "dividends": "dividends",
+    "stock splits": "stock_splits",
+    "stock_splits": "stock_splits",
+}
+# yfinance columns that the price_history table does not keep.
+_DROPPED = {"capital gains", "capital_gains", "repaired?"}
+
+
+@dataclass(frozen=True)
+class RejectedBar:
+    """A bar that failed a check: which, where, and why."""
+
+    ticker: str
+    date: dt.date | None
+    field: str
+    value: Any
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.ticker} {self.date}: {self.field}={self.value!r} {self.reason}"
+
+
+class PriceValidationError(ValidationError):
+    """Some bars are invalid; nothing was written. ``rejected`` lists every problem."""
+
+    def __init__(self, rejected: list[RejectedBar]) -> None:
+        first = rejected[0]
+        more = f" (and {len(rejected) - 1} more)" if len(rejected) > 1 else ""
+        super().__init__(first.field, first.value, f"{first.reason} for {first.ticker} on {first.date}{more}")
+        self.rejected = rejected
+
+
+def _canonical_columns(columns: Iterable[Any]) -> dict[Any, str]:
+    mapping: dict[Any, str] = {}
+    for column in columns:
+        key = str(column).strip().lower()
+        if key in _DROPPED:
+            continue
+        if key not in _ALIASES:
+            raise ValidationError(str(column), str(column), "is not a price-history column")
+        mapping[column] = _ALIASES[key]
+    return mapping
+
+
+def _as_dates(values: pd.Series) -> pd.Series:
+    """Trading days: the calendar date of each timestamp in its own time zone."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_localize(None).dt.normalize()
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return values.dt.normalize()
+    converted = []
+    for value in values:
+        if isinstance(value, dt.datetime):
+            converted.append(pd.Timestamp(value.replace(tzinfo=None)).normalize())
+        elif isinstance(value, dt.date):
+            converted.append(pd.Timestamp(value))
+        else:
+            try:
+                stamp = pd.Timestamp(value)
+            except (ValueError, TypeError):
+                stamp = pd.NaT
+            converted.append(stamp.tz_localize(None).normalize() if stamp.tzinfo else stamp)
+    return pd.Series(pd.to_datetime(converted), index=values.index)
+
+
+def _numeric(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(float values with NaN for missing, mask of values that are not numbers at all)."""
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        return values.astype("float64"), pd.Series(False, index=values.index)
+    missing = values.isna() | values.map(lambda v: isinstance(v, str) and v.strip().lower() in {"", "null", "nan"})
+    numbers = pd.to_numeric(values.where(~missing), errors="coerce")
+    return numbers.astype("float64"), numbers.isna() & ~missing
+
+
+def frame_from_rows(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(list(rows))
+    for column in frame.columns:
+        if frame[column].map(lambda v: isinstance(v, Decimal)).any():
+            frame[column] = frame[column].map(lambda v: float(v) if isinstance(v, Decimal) else v)
+    return frame
+
+
+def prepare_bars(
+    data: pd.DataFrame | Iterable[Mapping[str, Any]],
+    ticker: str | None = None,
+) -> tuple[pd.DataFrame, list[RejectedBar]]:
+    """Normalise and check bars; return (valid bars, rejected bars).
+
+    The valid frame has the columns of ``BAR_FIELDS``: ``date`` as
+    ``datetime64`` at midnight, prices and actions as float64 (NaN = missing),
+    ``volume`` as float64 holding whole numbers.
+    """
+    frame = data.copy() if isinstance(data, pd.DataFrame) else frame_from_rows(data)
+    if isinstance(data, pd.DataFrame) and not isinstance(frame.index, pd.RangeIndex):
+        frame = frame.reset_index()
+    frame = frame.rename(columns=_canonical_columns(frame.columns))
+    frame = frame.loc[:, ~frame.columns.duplicated()]
+    if ticker is not None:
+        frame["ticker"] = normalize_ticker(ticker)
+    elif "ticker" not in frame:
+        raise ValidationError("ticker", None, "is required: pass ticker= or a ticker column")
+    else:
+        tickers = {t: normalize_ticker(t) for t in frame["ticker"].unique()}
+        frame["ticker"] = frame["ticker"].map(tickers)
+    if "date" not in frame:
+        raise ValidationError("date", None, "is required: a Date index or a date column")
+    if "close" not in frame:
+        raise ValidationError("close", None, "is required")
+    bars = pd.DataFrame({"ticker": frame["ticker"].astype(object), "date": _as_dates(frame["date"])})
+    problems: list[tuple[pd.Series, str, pd.Series, str]] = []
+    original: dict[str, pd.Series] = {}
+    for field in VALUE_FIELDS:
+        raw = frame[field] if field in frame else pd.Series(np.nan, index=frame.index)
+        numbers, not_numbers = _numeric(raw)
+        problems.append((not_numbers, field, raw, "is not a number"))
+        original[field] = raw
+        bars[field] = numbers
+    for field in ("dividends", "stock_splits"):
+        bars[field] = bars[field].fillna(0.0)
+    problems += _checks(bars, original)
+    problems.append((bars["date"].isna(), "date", frame["date"], "is not a date"))
+    duplicated = bars.duplicated(subset=["ticker", "date"], keep=False) & bars["date"].notna()
+    problems.append((duplicated, "date", bars["date"], "appears more than once in the batch"))
+    return _split(bars, problems)
+
+
+def _checks(bars: pd.DataFrame, original: dict[str, pd.Series]) -> list[tuple[pd.Series, str, pd.Series, str]]:
+    checks: list[tuple[pd.Series, str, pd.Series, str]] = []
+    close = bars["close"]
+    checks.append((close.isna(), "close", original["close"], "is required"))
+    for field in PRICE_FIELDS:
+        values = bars[field]
+        checks.append((~np.isfinite(values) & values.notna(), field, original[field], "must be finite"))
+        checks.append((values <= 0, field, original[field], "must be greater than 0"))
+    low, high = bars["low"], bars["high"]
+    for field in ("open", "close"):
+        checks.append((bars[field] < low, field, original[field], "is below the low"))
+        checks.append((bars[field] > high, field, original[field], "is above the high"))
+    checks.append((low > high, "low", original["low"], "is above the high"))
+    volume = bars["volume"]
+    checks.append((volume < 0, "volume", original["volume"], "must be at least 0"))
+    checks.append((volume.notna() & (volume % 1 != 0), "volume", original["volume"], "must be a whole number"))
+    for field in ("dividends", "stock_splits"):
+        checks.append((bars[field] < 0, field, original[field], "must be at least 0"))
+        checks.append((~np.isfinite(bars[field]), field, original[field], "must be finite"))
+    return checks
+
+
+def _split(
+    bars: pd.DataFrame, problems: list[tuple[pd.Series, str, pd.Series, str]]
+) -> tuple[pd.DataFrame, list[RejectedBar]]:
+    bad = pd.Series(False, index=bars.index)
+    rejected: list[RejectedBar] = []
+    seen: set[Any] = set()
+    for mask, field, values, reason in problems:
+        mask = mask.fillna(False).astype(bool)
+        if not mask.any():
+            continue
+        bad |= mask
+        for position in np.flatnonzero(mask.to_numpy()):
+            if position in seen:
+                continue  # one report per row: its first problem
+            seen.add(position)
+            day = bars["date"].iloc[position]
+            value = values.iloc[position]
+            if isinstance(value, np.generic):
+                value = value.item()
+            rejected.append(
+                RejectedBar(
+                    ticker=str(bars["ticker"].iloc[position]),
+                    date=None if pd.isna(day) else day.date(),
+                    field=field,
+                    value=None if value is None or (isinstance(value, float) and math.isnan(value)) else value,
+                    reason=reason,
+                )
+            )
+    rejected.sort(key=lambda r: (r.ticker, r.date or dt.date.min))
+    return bars[~bad].reset_index(drop=True), rejected
+
+
+def staging_rows(bars: pd.DataFrame, *, scaled: bool) -> list[tuple[Any, ...]]:
+    """Bars as driver rows in ``BAR_FIELDS`` order, None for missing.
+
+    ``scaled``: prices as integers in millionths (the SQLite storage unit);
+    otherwise floats, which PostgreSQL rounds into NUMERIC(18, 6).
+    """
+    columns: list[list[Any]] = [
+        bars["ticker"].tolist(),
+        bars["date"].to_numpy().astype("datetime64[D]").astype(str if scaled else object).tolist(),
+    ]
+    for field in VALUE_FIELDS:
+        values = bars[field].to_numpy(dtype="float64")
+        if field == "volume":
+            whole = pd.array(values, dtype="Float64").astype("Int64")
+        elif scaled:
+            whole = pd.array(np.rint(values * 10**PRICE_SCALE), dtype="Float64").astype("Int64")
+        else:
+            columns.append(pd.Series(values).astype(object).where(~np.isnan(values), None).tolist())
+            continue
+        columns.append(whole.to_numpy(dtype=object, na_value=None).tolist())
+    return list(zip(*columns, strict=True))
