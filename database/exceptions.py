@@ -113,7 +113,8 @@ def _unique_fields(table: FromClause, message: str) -> tuple[str, str | None]:
     return "key", None
 
 
-def _is_unique_violation(orig: BaseException) -> bool:
+def is_unique_violation(orig: BaseException) -> bool:
+    """Whether a driver error (psycopg, asyncpg, sqlite3) is a unique-key violation."""
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if sqlstate is not None:
         return str(sqlstate) == "23505"
@@ -127,7 +128,7 @@ def translate(error: Exception, model: str, table: FromClause) -> DatabaseError 
     if isinstance(error, sa_exc.IntegrityError):
         orig = error.orig if error.orig is not None else error
         message = str(orig).splitlines()[0]
-        if _is_unique_violation(orig):
+        if is_unique_violation(orig):
             field, constraint = _unique_fields(table, str(orig))
             return DuplicateError(model, field, constraint)
         name = None

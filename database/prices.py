@@ -48,6 +48,9 @@ _ALIASES = {
 _DROPPED = {"capital gains", "capital_gains", "repaired?"}
 
 
+Problem = tuple["pd.Series[Any]", str, "pd.Series[Any]", str]  # (rows, field, values, reason)
+
+
 @dataclass(frozen=True)
 class RejectedBar:
     """A bar that failed a check: which, where, and why."""
@@ -68,7 +71,9 @@ class PriceValidationError(ValidationError):
     def __init__(self, rejected: list[RejectedBar]) -> None:
         first = rejected[0]
         more = f" (and {len(rejected) - 1} more)" if len(rejected) > 1 else ""
-        super().__init__(first.field, first.value, f"{first.reason} for {first.ticker} on {first.date}{more}")
+        super().__init__(
+            first.field, first.value, f"{first.reason} for {first.ticker} on {first.date}{more}"
+        )
         self.rejected = rejected
 
 
@@ -87,16 +92,17 @@ def _canonical_columns(columns: Iterable[Any]) -> dict[Any, str]:
 def _as_dates(values: pd.Series) -> pd.Series:
     """Trading days: the calendar date of each timestamp in its own time zone."""
     if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_localize(None).dt.normalize()
+        values = values.dt.tz_localize(None)
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
-        return values.dt.normalize()
-    converted = []
+        return pd.Series(values.dt.normalize(), index=values.index)
+    converted: list[Any] = []
     for value in values:
         if isinstance(value, dt.datetime):
             converted.append(pd.Timestamp(value.replace(tzinfo=None)).normalize())
         elif isinstance(value, dt.date):
             converted.append(pd.Timestamp(value))
         else:
+            stamp: Any
             try:
                 stamp = pd.Timestamp(value)
             except (ValueError, TypeError):
@@ -109,7 +115,9 @@ def _numeric(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     """(float values with NaN for missing, mask of values that are not numbers at all)."""
     if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
         return values.astype("float64"), pd.Series(False, index=values.index)
-    missing = values.isna() | values.map(lambda v: isinstance(v, str) and v.strip().lower() in {"", "null", "nan"})
+    missing = values.isna() | values.map(
+        lambda v: isinstance(v, str) and v.strip().lower() in {"", "null", "nan"}
+    )
     numbers = pd.to_numeric(values.where(~missing), errors="coerce")
     return numbers.astype("float64"), numbers.isna() & ~missing
 
@@ -148,8 +156,10 @@ def prepare_bars(
         raise ValidationError("date", None, "is required: a Date index or a date column")
     if "close" not in frame:
         raise ValidationError("close", None, "is required")
-    bars = pd.DataFrame({"ticker": frame["ticker"].astype(object), "date": _as_dates(frame["date"])})
-    problems: list[tuple[pd.Series, str, pd.Series, str]] = []
+    bars = pd.DataFrame(
+        {"ticker": frame["ticker"].astype(object), "date": _as_dates(frame["date"])}
+    )
+    problems: list[Problem] = []
     original: dict[str, pd.Series] = {}
     for field in VALUE_FIELDS:
         raw = frame[field] if field in frame else pd.Series(np.nan, index=frame.index)
@@ -166,13 +176,17 @@ def prepare_bars(
     return _split(bars, problems)
 
 
-def _checks(bars: pd.DataFrame, original: dict[str, pd.Series]) -> list[tuple[pd.Series, str, pd.Series, str]]:
+def _checks(
+    bars: pd.DataFrame, original: dict[str, pd.Series]
+) -> list[tuple[pd.Series, str, pd.Series, str]]:
     checks: list[tuple[pd.Series, str, pd.Series, str]] = []
     close = bars["close"]
     checks.append((close.isna(), "close", original["close"], "is required"))
     for field in PRICE_FIELDS:
         values = bars[field]
-        checks.append((~np.isfinite(values) & values.notna(), field, original[field], "must be finite"))
+        checks.append(
+            (~np.isfinite(values) & values.notna(), field, original[field], "must be finite")
+        )
         checks.append((values <= 0, field, original[field], "must be greater than 0"))
     low, high = bars["low"], bars["high"]
     for field in ("open", "close"):
@@ -181,16 +195,16 @@ def _checks(bars: pd.DataFrame, original: dict[str, pd.Series]) -> list[tuple[pd
     checks.append((low > high, "low", original["low"], "is above the high"))
     volume = bars["volume"]
     checks.append((volume < 0, "volume", original["volume"], "must be at least 0"))
-    checks.append((volume.notna() & (volume % 1 != 0), "volume", original["volume"], "must be a whole number"))
+    checks.append(
+        (volume.notna() & (volume % 1 != 0), "volume", original["volume"], "must be a whole number")
+    )
     for field in ("dividends", "stock_splits"):
         checks.append((bars[field] < 0, field, original[field], "must be at least 0"))
         checks.append((~np.isfinite(bars[field]), field, original[field], "must be finite"))
     return checks
 
 
-def _split(
-    bars: pd.DataFrame, problems: list[tuple[pd.Series, str, pd.Series, str]]
-) -> tuple[pd.DataFrame, list[RejectedBar]]:
+def _split(bars: pd.DataFrame, problems: list[Problem]) -> tuple[pd.DataFrame, list[RejectedBar]]:
     bad = pd.Series(False, index=bars.index)
     rejected: list[RejectedBar] = []
     seen: set[Any] = set()
@@ -212,7 +226,9 @@ def _split(
                     ticker=str(bars["ticker"].iloc[position]),
                     date=None if pd.isna(day) else day.date(),
                     field=field,
-                    value=None if value is None or (isinstance(value, float) and math.isnan(value)) else value,
+                    value=None
+                    if value is None or (isinstance(value, float) and math.isnan(value))
+                    else value,
                     reason=reason,
                 )
             )
@@ -232,12 +248,12 @@ def staging_rows(bars: pd.DataFrame, *, scaled: bool) -> list[tuple[Any, ...]]:
     ]
     for field in VALUE_FIELDS:
         values = bars[field].to_numpy(dtype="float64")
-        if field == "volume":
-            whole = pd.array(values, dtype="Float64").astype("Int64")
-        elif scaled:
-            whole = pd.array(np.rint(values * 10**PRICE_SCALE), dtype="Float64").astype("Int64")
+        missing = np.isnan(values)
+        if field == "volume" or scaled:
+            factor = 1 if field == "volume" else 10**PRICE_SCALE
+            cells = np.rint(np.where(missing, 0.0, values) * factor).astype(np.int64).astype(object)
         else:
-            columns.append(pd.Series(values).astype(object).where(~np.isnan(values), None).tolist())
-            continue
-        columns.append(whole.to_numpy(dtype=object, na_value=None).tolist())
+            cells = values.astype(object)
+        cells[missing] = None
+        columns.append(cells.tolist())
     return list(zip(*columns, strict=True))

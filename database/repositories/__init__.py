@@ -3,13 +3,13 @@
 from database.repositories.analysis import AnalysisRepository
 from database.repositories.base import BaseRepository
 from database.repositories.market import OptionsDataRepository
-from database.repositories.price_history import PriceHistoryRepository, UpsertResult
 from database.repositories.market_data import MarketDataRepository
 from database.repositories.portfolio import (
     PortfolioRepository,
     PortfolioSummary,
     PositionRepository,
 )
+from database.repositories.price_history import PriceHistoryRepository, UpsertResult
 from database.repositories.user import UserRepository
 
 __all__ = [

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import inspect
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Float, Select, and_, func, select, text, type_coerce
+from sqlalchemy import Float, Select, and_, exists, func, select, text, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.util import await_
 
+from database.exceptions import is_unique_violation as _is_unique_violation
 from database.models import PriceHistory
 from database.models.base import utcnow
 from database.prices import (
@@ -74,7 +77,7 @@ _NEW_KEYS = text(
     f"SELECT count(*) FROM {STAGING} s WHERE NOT EXISTS "
     "(SELECT 1 FROM price_history p WHERE p.ticker = s.ticker AND p.date = s.date)"
 )
-_SQLITE_INSERT = f"INSERT INTO {STAGING} ({_COLUMNS}) VALUES ({', '.join('?' * len(BAR_FIELDS))})"
+_STAMPS = ("data_source", "created_at", "updated_at")
 
 
 @dataclass(frozen=True)
@@ -105,12 +108,16 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
     # -- writing -------------------------------------------------------------------------
 
     def _batches(
-        self, data: pd.DataFrame | Iterable[Mapping[str, Any]], ticker: str | None, skip_invalid: bool
+        self,
+        data: pd.DataFrame | Iterable[Mapping[str, Any]],
+        ticker: str | None,
+        skip_invalid: bool,
     ) -> Iterator[tuple[pd.DataFrame, list[RejectedBar]]]:
         """Checked bars in batches; raises at the first batch with a bad bar unless skipping."""
         if isinstance(data, pd.DataFrame):
             chunks: Iterable[Any] = (
-                data.iloc[start : start + self.batch_size] for start in range(0, max(len(data), 1), self.batch_size)
+                data.iloc[start : start + self.batch_size]
+                for start in range(0, max(len(data), 1), self.batch_size)
             )
         else:
             chunks = _chunked(data, self.batch_size)
@@ -123,15 +130,16 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
             yield bars, rejected
 
     @staticmethod
-    def _result(total: int, inserted: int, updated: int, rejected: list[RejectedBar]) -> UpsertResult:
-        return UpsertResult(inserted, updated, total - inserted - updated, rejected)
-
-    @staticmethod
     def _raise_duplicates(rows: list[Any]) -> None:
         if rows:
             rejected = [
-                RejectedBar(t, d if isinstance(d, dt.date) else dt.date.fromisoformat(d), "date", d,
-                            "appears more than once in the batch")
+                RejectedBar(
+                    t,
+                    d if isinstance(d, dt.date) else dt.date.fromisoformat(d),
+                    "date",
+                    d,
+                    "appears more than once in the batch",
+                )
                 for t, d in rows
             ]
             raise PriceValidationError(rejected)
@@ -150,36 +158,16 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         ``ticker`` names the symbol of a single-ticker frame (else a ``ticker``
         column is required). An invalid bar rejects the whole call, unless
         ``skip_invalid=True``: then the valid bars are written and the bad ones
-        are returned in ``rejected``.
+        are returned in ``rejected``. Returns how many rows were inserted,
+        updated, and found unchanged.
         """
-        dialect = dialect_name(session)
-        rejected: list[RejectedBar] = []
-        total = 0
         with self._translating(), session.begin_nested():
-            session.execute(text(_STAGING_DDL[dialect]))
-            session.execute(text(_CLEAR[dialect]))
-            driver = session.connection().connection.driver_connection
-            for bars, bad in self._batches(data, ticker, skip_invalid):
-                rejected += bad
-                total += len(bars)
-                rows = staging_rows(bars, scaled=dialect == "sqlite")
-                if dialect == "postgresql":
-                    with driver.cursor() as cursor, cursor.copy(  # type: ignore[union-attr]
-                        f"COPY {STAGING} ({_COLUMNS}) FROM STDIN"
-                    ) as copy:
-                        for row in rows:
-                            copy.write_row(row)
-                else:
-                    driver.executemany(_SQLITE_INSERT, rows)  # type: ignore[union-attr]
-            self._raise_duplicates(list(session.execute(_DUPLICATES)))
-            params = {"source": data_source, "now": _now(dialect)}
-            if dialect == "postgresql":
-                inserted, updated = session.execute(_MERGE[dialect], params).one()
-            else:
-                inserted = session.scalar(_NEW_KEYS) or 0
-                updated = session.execute(_MERGE[dialect], params).rowcount - inserted  # type: ignore[attr-defined]
-            session.execute(text(_CLEAR[dialect]))
-        return self._result(total, inserted, updated, rejected)
+            tickers = _known_tickers(data, ticker)
+            if tickers and not session.scalar(_any_rows(tickers)):
+                direct = self._copy_into_empty(session, data, ticker, skip_invalid, data_source)
+                if direct is not None:
+                    return direct
+            return self._merge_through_staging(session, data, ticker, skip_invalid, data_source)
 
     async def async_upsert(
         self,
@@ -190,40 +178,82 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         skip_invalid: bool = False,
         data_source: str = "yfinance",
     ) -> UpsertResult:
+        # One implementation: run_sync hands it a Session whose driver calls are
+        # awaited for it (the COPY of asyncpg and aiosqlite through ``await_``).
+        return await session.run_sync(
+            lambda sync: self.upsert(
+                sync, data, ticker=ticker, skip_invalid=skip_invalid, data_source=data_source
+            )
+        )
+
+    def _copy_into_empty(
+        self,
+        session: Session,
+        data: pd.DataFrame | Iterable[Mapping[str, Any]],
+        ticker: str | None,
+        skip_invalid: bool,
+        data_source: str,
+    ) -> UpsertResult | None:
+        """Fast path when none of the tickers has bars yet: write straight into the table.
+
+        Returns None if a key turned out to exist after all (a duplicate date in
+        the batch, or a concurrent writer); the savepoint then undoes it all.
+        """
         dialect = dialect_name(session)
+        now = _now(dialect)
+        extra = (data_source, now, now)
         rejected: list[RejectedBar] = []
         total = 0
-        with self._translating():
-            async with session.begin_nested():
-                await session.execute(text(_STAGING_DDL[dialect]))
-                await session.execute(text(_CLEAR[dialect]))
-                connection = await session.connection()
-                driver = (await connection.get_raw_connection()).driver_connection
+        try:
+            with session.begin_nested():
+                driver = session.connection().connection.driver_connection
                 for bars, bad in self._batches(data, ticker, skip_invalid):
                     rejected += bad
                     total += len(bars)
-                    rows = staging_rows(bars, scaled=dialect == "sqlite")
-                    if dialect == "postgresql":
-                        await driver.copy_records_to_table(  # type: ignore[union-attr]
-                            STAGING, records=rows, columns=list(BAR_FIELDS)
-                        )
-                    else:
-                        await driver.executemany(_SQLITE_INSERT, rows)  # type: ignore[union-attr]
-                self._raise_duplicates(list(await session.execute(_DUPLICATES)))
-                params = {"source": data_source, "now": _now(dialect)}
-                if dialect == "postgresql":
-                    inserted, updated = (await session.execute(_MERGE[dialect], params)).one()
-                else:
-                    inserted = await session.scalar(_NEW_KEYS) or 0
-                    merged = await session.execute(_MERGE[dialect], params)
-                    updated = merged.rowcount - inserted  # type: ignore[attr-defined]
-                await session.execute(text(_CLEAR[dialect]))
-        return self._result(total, inserted, updated, rejected)
+                    rows = [row + extra for row in staging_rows(bars, scaled=dialect == "sqlite")]
+                    _write(driver, dialect, "price_history", (*BAR_FIELDS, *_STAMPS), rows)
+        except Exception as error:
+            if _is_unique_violation(error):
+                return None
+            raise
+        return UpsertResult(total, 0, 0, rejected)
+
+    def _merge_through_staging(
+        self,
+        session: Session,
+        data: pd.DataFrame | Iterable[Mapping[str, Any]],
+        ticker: str | None,
+        skip_invalid: bool,
+        data_source: str,
+    ) -> UpsertResult:
+        dialect = dialect_name(session)
+        session.execute(text(_STAGING_DDL[dialect]))
+        session.execute(text(_CLEAR[dialect]))
+        driver = session.connection().connection.driver_connection
+        rejected: list[RejectedBar] = []
+        total = 0
+        for bars, bad in self._batches(data, ticker, skip_invalid):
+            rejected += bad
+            total += len(bars)
+            _write(
+                driver, dialect, STAGING, BAR_FIELDS, staging_rows(bars, scaled=dialect == "sqlite")
+            )
+        self._raise_duplicates(list(session.execute(_DUPLICATES)))
+        params = {"source": data_source, "now": _now(dialect)}
+        if dialect == "postgresql":
+            inserted, updated = session.execute(_MERGE[dialect], params).one()
+        else:
+            inserted = session.scalar(_NEW_KEYS) or 0
+            updated = session.execute(_MERGE[dialect], params).rowcount - inserted  # type: ignore[attr-defined]
+        session.execute(text(_CLEAR[dialect]))
+        return UpsertResult(inserted, updated, total - inserted - updated, rejected)
 
     # -- reading: statements -------------------------------------------------------------
 
     @staticmethod
-    def _range_statement(ticker: str, start: dt.date | None, end: dt.date | None) -> Select[PriceHistory]:
+    def _range_statement(
+        ticker: str, start: dt.date | None, end: dt.date | None
+    ) -> Select[PriceHistory]:
         statement = select(PriceHistory).where(PriceHistory.ticker == normalize_ticker(ticker))
         if start is not None:
             statement = statement.where(PriceHistory.date >= start)
@@ -232,17 +262,25 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         return statement.order_by(PriceHistory.date)
 
     @staticmethod
-    def _frame_statement(dialect: str, ticker: str, start: dt.date | None, end: dt.date | None) -> Select[Any]:
+    def _frame_statement(
+        dialect: str, ticker: str, start: dt.date | None, end: dt.date | None
+    ) -> Select[Any]:
         # Frames hold floats, as yfinance's do: convert in SQL rather than row by row.
-        def as_float(column: Any) -> ColumnElement[float]:
+        def as_float(column: Any) -> ColumnElement[Any]:
             if dialect == "sqlite":
                 return type_coerce(column, Float) / float(10**PRICE_SCALE)
             return type_coerce(column.cast(Float), Float)
 
         p = PriceHistory
         statement = select(
-            p.date, *(as_float(getattr(p, c)).label(c) for c in ("open", "high", "low", "close", "adj_close")),
-            p.volume, as_float(p.dividends).label("dividends"), as_float(p.stock_splits).label("stock_splits"),
+            p.date,
+            *(
+                as_float(getattr(p, c)).label(c)
+                for c in ("open", "high", "low", "close", "adj_close")
+            ),
+            p.volume,
+            as_float(p.dividends).label("dividends"),
+            as_float(p.stock_splits).label("stock_splits"),
         ).where(p.ticker == normalize_ticker(ticker))
         if start is not None:
             statement = statement.where(p.date >= start)
@@ -258,7 +296,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         return statement.order_by(PriceHistory.date.desc()).limit(1)
 
     @staticmethod
-    def _latest_closes_statement(tickers: Iterable[str]) -> Select[Any]:
+    def _latest_closes_statement(tickers: Iterable[str]) -> Select[str, dt.date, Decimal]:
         wanted = sorted({normalize_ticker(t) for t in tickers})
         last = (
             select(PriceHistory.ticker, func.max(PriceHistory.date).label("date"))
@@ -268,21 +306,38 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         )
         return (
             select(PriceHistory.ticker, PriceHistory.date, PriceHistory.close)
-            .join(last, and_(PriceHistory.ticker == last.c.ticker, PriceHistory.date == last.c.date))
+            .join(
+                last, and_(PriceHistory.ticker == last.c.ticker, PriceHistory.date == last.c.date)
+            )
             .order_by(PriceHistory.ticker)
         )
 
     @staticmethod
-    def _freshness_statement(tickers: Iterable[str] | None) -> Select[Any]:
-        statement = select(PriceHistory.ticker, func.max(PriceHistory.date)).group_by(PriceHistory.ticker)
+    def _freshness_statement(tickers: Iterable[str] | None) -> Select[str, dt.date]:
+        statement = select(PriceHistory.ticker, func.max(PriceHistory.date)).group_by(
+            PriceHistory.ticker
+        )
         if tickers is not None:
-            statement = statement.where(PriceHistory.ticker.in_(sorted({normalize_ticker(t) for t in tickers})))
+            statement = statement.where(
+                PriceHistory.ticker.in_(sorted({normalize_ticker(t) for t in tickers}))
+            )
         return statement.order_by(PriceHistory.ticker)
 
     @staticmethod
     def _frame(rows: builtins.list[Any]) -> pd.DataFrame:
         frame = pd.DataFrame.from_records(
-            rows, columns=["Date", "Open", "High", "Low", "Close", "Adj Close", "Volume", "Dividends", "Stock Splits"]
+            rows,
+            columns=[
+                "Date",
+                "Open",
+                "High",
+                "Low",
+                "Close",
+                "Adj Close",
+                "Volume",
+                "Dividends",
+                "Stock Splits",
+            ],
         )
         frame["Date"] = pd.to_datetime(frame["Date"])
         frame["Volume"] = frame["Volume"].astype("Int64")
@@ -291,28 +346,44 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
     # -- reading: sync and async -------------------------------------------------------------
 
     def get_range(
-        self, session: Session, ticker: str, start: dt.date | None = None, end: dt.date | None = None
+        self,
+        session: Session,
+        ticker: str,
+        start: dt.date | None = None,
+        end: dt.date | None = None,
     ) -> builtins.list[PriceHistory]:
         """Bars of one ticker from ``start`` to ``end`` (inclusive), oldest first."""
         with self._translating():
             return builtins.list(session.scalars(self._range_statement(ticker, start, end)))
 
     async def async_get_range(
-        self, session: AsyncSession, ticker: str, start: dt.date | None = None, end: dt.date | None = None
+        self,
+        session: AsyncSession,
+        ticker: str,
+        start: dt.date | None = None,
+        end: dt.date | None = None,
     ) -> builtins.list[PriceHistory]:
         with self._translating():
             return builtins.list(await session.scalars(self._range_statement(ticker, start, end)))
 
     def get_frame(
-        self, session: Session, ticker: str, start: dt.date | None = None, end: dt.date | None = None
+        self,
+        session: Session,
+        ticker: str,
+        start: dt.date | None = None,
+        end: dt.date | None = None,
     ) -> pd.DataFrame:
-        """The bars as a DataFrame in yfinance's shape: a ``Date`` index, ``Open``... ``Stock Splits``."""
+        """The bars as a yfinance-shaped frame: a ``Date`` index, ``Open`` to ``Stock Splits``."""
         statement = self._frame_statement(dialect_name(session), ticker, start, end)
         with self._translating():
             return self._frame(builtins.list(session.execute(statement).tuples()))
 
     async def async_get_frame(
-        self, session: AsyncSession, ticker: str, start: dt.date | None = None, end: dt.date | None = None
+        self,
+        session: AsyncSession,
+        ticker: str,
+        start: dt.date | None = None,
+        end: dt.date | None = None,
     ) -> pd.DataFrame:
         statement = self._frame_statement(dialect_name(session), ticker, start, end)
         with self._translating():
@@ -331,7 +402,9 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         with self._translating():
             return session.scalars(self._latest_statement(ticker, day)).first()
 
-    async def async_get_close_as_of(self, session: AsyncSession, ticker: str, day: dt.date) -> PriceHistory | None:
+    async def async_get_close_as_of(
+        self, session: AsyncSession, ticker: str, day: dt.date
+    ) -> PriceHistory | None:
         with self._translating():
             return (await session.scalars(self._latest_statement(ticker, day))).first()
 
@@ -341,12 +414,16 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
             rows = session.execute(self._latest_closes_statement(tickers))
             return {t: LatestClose(t, d, c) for t, d, c in rows}
 
-    async def async_get_latest_closes(self, session: AsyncSession, tickers: Iterable[str]) -> dict[str, LatestClose]:
+    async def async_get_latest_closes(
+        self, session: AsyncSession, tickers: Iterable[str]
+    ) -> dict[str, LatestClose]:
         with self._translating():
             rows = await session.execute(self._latest_closes_statement(tickers))
             return {t: LatestClose(t, d, c) for t, d, c in rows}
 
-    def get_freshness(self, session: Session, tickers: Iterable[str] | None = None) -> dict[str, dt.date]:
+    def get_freshness(
+        self, session: Session, tickers: Iterable[str] | None = None
+    ) -> dict[str, dt.date]:
         """The last stored date per ticker (all tickers, or those given that have bars)."""
         with self._translating():
             return dict(session.execute(self._freshness_statement(tickers)).tuples().all())
@@ -358,7 +435,9 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
             return dict((await session.execute(self._freshness_statement(tickers))).tuples().all())
 
 
-def _chunked(rows: Iterable[Mapping[str, Any]], size: int) -> Iterator[builtins.list[Mapping[str, Any]]]:
+def _chunked(
+    rows: Iterable[Mapping[str, Any]], size: int
+) -> Iterator[builtins.list[Mapping[str, Any]]]:
     batch: builtins.list[Mapping[str, Any]] = []
     for row in rows:
         batch.append(row)
@@ -367,6 +446,42 @@ def _chunked(rows: Iterable[Mapping[str, Any]], size: int) -> Iterator[builtins.
             batch = []
     if batch:
         yield batch
+
+
+def _known_tickers(
+    data: pd.DataFrame | Iterable[Mapping[str, Any]], ticker: str | None
+) -> list[str]:
+    """The tickers of a call, when known without reading it all (else empty)."""
+    if ticker is not None:
+        return [normalize_ticker(ticker)]
+    if isinstance(data, pd.DataFrame):
+        for column in data.columns:
+            if str(column).strip().lower() in ("ticker", "symbol"):
+                return sorted({normalize_ticker(t) for t in data[column].unique()})
+    return []
+
+
+def _any_rows(tickers: builtins.list[str]) -> Select[bool]:
+    return select(exists().where(PriceHistory.ticker.in_(tickers)))
+
+
+def _write(
+    driver: Any, dialect: str, table: str, columns: tuple[str, ...], rows: builtins.list[Any]
+) -> None:
+    """Send rows through the bare driver: COPY on PostgreSQL, executemany on SQLite."""
+    names = ", ".join(columns)
+    if dialect == "postgresql":
+        if hasattr(driver, "copy_records_to_table"):  # asyncpg, under run_sync
+            await_(driver.copy_records_to_table(table, records=rows, columns=list(columns)))
+            return
+        with driver.cursor() as cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    placeholders = ", ".join("?" * len(columns))
+    result = driver.executemany(f"INSERT INTO {table} ({names}) VALUES ({placeholders})", rows)
+    if inspect.isawaitable(result):  # aiosqlite, under run_sync
+        await_(result)
 
 
 def _now(dialect: str) -> Any:
