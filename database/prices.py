@@ -26,6 +26,12 @@ PRICE_FIELDS = ("open", "high", "low", "close", "adj_close")
 VALUE_FIELDS = (*PRICE_FIELDS, "volume", "dividends", "stock_splits")
 BAR_FIELDS = ("ticker", "date", *VALUE_FIELDS)
 PRICE_SCALE = 6  # NUMERIC(18, 6), as in the price_history table
+# What the columns hold: 12 integer digits for prices, 6 for split ratios, BIGINT volumes.
+_LIMITS = {
+    **dict.fromkeys((*PRICE_FIELDS, "dividends"), 1e12),
+    "stock_splits": 1e6,
+    "volume": 2.0**63,
+}
 
 _ALIASES = {
     "date": "date",
@@ -144,7 +150,10 @@ def prepare_bars(
     if isinstance(data, pd.DataFrame) and not isinstance(frame.index, pd.RangeIndex):
         frame = frame.reset_index()
     frame = frame.rename(columns=_canonical_columns(frame.columns))
-    frame = frame.loc[:, ~frame.columns.duplicated()]
+    if frame.columns.duplicated().any():  # rows spelled both ways: "Close" and "close"
+        frame = pd.DataFrame(
+            {name: frame.loc[:, [name]].bfill(axis=1).iloc[:, 0] for name in frame.columns.unique()}
+        )
     if ticker is not None:
         frame["ticker"] = normalize_ticker(ticker)
     elif "ticker" not in frame:
@@ -188,6 +197,7 @@ def _checks(
             (~np.isfinite(values) & values.notna(), field, original[field], "must be finite")
         )
         checks.append((values <= 0, field, original[field], "must be greater than 0"))
+        checks.append((values >= _LIMITS[field], field, original[field], "is too large"))
     low, high = bars["low"], bars["high"]
     for field in ("open", "close"):
         checks.append((bars[field] < low, field, original[field], "is below the low"))
@@ -198,8 +208,10 @@ def _checks(
     checks.append(
         (volume.notna() & (volume % 1 != 0), "volume", original["volume"], "must be a whole number")
     )
+    checks.append((volume >= _LIMITS["volume"], "volume", original["volume"], "is too large"))
     for field in ("dividends", "stock_splits"):
         checks.append((bars[field] < 0, field, original[field], "must be at least 0"))
+        checks.append((bars[field] >= _LIMITS[field], field, original[field], "is too large"))
         checks.append((~np.isfinite(bars[field]), field, original[field], "must be finite"))
     return checks
 

@@ -376,7 +376,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         """The bars as a yfinance-shaped frame: a ``Date`` index, ``Open`` to ``Stock Splits``."""
         statement = self._frame_statement(dialect_name(session), ticker, start, end)
         with self._translating():
-            return self._frame(builtins.list(session.execute(statement).tuples()))
+            return self._frame(builtins.list(session.execute(statement)))
 
     async def async_get_frame(
         self,
@@ -387,7 +387,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
     ) -> pd.DataFrame:
         statement = self._frame_statement(dialect_name(session), ticker, start, end)
         with self._translating():
-            return self._frame(builtins.list((await session.execute(statement)).tuples()))
+            return self._frame(builtins.list(await session.execute(statement)))
 
     def get_latest(self, session: Session, ticker: str) -> PriceHistory | None:
         with self._translating():
@@ -426,13 +426,13 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
     ) -> dict[str, dt.date]:
         """The last stored date per ticker (all tickers, or those given that have bars)."""
         with self._translating():
-            return dict(session.execute(self._freshness_statement(tickers)).tuples().all())
+            return {t: d for t, d in session.execute(self._freshness_statement(tickers))}
 
     async def async_get_freshness(
         self, session: AsyncSession, tickers: Iterable[str] | None = None
     ) -> dict[str, dt.date]:
         with self._translating():
-            return dict((await session.execute(self._freshness_statement(tickers))).tuples().all())
+            return {t: d for t, d in await session.execute(self._freshness_statement(tickers))}
 
 
 def _chunked(

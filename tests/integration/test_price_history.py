@@ -1,0 +1,268 @@
+"""Price history: bulk upserts of real yfinance data, bad input, and the reads, on both backends."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from database.exceptions import ValidationError
+from database.prices import PriceValidationError
+from database.repositories import PriceHistoryRepository
+from tests.conftest import RawSQL
+from tests.integration.conftest import UnitOfWork, row_count_statements
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+prices = PriceHistoryRepository()
+
+
+def history(name: str) -> pd.DataFrame:
+    """A yfinance history() file as yfinance returns it: the date column as the index."""
+    return pd.read_csv(DATA / name, index_col=0)
+
+
+async def test_a_yfinance_history_frame_round_trips(uow: UnitOfWork, sql: RawSQL) -> None:
+    calm = history("prices-history/CALM.csv")  # tz-aware "Datetime" index, Adj Close, actions
+    result = await uow(prices.upsert, calm, ticker="calm")
+    assert (result.inserted, result.updated, result.unchanged, result.rejected) == (662, 0, 0, [])
+    bars = await uow(prices.get_range, "CALM")
+    assert len(bars) == 662
+    first = bars[0]
+    assert first.date == dt.date(2022, 1, 3)  # the exchange's date, not the UTC one
+    assert first.close == Decimal("37.700001")  # 37.70000076293945 to 6 places
+    assert first.volume == 707800
+    assert sum(1 for bar in bars if bar.dividends > 0) == 10
+    assert sql.count("price_history") == 662
+
+
+async def test_upserting_the_same_bars_again_changes_nothing(uow: UnitOfWork) -> None:
+    calm = history("prices-history/CALM.csv")
+    await uow(prices.upsert, calm, ticker="CALM")
+    again = await uow(prices.upsert, calm, ticker="CALM")
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 662)
+
+
+async def test_overlapping_batches_insert_new_and_update_changed_bars(uow: UnitOfWork) -> None:
+    calm = history("prices-history/CALM.csv")
+    await uow(prices.upsert, calm.iloc[:100], ticker="CALM")
+    revised = calm.iloc[50:150].copy()
+    price_columns = ["Open", "High", "Low", "Close", "Adj Close"]
+    revised.iloc[:25, [revised.columns.get_loc(c) for c in price_columns]] *= 1.01
+    result = await uow(prices.upsert, revised, ticker="CALM")
+    assert (result.inserted, result.updated, result.unchanged) == (50, 25, 25)
+    assert await uow(prices.count, ticker="CALM") == 150
+
+
+async def test_a_yahoo_download_with_a_date_column(uow: UnitOfWork) -> None:
+    aapl = pd.read_csv(DATA / "prices/AAPL.csv")  # Date as a column, no actions
+    result = await uow(prices.upsert, aapl, ticker="AAPL")
+    assert result.inserted == 3379
+    bar = await uow(prices.get_by_id, ("AAPL", dt.date(2014, 6, 9)))
+    assert bar.close == Decimal("93.699997")
+    assert bar.adj_close is not None
+    assert bar.dividends == 0
+
+
+async def test_dict_rows_in_either_spelling_with_nan_as_null(uow: UnitOfWork) -> None:
+    rows = [
+        {
+            "ticker": "brk-b",
+            "date": dt.date(2024, 1, 2),
+            "Open": 360,
+            "High": 364,
+            "Low": 359,
+            "Close": 362.5,
+            "Adj Close": float("nan"),
+            "Volume": 3_500_000,
+        },
+        {
+            "ticker": "BRK-B",
+            "date": "2024-01-03",
+            "open": Decimal("362"),
+            "high": Decimal("363"),
+            "low": Decimal("358.25"),
+            "close": Decimal("359.123456"),
+            "volume": None,
+        },
+    ]
+    result = await uow(prices.upsert, rows)
+    assert result.inserted == 2
+    first, second = await uow(prices.get_range, "BRK-B")
+    assert first.adj_close is None
+    assert first.close == Decimal("362.5")
+    assert second.close == Decimal("359.123456")
+    assert second.volume is None
+
+
+async def test_a_frame_with_a_ticker_column_holds_many_tickers(uow: UnitOfWork) -> None:
+    frame = pd.DataFrame(
+        {
+            "Ticker": ["AAPL", "MSFT", "AAPL"],
+            "Date": pd.to_datetime(["2024-01-02", "2024-01-02", "2024-01-03"]),
+            "Open": [1.0, 2.0, 1.1],
+            "High": [1.2, 2.2, 1.3],
+            "Low": [0.9, 1.9, 1.0],
+            "Close": [1.1, 2.1, 1.2],
+        }
+    )
+    assert (await uow(prices.upsert, frame)).inserted == 3
+    closes = await uow(prices.get_latest_closes, ["aapl", "msft", "tsla"])
+    assert {t: (c.date, c.close) for t, c in closes.items()} == {
+        "AAPL": (dt.date(2024, 1, 3), Decimal("1.2")),
+        "MSFT": (dt.date(2024, 1, 2), Decimal("2.1")),
+    }
+
+
+async def test_bad_bars_reject_the_whole_call_and_name_ticker_date_and_field(
+    uow: UnitOfWork, sql: RawSQL
+) -> None:
+    spy = pd.read_csv(DATA / "prices/SPY.csv", index_col="Date")  # two real rows with Open < Low
+    with pytest.raises(PriceValidationError) as caught:
+        await uow(prices.upsert, spy, ticker="SPY")
+    problems = [(r.date, r.field, r.reason) for r in caught.value.rejected]
+    assert problems == [
+        (dt.date(2015, 3, 5), "open", "is below the low"),
+        (dt.date(2015, 3, 30), "open", "is below the low"),
+    ]
+    assert caught.value.field == "open"
+    assert "SPY" in str(caught.value)
+    assert sql.count("price_history") == 0
+
+
+async def test_skip_invalid_writes_the_good_bars_and_returns_the_bad(uow: UnitOfWork) -> None:
+    spy = pd.read_csv(DATA / "prices/SPY.csv", index_col="Date")
+    result = await uow(prices.upsert, spy, ticker="SPY", skip_invalid=True)
+    assert result.inserted == 2517
+    assert [r.date for r in result.rejected] == [dt.date(2015, 3, 5), dt.date(2015, 3, 30)]
+    assert await uow(prices.get_by_id, ("SPY", dt.date(2015, 3, 5))) is None
+
+
+async def test_the_dirty_yfinance_file_is_rejected_row_by_row(uow: UnitOfWork) -> None:
+    dirty = history("prices-history/SSNLF-dirty.csv")
+    with pytest.raises(PriceValidationError):
+        await uow(prices.upsert, dirty, ticker="SSNLF")
+    result = await uow(prices.upsert, dirty, ticker="SSNLF", skip_invalid=True)
+    reasons = {(r.field, r.reason) for r in result.rejected}
+    assert ("close", "is required") in reasons  # the 242 rows of empty cells
+    assert ("adj_close", "must be finite") in reasons  # -inf
+    assert ("adj_close", "must be greater than 0") in reasons
+    empty = [r for r in result.rejected if r.field == "close"]
+    assert len(empty) == 242
+    assert result.inserted + len(result.rejected) == 6259
+    split = await uow(prices.get_by_id, ("SSNLF", dt.date(2018, 5, 4)))
+    assert split is None or split.stock_splits == Decimal("50")
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "reason"),
+    [
+        ({"Close": -1.0}, "close", "greater than 0"),
+        ({"Low": 5.0, "High": 4.0}, "open", "below the low"),
+        ({"Close": float("nan")}, "close", "is required"),
+        ({"Volume": 1.5}, "volume", "whole number"),
+        ({"Volume": -10}, "volume", "at least 0"),
+        ({"Date": "2024-13-45"}, "date", "is not a date"),
+        ({"Close": "lots"}, "close", "is not a number"),
+    ],
+)
+async def test_bad_values(
+    uow: UnitOfWork, sql: RawSQL, change: dict[str, object], field: str, reason: str
+) -> None:
+    row: dict[str, object] = {
+        "Date": "2024-01-02",
+        "Open": 4.5,
+        "High": 5.0,
+        "Low": 4.0,
+        "Close": 4.8,
+        "Volume": 100,
+        **change,
+    }
+    with pytest.raises(PriceValidationError) as caught:
+        await uow(prices.upsert, [row], ticker="AAPL")
+    assert caught.value.rejected[0].field == field
+    assert reason in caught.value.rejected[0].reason
+    assert sql.count("price_history") == 0
+
+
+async def test_unknown_columns_are_named(uow: UnitOfWork) -> None:
+    row = {"Date": "2024-01-02", "Close": 4.8, "Colse": 4.9}
+    with pytest.raises(ValidationError) as caught:
+        await uow(prices.upsert, [row], ticker="AAPL")
+    assert caught.value.field == "Colse"
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-ticker", "known-ticker"])
+async def test_duplicate_dates_in_one_batch_are_rejected(
+    uow: UnitOfWork, sql: RawSQL, existing: bool
+) -> None:
+    if existing:
+        await uow(prices.upsert, [{"Date": "2023-12-29", "Close": 1.0}], ticker="AAPL")
+    rows = [{"Date": "2024-01-02", "Close": 1.0}, {"Date": "2024-01-02", "Close": 1.1}]
+    with pytest.raises(PriceValidationError, match="more than once"):
+        await uow(prices.upsert, rows, ticker="AAPL")
+    assert sql.count("price_history") == (1 if existing else 0)
+
+
+async def test_a_bad_bar_in_a_later_batch_leaves_nothing_of_the_call(
+    uow: UnitOfWork, sql: RawSQL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(PriceHistoryRepository, "batch_size", 100)
+    calm = history("prices-history/CALM.csv")
+    calm.iloc[450, calm.columns.get_loc("Close")] = -1.0
+    with pytest.raises(PriceValidationError):
+        await uow(prices.upsert, calm, ticker="CALM")
+    assert sql.count("price_history") == 0
+    calm.iloc[450, calm.columns.get_loc("Close")] = 40.0
+    calm.iloc[451, calm.columns.get_loc("Close")] = 40.0
+    calm.iloc[450:452, calm.columns.get_loc("High")] = 41.0
+    calm.iloc[450:452, calm.columns.get_loc("Low")] = 39.0
+    calm.iloc[450:452, calm.columns.get_loc("Open")] = 40.0
+    duplicated = pd.concat([calm, calm.iloc[[10]]])  # the repeat lands in another batch
+    with pytest.raises(PriceValidationError, match="more than once"):
+        await uow(prices.upsert, duplicated, ticker="CALM")
+    assert sql.count("price_history") == 0
+
+
+async def test_the_frame_read_is_in_yfinance_shape(uow: UnitOfWork) -> None:
+    calm = history("prices-history/CALM.csv")
+    await uow(prices.upsert, calm, ticker="CALM")
+    frame = await uow(prices.get_frame, "CALM", dt.date(2022, 1, 1), dt.date(2022, 12, 31))
+    assert list(frame.columns) == [
+        "Open",
+        "High",
+        "Low",
+        "Close",
+        "Adj Close",
+        "Volume",
+        "Dividends",
+        "Stock Splits",
+    ]
+    assert frame.index.name == "Date"
+    assert frame.index[0] == pd.Timestamp("2022-01-03")
+    assert frame.index.is_monotonic_increasing
+    assert str(frame["Close"].dtype) == "float64"
+    assert str(frame["Volume"].dtype) == "Int64"
+    assert math.isclose(frame["Close"].iloc[0], 37.700001)
+    assert frame.index[-1].year == 2022
+    assert (await uow(prices.get_frame, "NOPE")).empty
+
+
+async def test_point_reads(uow: UnitOfWork, statements: list[str]) -> None:
+    await uow(prices.upsert, history("prices-history/CALM.csv"), ticker="CALM")
+    await uow(prices.upsert, pd.read_csv(DATA / "prices/AAPL.csv"), ticker="AAPL")
+    latest = await uow(prices.get_latest, "calm")
+    assert latest.date == dt.date(2024, 8, 21)
+    saturday = await uow(prices.get_close_as_of, "CALM", dt.date(2022, 1, 8))
+    assert saturday.date == dt.date(2022, 1, 7)
+    assert await uow(prices.get_close_as_of, "CALM", dt.date(2021, 12, 31)) is None
+    statements.clear()
+    closes = await uow(prices.get_latest_closes, ["CALM", "AAPL"])
+    assert row_count_statements(statements, "SELECT", "price_history") == 1
+    assert closes["AAPL"].date == dt.date(2018, 1, 19)
+    freshness = await uow(prices.get_freshness)
+    assert freshness == {"AAPL": dt.date(2018, 1, 19), "CALM": dt.date(2024, 8, 21)}
+    assert await uow(prices.get_freshness, ["aapl"]) == {"AAPL": dt.date(2018, 1, 19)}
