@@ -135,5 +135,18 @@ class OptionsData(UUIDPrimaryKey, Timestamps, Base):
     def _check_symbol(self, _key: str, value: Any) -> str:
         return validation.require_text(value, "contract_symbol", max_length=32).upper()
 
+    def days_to_expiry(self, on: dt.date | None = None) -> int:
+        """Calendar days from ``on`` (today, UTC) to expiration; negative once expired."""
+        return (self.expiration - (on or utcnow().date())).days
+
+    def is_in_the_money(self, underlying_price: Decimal | None = None) -> bool | None:
+        """Against ``underlying_price`` (else the one stored with the snapshot); None if unknown."""
+        price = underlying_price if underlying_price is not None else self.underlying_price
+        if price is None:
+            return None
+        if self.option_type is OptionType.CALL:
+            return Decimal(price) > self.strike
+        return Decimal(price) < self.strike
+
     def __repr__(self) -> str:
         return f"<OptionsData {self.contract_symbol} {self.fetched_at}>"

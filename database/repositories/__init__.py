@@ -2,8 +2,8 @@
 
 from database.repositories.analysis import AnalysisRepository
 from database.repositories.base import BaseRepository
-from database.repositories.market import OptionsDataRepository
 from database.repositories.market_data import MarketDataRepository
+from database.repositories.options import ChainResult, OptionsDataRepository
 from database.repositories.portfolio import (
     PortfolioRepository,
     PortfolioSummary,
@@ -15,6 +15,7 @@ from database.repositories.user import UserRepository
 __all__ = [
     "AnalysisRepository",
     "BaseRepository",
+    "ChainResult",
     "MarketDataRepository",
     "OptionsDataRepository",
     "PortfolioRepository",

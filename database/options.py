@@ -1,0 +1,216 @@
+"""Option chains in, checked: yfinance ``option_chain()`` frames or dict rows become rows.
+
+Contract symbols follow the OCC format (``NVDA241004C00120000``: root, expiry
+YYMMDD, C or P, strike x 1000 in 8 digits). A missing symbol is derived from the
+underlying, expiry, type and strike; a missing expiry or type is read from the
+symbol.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import Any
+
+import pandas as pd
+
+from database.exceptions import ValidationError
+from database.models import OptionType
+from database.validation import normalize_ticker, to_utc
+
+OCC_SYMBOL = re.compile(
+    r"^(?P<root>[A-Z0-9]{1,6})(?P<expiry>\d{6})(?P<type>[CP])(?P<strike>\d{8})$"
+)
+
+_ALIASES = {
+    "contractsymbol": "contract_symbol",
+    "contract_symbol": "contract_symbol",
+    "lasttradedate": "last_trade_date",
+    "last_trade_date": "last_trade_date",
+    "strike": "strike",
+    "lastprice": "last_price",
+    "last_price": "last_price",
+    "bid": "bid",
+    "ask": "ask",
+    "volume": "volume",
+    "openinterest": "open_interest",
+    "open_interest": "open_interest",
+    "impliedvolatility": "implied_volatility",
+    "implied_volatility": "implied_volatility",
+    "expiration": "expiration",
+    "option_type": "option_type",
+    "type": "option_type",
+    "underlying_price": "underlying_price",
+    **{greek: greek for greek in ("delta", "gamma", "theta", "vega", "rho")},
+}
+# yfinance columns that are derived or constant, and so not stored.
+_DROPPED = {"change", "percentchange", "inthemoney", "contractsize", "currency"}
+_PRICES = ("strike", "last_price", "bid", "ask", "underlying_price")
+_RATIOS = ("implied_volatility", "delta", "gamma", "theta", "vega", "rho")
+_COUNTS = ("volume", "open_interest")
+_SCALE = Decimal("0.000001")
+
+
+@dataclass(frozen=True)
+class RejectedContract:
+    row: int
+    contract_symbol: str | None
+    field: str
+    value: Any
+    reason: str
+
+
+class OptionsValidationError(ValidationError):
+    """Some contracts are invalid; nothing was written. ``rejected`` lists every problem."""
+
+    def __init__(self, rejected: list[RejectedContract]) -> None:
+        first = rejected[0]
+        where = first.contract_symbol or f"row {first.row}"
+        more = f" (and {len(rejected) - 1} more)" if len(rejected) > 1 else ""
+        super().__init__(first.field, first.value, f"{first.reason} for {where}{more}")
+        self.rejected = rejected
+
+
+def occ_symbol(ticker: str, expiration: dt.date, option_type: OptionType, strike: Decimal) -> str:
+    root = ticker.lstrip("^").replace(".", "").replace("-", "")[:6]
+    letter = "C" if option_type is OptionType.CALL else "P"
+    return f"{root}{expiration:%y%m%d}{letter}{int(strike * 1000):08d}"
+
+
+def _missing(value: Any) -> bool:
+    return (
+        value is None
+        or (isinstance(value, float) and math.isnan(value))
+        or value is pd.NaT
+        or (isinstance(value, str) and value.strip() == "")
+    )
+
+
+def _decimal(value: Any) -> Decimal:
+    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
+    if not number.is_finite():
+        raise ValueError("must be finite")
+    return number.quantize(_SCALE, rounding=ROUND_HALF_EVEN)
+
+
+def _whole(value: Any) -> int:
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError("must be a whole number")
+    return int(number)
+
+
+def _timestamp(value: Any) -> dt.datetime:
+    stamp = pd.Timestamp(value)
+    return to_utc(stamp.to_pydatetime(), "last_trade_date")
+
+
+def _records(
+    calls: pd.DataFrame | None, puts: pd.DataFrame | None, rows: Iterable[Mapping[str, Any]] | None
+) -> list[tuple[OptionType | None, dict[str, Any]]]:
+    records: list[tuple[OptionType | None, dict[str, Any]]] = []
+    for option_type, frame in ((OptionType.CALL, calls), (OptionType.PUT, puts)):
+        if frame is not None:
+            records += [
+                (option_type, {str(k): v for k, v in row.items()})
+                for row in frame.to_dict(orient="records")
+            ]
+    records += [(None, dict(row)) for row in rows or ()]
+    return records
+
+
+def _canonical(row: dict[str, Any]) -> dict[str, Any]:
+    clean: dict[str, Any] = {}
+    for key, value in row.items():
+        name = str(key).strip()
+        lowered = name.lower()
+        if lowered in _DROPPED or lowered.startswith("unnamed:"):
+            continue
+        if lowered not in _ALIASES:
+            raise ValidationError(name, name, "is not an option-chain column")
+        clean[_ALIASES[lowered]] = None if _missing(value) else value
+    return clean
+
+
+def prepare_contracts(
+    ticker: str,
+    *,
+    calls: pd.DataFrame | None = None,
+    puts: pd.DataFrame | None = None,
+    rows: Iterable[Mapping[str, Any]] | None = None,
+    expiration: dt.date | None = None,
+    underlying_price: Any = None,
+) -> tuple[list[dict[str, Any]], list[RejectedContract]]:
+    """Checked contract values ready for ``options_data``, and the rejected rows."""
+    underlying = normalize_ticker(ticker)
+    contracts: list[dict[str, Any]] = []
+    rejected: list[RejectedContract] = []
+    for number, (frame_type, raw) in enumerate(_records(calls, puts, rows)):
+        row = _canonical(raw)
+        symbol = str(row["contract_symbol"]).strip().upper() if row.get("contract_symbol") else None
+        parsed = OCC_SYMBOL.match(symbol) if symbol else None
+        field = "strike"
+        try:
+            values: dict[str, Any] = {"ticker": underlying}
+            for field in _PRICES + _RATIOS:
+                if row.get(field) is not None:
+                    values[field] = _decimal(row[field])
+            for field in _COUNTS:
+                if row.get(field) is not None:
+                    values[field] = _whole(row[field])
+            field = "strike"
+            if values.get("strike") is None:
+                raise ValueError("is required")
+            field = "option_type"
+            kind = row.get("option_type") or frame_type or (parsed and parsed["type"])
+            if kind is None:
+                raise ValueError("is required (or a contract symbol to read it from)")
+            values["option_type"] = OptionType(
+                {"C": "call", "P": "put"}.get(str(kind).upper(), str(kind).lower())
+            )
+            field = "expiration"
+            expiry = row.get("expiration") or expiration
+            if expiry is None and parsed:
+                expiry = dt.datetime.strptime(parsed["expiry"], "%y%m%d").date()
+            if expiry is None:
+                raise ValueError("is required (or a contract symbol to read it from)")
+            values["expiration"] = pd.Timestamp(expiry).date()
+            field = "last_trade_date"
+            if row.get("last_trade_date") is not None:
+                values["last_trade_date"] = _timestamp(row["last_trade_date"])
+            if underlying_price is not None and "underlying_price" not in values:
+                field = "underlying_price"
+                values["underlying_price"] = _decimal(underlying_price)
+            field = "contract_symbol"
+            values["contract_symbol"] = symbol or occ_symbol(
+                underlying, values["expiration"], values["option_type"], values["strike"]
+            )
+            for field in (*_PRICES, *_RATIOS[:1], *_COUNTS):
+                if values.get(field) is not None and values[field] < 0:
+                    raise ValueError("must be at least 0")
+            if values["strike"] == 0:
+                field = "strike"
+                raise ValueError("must be greater than 0")
+        except (ValueError, InvalidOperation, TypeError) as error:
+            reason = str(error) if str(error).startswith(("must", "is ")) else "is not valid"
+            rejected.append(RejectedContract(number, symbol, field, row.get(field), reason))
+            continue
+        contracts.append(values)
+    seen: set[str] = set()
+    for number, values in enumerate(contracts):
+        if values["contract_symbol"] in seen:
+            rejected.append(
+                RejectedContract(
+                    number,
+                    values["contract_symbol"],
+                    "contract_symbol",
+                    values["contract_symbol"],
+                    "appears more than once in the chain",
+                )
+            )
+        seen.add(values["contract_symbol"])
+    return contracts, rejected

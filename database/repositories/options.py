@@ -1,0 +1,221 @@
+"""Option chains: snapshots stored once per contract, read back as of a time."""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Delete, Select, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from database.models import OptionsData
+from database.models.base import utcnow
+from database.options import OptionsValidationError, RejectedContract, prepare_contracts
+from database.repositories.base import BaseRepository
+from database.repositories.upsert import dialect_name
+from database.validation import normalize_ticker, to_utc
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    """What storing a chain did; ``rejected`` is filled only with ``skip_invalid=True``."""
+
+    fetched_at: dt.datetime
+    inserted: int
+    already_stored: int
+    rejected: list[RejectedContract] = field(default_factory=list)
+
+
+class OptionsDataRepository(BaseRepository[OptionsData]):
+    def __init__(self) -> None:
+        super().__init__(OptionsData)
+
+    # -- statements ------------------------------------------------------------------
+
+    @staticmethod
+    def _store_statement(dialect: str, contracts: builtins.list[dict[str, Any]]) -> Any:
+        dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        # Re-storing a snapshot is a no-op: one row per (contract, fetched_at).
+        statement = dialect_insert(OptionsData).on_conflict_do_nothing(
+            index_elements=["contract_symbol", "fetched_at"]
+        )
+        return statement.returning(OptionsData.id), contracts
+
+    def _prepare(
+        self,
+        ticker: str,
+        calls: pd.DataFrame | None,
+        puts: pd.DataFrame | None,
+        rows: Iterable[Mapping[str, Any]] | None,
+        expiration: dt.date | None,
+        underlying_price: Any,
+        fetched_at: dt.datetime | None,
+        skip_invalid: bool,
+    ) -> tuple[dt.datetime, builtins.list[dict[str, Any]], builtins.list[RejectedContract]]:
+        moment = to_utc(fetched_at, "fetched_at") if fetched_at is not None else utcnow()
+        contracts, rejected = prepare_contracts(
+            ticker,
+            calls=calls,
+            puts=puts,
+            rows=rows,
+            expiration=expiration,
+            underlying_price=underlying_price,
+        )
+        if rejected and not skip_invalid:
+            raise OptionsValidationError(rejected)
+        bad = {r.contract_symbol for r in rejected if r.field == "contract_symbol"}
+        contracts = [
+            dict(c, fetched_at=moment) for c in contracts if c["contract_symbol"] not in bad
+        ]
+        return moment, contracts, rejected
+
+    @staticmethod
+    def _snapshot(ticker: str, expiration: dt.date, as_of: dt.datetime | None) -> Any:
+        statement = select(func.max(OptionsData.fetched_at)).where(
+            OptionsData.ticker == normalize_ticker(ticker), OptionsData.expiration == expiration
+        )
+        if as_of is not None:
+            statement = statement.where(OptionsData.fetched_at <= to_utc(as_of, "as_of"))
+        return statement.scalar_subquery()
+
+    def _chain_statement(
+        self, ticker: str, expiration: dt.date, as_of: dt.datetime | None
+    ) -> Select[OptionsData]:
+        return (
+            select(OptionsData)
+            .where(
+                OptionsData.ticker == normalize_ticker(ticker),
+                OptionsData.expiration == expiration,
+                OptionsData.fetched_at == self._snapshot(ticker, expiration, as_of),
+            )
+            .order_by(OptionsData.option_type, OptionsData.strike)
+        )
+
+    @staticmethod
+    def _expirations_statement(ticker: str, today: dt.date | None) -> Select[dt.date]:
+        return (
+            select(OptionsData.expiration)
+            .where(
+                OptionsData.ticker == normalize_ticker(ticker),
+                OptionsData.expiration >= (today or utcnow().date()),
+            )
+            .distinct()
+            .order_by(OptionsData.expiration)
+        )
+
+    @staticmethod
+    def _expired_statement(today: dt.date | None) -> Delete:
+        return (
+            delete(OptionsData)
+            .where(OptionsData.expiration < (today or utcnow().date()))
+            .execution_options(synchronize_session="fetch")
+        )
+
+    # -- operations ------------------------------------------------------------------
+
+    def store_chain(
+        self,
+        session: Session,
+        ticker: str,
+        *,
+        calls: pd.DataFrame | None = None,
+        puts: pd.DataFrame | None = None,
+        rows: Iterable[Mapping[str, Any]] | None = None,
+        expiration: dt.date | None = None,
+        underlying_price: Any = None,
+        fetched_at: dt.datetime | None = None,
+        skip_invalid: bool = False,
+    ) -> ChainResult:
+        """Store one chain snapshot from yfinance's ``calls``/``puts`` frames or dict rows.
+
+        Every contract gets ``fetched_at`` (default: now); storing the same
+        snapshot again inserts nothing. A bad contract (a missing strike, a
+        negative bid...) rejects the call unless ``skip_invalid=True``.
+        """
+        moment, contracts, rejected = self._prepare(
+            ticker, calls, puts, rows, expiration, underlying_price, fetched_at, skip_invalid
+        )
+        if not contracts:
+            return ChainResult(moment, 0, 0, rejected)
+        statement, values = self._store_statement(dialect_name(session), contracts)
+        with self._translating():
+            inserted = len(session.execute(statement, values).all())
+        return ChainResult(moment, inserted, len(contracts) - inserted, rejected)
+
+    async def async_store_chain(
+        self,
+        session: AsyncSession,
+        ticker: str,
+        *,
+        calls: pd.DataFrame | None = None,
+        puts: pd.DataFrame | None = None,
+        rows: Iterable[Mapping[str, Any]] | None = None,
+        expiration: dt.date | None = None,
+        underlying_price: Any = None,
+        fetched_at: dt.datetime | None = None,
+        skip_invalid: bool = False,
+    ) -> ChainResult:
+        moment, contracts, rejected = self._prepare(
+            ticker, calls, puts, rows, expiration, underlying_price, fetched_at, skip_invalid
+        )
+        if not contracts:
+            return ChainResult(moment, 0, 0, rejected)
+        statement, values = self._store_statement(dialect_name(session), contracts)
+        with self._translating():
+            inserted = len((await session.execute(statement, values)).all())
+        return ChainResult(moment, inserted, len(contracts) - inserted, rejected)
+
+    def get_chain(
+        self,
+        session: Session,
+        ticker: str,
+        expiration: dt.date,
+        *,
+        as_of: dt.datetime | None = None,
+    ) -> builtins.list[OptionsData]:
+        """The latest snapshot (at or before ``as_of``) of one expiration, calls then puts."""
+        with self._translating():
+            return builtins.list(session.scalars(self._chain_statement(ticker, expiration, as_of)))
+
+    async def async_get_chain(
+        self,
+        session: AsyncSession,
+        ticker: str,
+        expiration: dt.date,
+        *,
+        as_of: dt.datetime | None = None,
+    ) -> builtins.list[OptionsData]:
+        statement = self._chain_statement(ticker, expiration, as_of)
+        with self._translating():
+            return builtins.list(await session.scalars(statement))
+
+    def get_expirations(
+        self, session: Session, ticker: str, *, today: dt.date | None = None
+    ) -> builtins.list[dt.date]:
+        """Expirations on or after ``today`` (UTC) with stored contracts, soonest first."""
+        with self._translating():
+            return builtins.list(session.scalars(self._expirations_statement(ticker, today)))
+
+    async def async_get_expirations(
+        self, session: AsyncSession, ticker: str, *, today: dt.date | None = None
+    ) -> builtins.list[dt.date]:
+        with self._translating():
+            return builtins.list(await session.scalars(self._expirations_statement(ticker, today)))
+
+    def purge_expired(self, session: Session, *, today: dt.date | None = None) -> int:
+        """Delete contracts that expired before ``today`` in one statement; returns how many."""
+        with self._translating():
+            return int(session.execute(self._expired_statement(today)).rowcount)  # type: ignore[attr-defined]
+
+    async def async_purge_expired(
+        self, session: AsyncSession, *, today: dt.date | None = None
+    ) -> int:
+        with self._translating():
+            result = await session.execute(self._expired_statement(today))
+            return int(result.rowcount)  # type: ignore[attr-defined]

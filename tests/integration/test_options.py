@@ -1,0 +1,158 @@
+"""Option chains: real yfinance chains stored once per snapshot and read back, on both backends."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from database.exceptions import ValidationError
+from database.models import OptionType
+from database.options import OptionsValidationError, occ_symbol
+from database.repositories import OptionsDataRepository
+from tests.conftest import RawSQL
+from tests.integration.conftest import UnitOfWork, row_count_statements
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "options"
+options = OptionsDataRepository()
+EXPIRY = dt.date(2024, 10, 4)
+SNAPSHOT = dt.datetime(2024, 9, 27, 20, 0, tzinfo=dt.UTC)  # after the close; NVDA at 121.40
+
+
+def chain(kind: str) -> pd.DataFrame:
+    return pd.read_csv(DATA / f"NVDA-2024-10-04-{kind}.csv", index_col=0)
+
+
+@pytest.fixture
+async def stored(uow: UnitOfWork) -> None:
+    result = await uow(
+        options.store_chain,
+        "nvda",
+        calls=chain("calls"),
+        puts=chain("puts"),
+        underlying_price=Decimal("121.40"),
+        fetched_at=SNAPSHOT,
+    )
+    assert (result.inserted, result.already_stored) == (198, 0)
+
+
+async def test_storing_the_same_snapshot_again_changes_nothing(
+    uow: UnitOfWork, stored: None, sql: RawSQL
+) -> None:
+    again = await uow(
+        options.store_chain, "NVDA", calls=chain("calls"), puts=chain("puts"), fetched_at=SNAPSHOT
+    )
+    assert (again.inserted, again.already_stored) == (0, 198)
+    assert sql.count("options_data") == 198
+
+
+async def test_the_chain_reads_back_with_types_and_greeks(uow: UnitOfWork, stored: None) -> None:
+    contracts = await uow(options.get_chain, "NVDA", EXPIRY)
+    assert len(contracts) == 198
+    assert [c.option_type for c in contracts[:99]] == [OptionType.CALL] * 99
+    assert [c.strike for c in contracts[:99]] == sorted(c.strike for c in contracts[:99])
+    first = contracts[0]
+    assert first.contract_symbol == "NVDA241004C00050000"
+    assert first.implied_volatility == Decimal("3.378908")
+    assert first.last_trade_date == dt.datetime(2024, 9, 27, 14, 41, 42, tzinfo=dt.UTC)
+    puts = [c for c in contracts if c.option_type is OptionType.PUT]
+    assert sum(1 for c in puts if c.volume is None) == 4  # empty cells in the file
+    assert puts[0].volume == 18052  # written as 18052.0
+
+
+async def test_in_the_money_agrees_with_yfinance(uow: UnitOfWork, stored: None) -> None:
+    expected = {
+        row.contractSymbol: bool(row.inTheMoney)
+        for frame in (chain("calls"), chain("puts"))
+        for row in frame.itertuples()
+    }
+    contracts = await uow(options.get_chain, "NVDA", EXPIRY)
+    computed = {c.contract_symbol: c.is_in_the_money() for c in contracts}
+    assert computed == expected
+    call = contracts[0]
+    assert call.is_in_the_money(Decimal("40")) is False
+    assert call.days_to_expiry(dt.date(2024, 9, 27)) == 7
+
+
+async def test_the_latest_snapshot_or_the_one_as_of_a_time(uow: UnitOfWork, stored: None) -> None:
+    later = SNAPSHOT + dt.timedelta(days=1)
+    calls = chain("calls").iloc[:3].assign(lastPrice=[1.0, 2.0, 3.0])
+    await uow(options.store_chain, "NVDA", calls=calls, fetched_at=later)
+    latest = await uow(options.get_chain, "NVDA", EXPIRY)
+    assert [c.last_price for c in latest] == [Decimal("1"), Decimal("2"), Decimal("3")]
+    before = await uow(options.get_chain, "NVDA", EXPIRY, as_of=later - dt.timedelta(seconds=1))
+    assert len(before) == 198
+    assert await uow(options.get_chain, "NVDA", EXPIRY, as_of=SNAPSHOT - dt.timedelta(days=1)) == []
+
+
+async def test_expirations_ahead_and_purging_expired_contracts(
+    uow: UnitOfWork, stored: None, sql: RawSQL, statements: list[str]
+) -> None:
+    rows = [{"strike": 100, "option_type": "call", "expiration": dt.date(2024, 11, 15), "bid": 1}]
+    await uow(options.store_chain, "NVDA", rows=rows, fetched_at=SNAPSHOT)
+    assert await uow(options.get_expirations, "NVDA", today=dt.date(2024, 9, 30)) == [
+        EXPIRY,
+        dt.date(2024, 11, 15),
+    ]
+    assert await uow(options.get_expirations, "NVDA", today=dt.date(2024, 10, 5)) == [
+        dt.date(2024, 11, 15)
+    ]
+    statements.clear()
+    assert await uow(options.purge_expired, today=dt.date(2024, 10, 5)) == 198
+    assert row_count_statements(statements, "DELETE", "options_data") == 1
+    assert sql.count("options_data") == 1
+
+
+async def test_a_missing_contract_symbol_is_derived_in_occ_form(uow: UnitOfWork) -> None:
+    rows = [{"strike": "5250", "option_type": "put", "expiration": "2026-03-06", "bid": "1.5"}]
+    await uow(options.store_chain, "^SPX", rows=rows)
+    stored = await uow(options.get_one_by_criteria, ticker="^SPX")
+    assert stored.contract_symbol == "SPX260306P05250000"
+    assert occ_symbol("NVDA", EXPIRY, OptionType.CALL, Decimal("120")) == "NVDA241004C00120000"
+
+
+async def test_type_and_expiry_are_read_from_the_symbol(uow: UnitOfWork) -> None:
+    await uow(
+        options.store_chain, "NVDA", rows=[{"contractSymbol": "NVDA241004P00120000", "strike": 120}]
+    )
+    stored = await uow(options.get_one_by_criteria, ticker="NVDA")
+    assert (stored.option_type, stored.expiration) == (OptionType.PUT, EXPIRY)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"strike": float("nan")}, "strike"),
+        ({"bid": -0.5}, "bid"),
+        ({"volume": 1.5}, "volume"),
+        ({"openInterest": -3}, "open_interest"),
+        ({"lastPrice": "n/a"}, "last_price"),
+    ],
+)
+async def test_a_bad_contract_rejects_the_chain(
+    uow: UnitOfWork, sql: RawSQL, change: dict[str, object], field: str
+) -> None:
+    calls = chain("calls")
+    for column, value in change.items():
+        calls[column] = calls[column].astype(object)
+        calls.iloc[5, calls.columns.get_loc(column)] = value
+    with pytest.raises(OptionsValidationError) as caught:
+        await uow(options.store_chain, "NVDA", calls=calls, fetched_at=SNAPSHOT)
+    assert caught.value.field == field
+    assert caught.value.rejected[0].contract_symbol == "NVDA241004C00068000"
+    assert sql.count("options_data") == 0
+    result = await uow(
+        options.store_chain, "NVDA", calls=calls, fetched_at=SNAPSHOT, skip_invalid=True
+    )
+    assert (result.inserted, len(result.rejected)) == (98, 1)
+
+
+async def test_unknown_columns_are_named(uow: UnitOfWork) -> None:
+    with pytest.raises(ValidationError) as caught:
+        await uow(
+            options.store_chain, "NVDA", rows=[{"strike": 1, "strik": 2, "option_type": "call"}]
+        )
+    assert caught.value.field == "strik"
