@@ -1,24 +1,39 @@
-"""The market-data cache: one entry per (ticker, data type, parameters), with a TTL."""
+"""The market-data cache: one entry per (ticker, data type, parameters), with a TTL.
+
+Payloads keep their types (DataFrames, Series, Decimals, dates...: see
+``database.codec``). ``get_or_fetch`` returns the fresh entry or calls the
+fetcher once, however many callers in the process ask for the same key at the
+same time. Hits and misses are counted in ``database.monitoring``.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
+import inspect
 import json
+import threading
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Delete, Select, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from database import codec
 from database.exceptions import InvalidCriteriaError, ValidationError
 from database.models import DataType, MarketDataCache
 from database.models.base import utcnow
+from database.monitoring import market_data_cache as statistics
 from database.repositories.base import BaseRepository
 from database.repositories.upsert import dialect_name, upsert_statement
 from database.validation import normalize_ticker, to_json_object
 
 DEFAULT_TTL = dt.timedelta(hours=1)
+_MISSING: Any = object()
 _REFRESHED = (
     "data",
     "data_source",
@@ -28,6 +43,29 @@ _REFRESHED = (
     "data_quality_score",
     "updated_at",
 )
+
+
+def _ttl(value: dt.timedelta | float) -> dt.timedelta:
+    ttl = value if isinstance(value, dt.timedelta) else dt.timedelta(seconds=value)
+    if ttl <= dt.timedelta(0):
+        raise ValidationError("ttl", value, "must be positive")
+    return ttl
+
+
+@dataclass
+class _SyncCall:
+    """A fetch under way in some thread, that others for the same key wait for."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    value: Any = None
+    error: BaseException | None = None
+
+
+_sync_calls: dict[str, _SyncCall] = {}
+_sync_lock = threading.Lock()
+_async_calls: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, asyncio.Future[Any]]
+] = weakref.WeakKeyDictionary()
 
 
 def _data_type(value: DataType | str) -> DataType:
@@ -74,25 +112,24 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
         dialect: str,
         ticker: str,
         data_type: DataType | str,
-        data: dict[str, Any],
+        data: Any,
         parameters: dict[str, Any] | None,
-        ttl: dt.timedelta,
+        ttl: dt.timedelta | float,
         data_source: str,
         data_quality_score: Any,
     ) -> Any:
-        if ttl <= dt.timedelta(0):
-            raise ValidationError("ttl", ttl, "must be positive")
+        expires = _ttl(ttl)
         now = utcnow()
         # Build (and so validate) a transient entry; its checked values go into the upsert.
         entry = MarketDataCache(
             cache_key=self.make_cache_key(ticker, data_type, parameters),
             ticker=ticker,
             data_type=_data_type(data_type),
-            data=data,
+            data={"payload": codec.encode(data)},
             data_source=data_source,
             parameters=parameters,
             cached_at=now,
-            expires_at=now + ttl,
+            expires_at=now + expires,
             data_quality_score=data_quality_score,
         )
         values = {
@@ -130,18 +167,22 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
 
     # -- operations ------------------------------------------------------------------
 
-    def get_cached_data(
+    def _found(self, data_type: DataType | str, entry: MarketDataCache | None) -> Any:
+        statistics.record(_data_type(data_type).value, "misses" if entry is None else "hits")
+        return _MISSING if entry is None else codec.decode(entry.data["payload"])
+
+    def get_cached_entry(
         self,
         session: Session,
         ticker: str,
         data_type: DataType | str,
         parameters: dict[str, Any] | None = None,
     ) -> MarketDataCache | None:
-        """The fresh entry for the key, or None if absent or expired."""
+        """The fresh entry (a model, payload still encoded), or None; not counted."""
         with self._translating():
             return session.scalars(self._fresh_statement(ticker, data_type, parameters)).first()
 
-    async def async_get_cached_data(
+    async def async_get_cached_entry(
         self,
         session: AsyncSession,
         ticker: str,
@@ -152,19 +193,45 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
         with self._translating():
             return (await session.scalars(statement)).first()
 
+    def get_cached_data(
+        self,
+        session: Session,
+        ticker: str,
+        data_type: DataType | str,
+        parameters: dict[str, Any] | None = None,
+        default: Any = None,
+    ) -> Any:
+        """The cached payload if fresh, else ``default``; counted as a hit or a miss."""
+        found = self._found(
+            data_type, self.get_cached_entry(session, ticker, data_type, parameters)
+        )
+        return default if found is _MISSING else found
+
+    async def async_get_cached_data(
+        self,
+        session: AsyncSession,
+        ticker: str,
+        data_type: DataType | str,
+        parameters: dict[str, Any] | None = None,
+        default: Any = None,
+    ) -> Any:
+        entry = await self.async_get_cached_entry(session, ticker, data_type, parameters)
+        found = self._found(data_type, entry)
+        return default if found is _MISSING else found
+
     def cache_market_data(
         self,
         session: Session,
         ticker: str,
         data_type: DataType | str,
-        data: dict[str, Any],
+        data: Any,
         *,
         parameters: dict[str, Any] | None = None,
-        ttl: dt.timedelta = DEFAULT_TTL,
+        ttl: dt.timedelta | float = DEFAULT_TTL,
         data_source: str = "yfinance",
         data_quality_score: Any = None,
     ) -> MarketDataCache:
-        """Store or replace the entry for the key in one native upsert."""
+        """Store or replace the entry in one native upsert; ``ttl``: seconds or a timedelta."""
         statement = self._put_statement(
             dialect_name(session),
             ticker,
@@ -184,10 +251,10 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
         session: AsyncSession,
         ticker: str,
         data_type: DataType | str,
-        data: dict[str, Any],
+        data: Any,
         *,
         parameters: dict[str, Any] | None = None,
-        ttl: dt.timedelta = DEFAULT_TTL,
+        ttl: dt.timedelta | float = DEFAULT_TTL,
         data_source: str = "yfinance",
         data_quality_score: Any = None,
     ) -> MarketDataCache:
@@ -204,6 +271,121 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
         with self._translating():
             entry: MarketDataCache = (await session.scalars(statement)).one()
             return entry
+
+    def get_or_fetch(
+        self,
+        session: Session,
+        ticker: str,
+        data_type: DataType | str,
+        fetch: Callable[[], Any],
+        *,
+        parameters: dict[str, Any] | None = None,
+        ttl: dt.timedelta | float = DEFAULT_TTL,
+        data_source: str = "yfinance",
+    ) -> Any:
+        """The fresh payload, or ``fetch()``'s result, stored for ``ttl``.
+
+        Threads asking for the same key at once share one call of ``fetch``. If
+        it raises, nothing is stored and every waiting caller gets the error.
+        """
+        key = self.make_cache_key(ticker, data_type, parameters)
+        with _sync_lock:
+            call = _sync_calls.get(key)
+            leader = call is None
+            if call is None:
+                call = _sync_calls[key] = _SyncCall()
+        if not leader:
+            call.done.wait()
+            if call.error is not None:
+                raise call.error
+            return call.value
+        try:
+            found = self._found(
+                data_type, self.get_cached_entry(session, ticker, data_type, parameters)
+            )
+            if found is _MISSING:
+                found = self._fetch(data_type, fetch)
+                self.cache_market_data(
+                    session,
+                    ticker,
+                    data_type,
+                    found,
+                    parameters=parameters,
+                    ttl=ttl,
+                    data_source=data_source,
+                )
+            call.value = found
+            return found
+        except BaseException as error:
+            call.error = error
+            raise
+        finally:
+            with _sync_lock:
+                del _sync_calls[key]
+            call.done.set()
+
+    async def async_get_or_fetch(
+        self,
+        session: AsyncSession,
+        ticker: str,
+        data_type: DataType | str,
+        fetch: Callable[[], Any | Awaitable[Any]],
+        *,
+        parameters: dict[str, Any] | None = None,
+        ttl: dt.timedelta | float = DEFAULT_TTL,
+        data_source: str = "yfinance",
+    ) -> Any:
+        """As :meth:`get_or_fetch`; ``fetch`` may be a coroutine function. Tasks share one fetch."""
+        key = self.make_cache_key(ticker, data_type, parameters)
+        loop = asyncio.get_running_loop()
+        calls = _async_calls.setdefault(loop, {})
+        if (pending := calls.get(key)) is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Any] = loop.create_future()
+        calls[key] = future
+        try:
+            entry = await self.async_get_cached_entry(session, ticker, data_type, parameters)
+            found = self._found(data_type, entry)
+            if found is _MISSING:
+                found = await self._async_fetch(data_type, fetch)
+                await self.async_cache_market_data(
+                    session,
+                    ticker,
+                    data_type,
+                    found,
+                    parameters=parameters,
+                    ttl=ttl,
+                    data_source=data_source,
+                )
+            future.set_result(found)
+            return found
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody waited
+            raise
+        finally:
+            del calls[key]
+
+    @staticmethod
+    async def _async_fetch(data_type: DataType | str, fetch: Callable[[], Any]) -> Any:
+        kind = _data_type(data_type).value
+        statistics.record(kind, "fetches")
+        try:
+            result = fetch()
+            return await result if inspect.isawaitable(result) else result
+        except BaseException:
+            statistics.record(kind, "fetch_errors")
+            raise
+
+    @staticmethod
+    def _fetch(data_type: DataType | str, fetch: Callable[[], Any]) -> Any:
+        kind = _data_type(data_type).value
+        statistics.record(kind, "fetches")
+        try:
+            return fetch()
+        except BaseException:
+            statistics.record(kind, "fetch_errors")
+            raise
 
     def invalidate(
         self,

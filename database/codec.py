@@ -1,0 +1,178 @@
+"""JSON encoding of cache payloads that keeps their types.
+
+JSON-native values (str, int, finite float, bool, None, lists, dicts with
+string keys) are stored as themselves. Everything else becomes a small tagged
+object ``{"__type__": ..., ...}``: Decimal, date, datetime, timedelta, tuple,
+set, non-finite floats, numpy scalars, pandas Timestamps, Series and
+DataFrames (with their index, column labels and dtypes, so a yfinance
+statement frame whose columns are Timestamps comes back equal). Decoding
+builds only these types: nothing stored can make it call arbitrary code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from database.exceptions import ValidationError
+
+TAG = "__type__"
+
+
+def encode(value: Any) -> Any:
+    """A JSON-serialisable form of ``value`` that :func:`decode` turns back into it."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, np.generic):
+        return {TAG: "numpy", "dtype": str(value.dtype), "value": encode(value.item())}
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {TAG: "float", "value": repr(value)}
+    if isinstance(value, Decimal):
+        return {TAG: "decimal", "value": str(value)}
+    if isinstance(value, pd.Timestamp):
+        return {TAG: "timestamp", "value": value.isoformat()} if value is not pd.NaT else None
+    if isinstance(value, dt.datetime):
+        return {TAG: "datetime", "value": value.isoformat()}
+    if isinstance(value, dt.date):
+        return {TAG: "date", "value": value.isoformat()}
+    if isinstance(value, dt.timedelta):
+        return {TAG: "timedelta", "value": [value.days, value.seconds, value.microseconds]}
+    if isinstance(value, list):
+        return [encode(item) for item in value]
+    if isinstance(value, tuple | set | frozenset):
+        items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
+        return {TAG: type(value).__name__, "value": [encode(item) for item in items]}
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value) and TAG not in value:
+            return {k: encode(v) for k, v in value.items()}
+        return {TAG: "dict", "value": [[encode(k), encode(v)] for k, v in value.items()]}
+    if isinstance(value, pd.DataFrame):
+        return {
+            TAG: "dataframe",
+            "index": _encode_index(value.index),
+            "columns": _encode_index(value.columns),
+            "data": [_encode_array(value.iloc[:, i]) for i in range(value.shape[1])],
+        }
+    if isinstance(value, pd.Series):
+        return {
+            TAG: "series",
+            "name": encode(value.name),
+            "index": _encode_index(value.index),
+            "data": _encode_array(value),
+        }
+    raise ValidationError("data", type(value).__name__, "cannot be cached (not a supported type)")
+
+
+def decode(value: Any) -> Any:
+    """The value :func:`encode` was given."""
+    if isinstance(value, list):
+        return [decode(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    kind = value.get(TAG)
+    if kind is None:
+        return {k: decode(v) for k, v in value.items()}
+    payload: Any = value.get("value")
+    decoders: dict[str, Callable[[], Any]] = {
+        "float": lambda: float(payload),
+        "decimal": lambda: Decimal(payload),
+        "timestamp": lambda: pd.Timestamp(payload),
+        "datetime": lambda: dt.datetime.fromisoformat(payload),
+        "date": lambda: dt.date.fromisoformat(payload),
+        "timedelta": lambda: dt.timedelta(
+            days=payload[0], seconds=payload[1], microseconds=payload[2]
+        ),
+        "tuple": lambda: tuple(decode(item) for item in payload),
+        "set": lambda: {decode(item) for item in payload},
+        "frozenset": lambda: frozenset(decode(item) for item in payload),
+        "dict": lambda: {decode(k): decode(v) for k, v in payload},
+        "numpy": lambda: np.array(decode(payload), dtype=value["dtype"])[()],
+        "dataframe": lambda: _decode_frame(value),
+        "series": lambda: pd.Series(
+            _decode_array(value["data"]),
+            index=_decode_index(value["index"]),
+            name=decode(value["name"]),
+        ),
+    }
+    if kind not in decoders:
+        raise ValidationError("data", kind, "is not a known cached type")
+    return decoders[kind]()
+
+
+def _encode_array(values: pd.Series | pd.Index) -> dict[str, Any]:
+    dtype = values.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
+        items = [None if pd.isna(v) else v.isoformat() for v in values]
+    elif pd.api.types.is_timedelta64_dtype(dtype):
+        items = [None if pd.isna(v) else v.value for v in values]
+    else:
+        items = [encode(None if _is_missing(v) else v) for v in values.tolist()]
+    return {"dtype": str(dtype), "values": items}
+
+
+def _is_missing(value: Any) -> bool:
+    return value is pd.NaT or value is pd.NA
+
+
+def _decode_array(encoded: dict[str, Any]) -> Any:
+    dtype, items = encoded["dtype"], encoded["values"]
+    if dtype.startswith("datetime64"):
+        stamps = pd.to_datetime(items, utc="," in dtype, format="ISO8601")
+        if "," in dtype:
+            return stamps.tz_convert(dtype.split(",", 1)[1].strip(" ]"))
+        return stamps.astype(dtype)
+    if dtype.startswith("timedelta64"):
+        return pd.to_timedelta(items).astype(dtype)
+    decoded = [decode(item) for item in items]
+    if dtype == "object":
+        array = np.empty(len(decoded), dtype=object)
+        array[:] = decoded
+        return array
+    return pd.array(decoded, dtype=dtype)
+
+
+def _encode_index(index: pd.Index) -> dict[str, Any]:
+    if isinstance(index, pd.RangeIndex):
+        return {
+            "kind": "range",
+            "start": index.start,
+            "stop": index.stop,
+            "step": index.step,
+            "name": encode(index.name),
+        }
+    if isinstance(index, pd.MultiIndex):
+        return {
+            "kind": "multi",
+            "levels": [_encode_index(index.get_level_values(i)) for i in range(index.nlevels)],
+            "names": [encode(n) for n in index.names],
+        }
+    return {"kind": "index", "name": encode(index.name), **_encode_array(index)}
+
+
+def _decode_index(encoded: dict[str, Any]) -> pd.Index:
+    if encoded["kind"] == "range":
+        return pd.RangeIndex(
+            encoded["start"], encoded["stop"], encoded["step"], name=decode(encoded["name"])
+        )
+    if encoded["kind"] == "multi":
+        arrays = [_decode_index(level) for level in encoded["levels"]]
+        return pd.MultiIndex.from_arrays(arrays, names=[decode(n) for n in encoded["names"]])
+    index: pd.Index = pd.Index(_decode_array(encoded), name=decode(encoded["name"]))
+    return index
+
+
+def _decode_frame(encoded: dict[str, Any]) -> pd.DataFrame:
+    index = _decode_index(encoded["index"])
+    columns = _decode_index(encoded["columns"])
+    data = {i: _decode_array(column) for i, column in enumerate(encoded["data"])}
+    frame = pd.DataFrame(data, index=index)
+    frame.columns = columns
+    return frame

@@ -1,0 +1,108 @@
+"""Cache payloads keep their types through JSON (no database needed)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from database import codec
+from database.exceptions import ValidationError
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def round_trip(value: object) -> object:
+    return codec.decode(json.loads(json.dumps(codec.encode(value), allow_nan=False)))
+
+
+def statement_frame() -> pd.DataFrame:
+    """A yfinance financial statement: line items as rows, Timestamps as columns, NaN cells."""
+    frame = pd.read_csv(DATA / "fundamentals/NVDA-financials.csv", index_col=0)
+    frame.columns = pd.to_datetime(frame.columns)
+    return frame[frame.columns[::-1]]
+
+
+def history_frame() -> pd.DataFrame:
+    frame = pd.read_csv(DATA / "prices-history/CALM.csv", index_col=0)
+    frame.index = pd.to_datetime(frame.index, utc=True).tz_convert("America/New_York")
+    frame.index.name = "Date"
+    return frame
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {
+            "sector": "Technology",
+            "beta": 1.2,
+            "officers": [{"name": "Tim", "age": 63}],
+            "none": None,
+        },
+        [1, "two", 3.5, None, True],
+        {"price": Decimal("222.770000"), "ex_dividend": dt.date(2024, 8, 12)},
+        {
+            "at": dt.datetime(2024, 9, 3, 20, 0, tzinfo=dt.UTC),
+            "naive": dt.datetime(2024, 1, 1, 9, 30),
+        },
+        {"window": dt.timedelta(days=2, seconds=5), "pair": (1, 2), "tags": {"a", "b"}},
+        {5: "int key", (1, 2): "tuple key", "__type__": "a key that looks like a tag"},
+        {"nan": float("inf"), "numpy": np.int64(7), "float32": np.float32(1.5)},
+        pd.Timestamp("2024-01-29 00:00:00-05:00"),
+    ],
+)
+def test_values_come_back_equal_and_of_the_same_type(value: object) -> None:
+    back = round_trip(value)
+    assert back == value
+    assert type(back) is type(value)
+    if isinstance(value, dict):
+        assert {k: type(v) for k, v in back.items()} == {k: type(v) for k, v in value.items()}  # type: ignore[union-attr]
+
+
+def test_nan_survives() -> None:
+    back = round_trip([float("nan")])
+    assert isinstance(back, list)
+    assert math.isnan(back[0])
+
+
+def test_a_statement_frame_with_timestamp_columns() -> None:
+    frame = statement_frame()
+    back = round_trip(frame)
+    pd.testing.assert_frame_equal(back, frame)  # type: ignore[arg-type]
+    assert isinstance(back.columns, pd.DatetimeIndex)  # type: ignore[union-attr]
+
+
+def test_a_price_frame_with_a_tz_aware_index_and_a_series() -> None:
+    frame = history_frame()
+    pd.testing.assert_frame_equal(round_trip(frame), frame)  # type: ignore[arg-type]
+    pd.testing.assert_series_equal(round_trip(frame["Close"]), frame["Close"])  # type: ignore[arg-type]
+
+
+def test_frames_of_mixed_dtypes() -> None:
+    frame = pd.DataFrame(
+        {
+            "when": pd.to_datetime(["2024-01-02", None]),
+            "count": pd.array([1, None], dtype="Int64"),
+            "flag": [True, False],
+            "label": ["a", None],
+            "amount": [Decimal("1.10"), Decimal("2.20")],
+        },
+        index=pd.Index(["x", "y"], name="key"),
+    )
+    pd.testing.assert_frame_equal(round_trip(frame), frame)  # type: ignore[arg-type]
+
+
+def test_unsupported_payloads_are_refused_by_name() -> None:
+    with pytest.raises(ValidationError, match="object"):
+        codec.encode({"handle": object()})
+
+
+def test_unknown_tags_are_refused_rather_than_guessed() -> None:
+    with pytest.raises(ValidationError, match="os.system"):
+        codec.decode({"__type__": "os.system", "value": "rm -rf /"})
