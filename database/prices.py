@@ -10,6 +10,7 @@ the rows it rejected, each with ticker, date, field, value and reason.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -248,24 +249,29 @@ def _split(bars: pd.DataFrame, problems: list[Problem]) -> tuple[pd.DataFrame, l
     return bars[~bad].reset_index(drop=True), rejected
 
 
-def staging_rows(bars: pd.DataFrame, *, scaled: bool) -> list[tuple[Any, ...]]:
-    """Bars as driver rows in ``BAR_FIELDS`` order, None for missing.
+def staging_rows(
+    bars: pd.DataFrame, *, scaled: bool, extra: tuple[Any, ...] = ()
+) -> list[tuple[Any, ...]]:
+    """Bars as driver rows in ``BAR_FIELDS`` order (then ``extra``), None for missing.
 
     ``scaled``: prices as integers in millionths (the SQLite storage unit);
     otherwise floats, which PostgreSQL rounds into NUMERIC(18, 6).
     """
-    columns: list[list[Any]] = [
+    days = bars["date"].to_numpy().astype("datetime64[D]")
+    columns: list[Iterable[Any]] = [
         bars["ticker"].tolist(),
-        bars["date"].to_numpy().astype("datetime64[D]").astype(str if scaled else object).tolist(),
+        days.astype(str).tolist() if scaled else days.tolist(),
     ]
     for field in VALUE_FIELDS:
         values = bars[field].to_numpy(dtype="float64")
         missing = np.isnan(values)
         if field == "volume" or scaled:
             factor = 1 if field == "volume" else 10**PRICE_SCALE
-            cells = np.rint(np.where(missing, 0.0, values) * factor).astype(np.int64).astype(object)
+            cells = np.rint(np.where(missing, 0.0, values) * factor).astype(np.int64).tolist()
         else:
-            cells = values.astype(object)
-        cells[missing] = None
-        columns.append(cells.tolist())
-    return list(zip(*columns, strict=True))
+            cells = values.tolist()
+        for position in np.flatnonzero(missing):
+            cells[position] = None
+        columns.append(cells)
+    columns += [itertools.repeat(value, len(bars)) for value in extra]
+    return list(zip(*columns, strict=False))  # the repeats are endless

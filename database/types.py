@@ -116,6 +116,11 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return value.astimezone(dt.UTC)  # type: ignore[no-any-return]
 
 
+def sqlite_timestamp(value: dt.datetime) -> str:
+    """A UTC datetime as the text :class:`UTCDateTime` stores on SQLite (sorts as time)."""
+    return validation.to_utc(value, "value").strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
 class Ticker(TypeDecorator[str]):
     """A market symbol, stored and read stripped and upper-case."""
 

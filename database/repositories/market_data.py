@@ -29,10 +29,13 @@ from database.models import DataType, MarketDataCache
 from database.models.base import utcnow
 from database.monitoring import market_data_cache as statistics
 from database.repositories.base import BaseRepository
+from database.repositories.raw import fetch_all
 from database.repositories.upsert import dialect_name, upsert_statement
+from database.types import sqlite_timestamp
 from database.validation import normalize_ticker, to_json_object
 
 DEFAULT_TTL = dt.timedelta(hours=1)
+_HIT_SQL = "SELECT data FROM market_data_cache WHERE cache_key = ? AND expires_at > ?"
 _MISSING: Any = object()
 _REFRESHED = (
     "data",
@@ -167,9 +170,25 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
 
     # -- operations ------------------------------------------------------------------
 
-    def _found(self, data_type: DataType | str, entry: MarketDataCache | None) -> Any:
-        statistics.record(_data_type(data_type).value, "misses" if entry is None else "hits")
-        return _MISSING if entry is None else codec.decode(entry.data["payload"])
+    def _lookup(
+        self, session: Session, ticker: str, data_type: DataType | str, parameters: Any
+    ) -> Any:
+        """The fresh payload or ``_MISSING``, counted; read through the bare driver (hot path)."""
+        dialect = dialect_name(session)
+        now = utcnow()
+        params = [
+            self.make_cache_key(ticker, data_type, parameters),
+            sqlite_timestamp(now) if dialect == "sqlite" else now,
+        ]
+        with self._translating():
+            rows = fetch_all(session, _HIT_SQL, params)
+        statistics.record(_data_type(data_type).value, "hits" if rows else "misses")
+        if not rows:
+            return _MISSING
+        stored = rows[0][0]
+        return codec.decode(
+            (json.loads(stored) if isinstance(stored, str | bytes) else stored)["payload"]
+        )
 
     def get_cached_entry(
         self,
@@ -202,9 +221,7 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
         default: Any = None,
     ) -> Any:
         """The cached payload if fresh, else ``default``; counted as a hit or a miss."""
-        found = self._found(
-            data_type, self.get_cached_entry(session, ticker, data_type, parameters)
-        )
+        found = self._lookup(session, ticker, data_type, parameters)
         return default if found is _MISSING else found
 
     async def async_get_cached_data(
@@ -215,8 +232,9 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
         parameters: dict[str, Any] | None = None,
         default: Any = None,
     ) -> Any:
-        entry = await self.async_get_cached_entry(session, ticker, data_type, parameters)
-        found = self._found(data_type, entry)
+        found = await session.run_sync(
+            lambda sync: self._lookup(sync, ticker, data_type, parameters)
+        )
         return default if found is _MISSING else found
 
     def cache_market_data(
@@ -300,9 +318,7 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
                 raise call.error
             return call.value
         try:
-            found = self._found(
-                data_type, self.get_cached_entry(session, ticker, data_type, parameters)
-            )
+            found = self._lookup(session, ticker, data_type, parameters)
             if found is _MISSING:
                 found = self._fetch(data_type, fetch)
                 self.cache_market_data(
@@ -344,8 +360,9 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
         future: asyncio.Future[Any] = loop.create_future()
         calls[key] = future
         try:
-            entry = await self.async_get_cached_entry(session, ticker, data_type, parameters)
-            found = self._found(data_type, entry)
+            found = await session.run_sync(
+                lambda sync: self._lookup(sync, ticker, data_type, parameters)
+            )
             if found is _MISSING:
                 found = await self._async_fetch(data_type, fetch)
                 await self.async_cache_market_data(

@@ -18,10 +18,9 @@ from decimal import Decimal
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Float, Select, and_, exists, func, select, text, type_coerce
+from sqlalchemy import Select, and_, exists, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.util import await_
 
 from database.exceptions import is_unique_violation as _is_unique_violation
@@ -36,7 +35,9 @@ from database.prices import (
     staging_rows,
 )
 from database.repositories.base import BaseRepository
+from database.repositories.raw import fetch_all
 from database.repositories.upsert import dialect_name
+from database.types import sqlite_timestamp
 from database.validation import normalize_ticker
 
 STAGING = "price_history_staging"
@@ -78,6 +79,24 @@ _NEW_KEYS = text(
     "(SELECT 1 FROM price_history p WHERE p.ticker = s.ticker AND p.date = s.date)"
 )
 _STAMPS = ("data_source", "created_at", "updated_at")
+_FRAME_COLUMNS = [
+    "Date",
+    "Open",
+    "High",
+    "Low",
+    "Close",
+    "Adj Close",
+    "Volume",
+    "Dividends",
+    "Stock Splits",
+]
+_AS_FLOAT = {"postgresql": "{}::float8", "sqlite": f"{{}} / {10**PRICE_SCALE}.0"}
+_FRAME_SQL = {
+    dialect: "SELECT date, "
+    + ", ".join("volume" if c == "volume" else cast.format(c) for c in _VALUES)
+    + " FROM price_history WHERE ticker = ?"
+    for dialect, cast in _AS_FLOAT.items()
+}
 
 
 @dataclass(frozen=True)
@@ -210,7 +229,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
                 for bars, bad in self._batches(data, ticker, skip_invalid):
                     rejected += bad
                     total += len(bars)
-                    rows = [row + extra for row in staging_rows(bars, scaled=dialect == "sqlite")]
+                    rows = staging_rows(bars, scaled=dialect == "sqlite", extra=extra)
                     _write(driver, dialect, "price_history", (*BAR_FIELDS, *_STAMPS), rows)
         except Exception as error:
             if _is_unique_violation(error):
@@ -262,33 +281,6 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         return statement.order_by(PriceHistory.date)
 
     @staticmethod
-    def _frame_statement(
-        dialect: str, ticker: str, start: dt.date | None, end: dt.date | None
-    ) -> Select[Any]:
-        # Frames hold floats, as yfinance's do: convert in SQL rather than row by row.
-        def as_float(column: Any) -> ColumnElement[Any]:
-            if dialect == "sqlite":
-                return type_coerce(column, Float) / float(10**PRICE_SCALE)
-            return type_coerce(column.cast(Float), Float)
-
-        p = PriceHistory
-        statement = select(
-            p.date,
-            *(
-                as_float(getattr(p, c)).label(c)
-                for c in ("open", "high", "low", "close", "adj_close")
-            ),
-            p.volume,
-            as_float(p.dividends).label("dividends"),
-            as_float(p.stock_splits).label("stock_splits"),
-        ).where(p.ticker == normalize_ticker(ticker))
-        if start is not None:
-            statement = statement.where(p.date >= start)
-        if end is not None:
-            statement = statement.where(p.date <= end)
-        return statement.order_by(p.date)
-
-    @staticmethod
     def _latest_statement(ticker: str, on_or_before: dt.date | None) -> Select[PriceHistory]:
         statement = select(PriceHistory).where(PriceHistory.ticker == normalize_ticker(ticker))
         if on_or_before is not None:
@@ -323,26 +315,6 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
             )
         return statement.order_by(PriceHistory.ticker)
 
-    @staticmethod
-    def _frame(rows: builtins.list[Any]) -> pd.DataFrame:
-        frame = pd.DataFrame.from_records(
-            rows,
-            columns=[
-                "Date",
-                "Open",
-                "High",
-                "Low",
-                "Close",
-                "Adj Close",
-                "Volume",
-                "Dividends",
-                "Stock Splits",
-            ],
-        )
-        frame["Date"] = pd.to_datetime(frame["Date"])
-        frame["Volume"] = frame["Volume"].astype("Int64")
-        return frame.set_index("Date")
-
     # -- reading: sync and async -------------------------------------------------------------
 
     def get_range(
@@ -373,10 +345,23 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         start: dt.date | None = None,
         end: dt.date | None = None,
     ) -> pd.DataFrame:
-        """The bars as a yfinance-shaped frame: a ``Date`` index, ``Open`` to ``Stock Splits``."""
-        statement = self._frame_statement(dialect_name(session), ticker, start, end)
+        """The bars as a yfinance-shaped frame: a ``Date`` index, ``Open`` to ``Stock Splits``.
+
+        Read through the bare driver, with prices as floats (as yfinance has them).
+        """
+        dialect = dialect_name(session)
+        sql = _FRAME_SQL[dialect]
+        params: builtins.list[Any] = [normalize_ticker(ticker)]
+        for bound, operator in ((start, ">="), (end, "<=")):
+            if bound is not None:
+                sql += f" AND date {operator} ?"
+                params.append(bound.isoformat() if dialect == "sqlite" else bound)
         with self._translating():
-            return self._frame(builtins.list(session.execute(statement)))
+            rows = fetch_all(session, sql + " ORDER BY date", params)
+        frame = pd.DataFrame.from_records(rows, columns=_FRAME_COLUMNS)
+        frame["Date"] = pd.to_datetime(frame["Date"])
+        frame["Volume"] = frame["Volume"].astype("Int64")
+        return frame.set_index("Date")
 
     async def async_get_frame(
         self,
@@ -385,9 +370,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         start: dt.date | None = None,
         end: dt.date | None = None,
     ) -> pd.DataFrame:
-        statement = self._frame_statement(dialect_name(session), ticker, start, end)
-        with self._translating():
-            return self._frame(builtins.list(await session.execute(statement)))
+        return await session.run_sync(lambda sync: self.get_frame(sync, ticker, start, end))
 
     def get_latest(self, session: Session, ticker: str) -> PriceHistory | None:
         with self._translating():
@@ -486,5 +469,4 @@ def _write(
 
 def _now(dialect: str) -> Any:
     now = utcnow()
-    # SQLite keeps UTC text in the format SQLAlchemy writes, so it sorts as time.
-    return now.replace(tzinfo=None).isoformat(sep=" ") if dialect == "sqlite" else now
+    return sqlite_timestamp(now) if dialect == "sqlite" else now
