@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import inspect
 import json
@@ -71,6 +72,13 @@ _async_calls: weakref.WeakKeyDictionary[
 ] = weakref.WeakKeyDictionary()
 
 
+@functools.lru_cache(maxsize=8192)
+def _digest(ticker: str, kind: str, canonical_parameters: str) -> str:
+    # Cached: a cache hit is a hot path, and tickers x kinds are few.
+    key = f"{normalize_ticker(ticker)}|{kind}|{canonical_parameters}"
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 def _data_type(value: DataType | str) -> DataType:
     try:
         return DataType(value.lower() if isinstance(value, str) else value)
@@ -88,17 +96,11 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
         ticker: str, data_type: DataType | str, parameters: dict[str, Any] | None = None
     ) -> str:
         """SHA-256 of the canonical key; no parameters and ``{}`` are the same key."""
-        canonical = json.dumps(
-            [
-                normalize_ticker(ticker),
-                _data_type(data_type).value,
-                to_json_object(parameters, "parameters") or {},
-            ],
-            sort_keys=True,
-            separators=(",", ":"),
-            default=str,
-        )
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        canonical = "{}"
+        if parameters:
+            checked = to_json_object(parameters, "parameters")
+            canonical = json.dumps(checked, sort_keys=True, separators=(",", ":"), default=str)
+        return _digest(ticker, _data_type(data_type).value, canonical)
 
     # -- statements ------------------------------------------------------------------
 
