@@ -257,10 +257,13 @@ def staging_rows(
     ``scaled``: prices as integers in millionths (the SQLite storage unit);
     otherwise floats, which PostgreSQL rounds into NUMERIC(18, 6).
     """
+    # A batch holds few distinct days: convert each once.
     days = bars["date"].to_numpy().astype("datetime64[D]")
+    distinct, positions = np.unique(days, return_inverse=True)
+    converted = distinct.astype(str).tolist() if scaled else distinct.tolist()
     columns: list[Iterable[Any]] = [
         bars["ticker"].tolist(),
-        days.astype(str).tolist() if scaled else days.tolist(),
+        [converted[i] for i in positions.tolist()],
     ]
     for field in VALUE_FIELDS:
         values = bars[field].to_numpy(dtype="float64")

@@ -30,7 +30,7 @@ from database.models import DataType, MarketDataCache
 from database.models.base import utcnow
 from database.monitoring import market_data_cache as statistics
 from database.repositories.base import BaseRepository
-from database.repositories.raw import fetch_all
+from database.repositories.raw import async_fetch_all, fetch_all
 from database.repositories.upsert import dialect_name, upsert_statement
 from database.types import sqlite_timestamp
 from database.validation import normalize_ticker, to_json_object
@@ -172,25 +172,38 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
 
     # -- operations ------------------------------------------------------------------
 
-    def _lookup(
-        self, session: Session, ticker: str, data_type: DataType | str, parameters: Any
-    ) -> Any:
-        """The fresh payload or ``_MISSING``, counted; read through the bare driver (hot path)."""
-        dialect = dialect_name(session)
+    @staticmethod
+    def _hit_params(dialect: str, key: str) -> list[Any]:
         now = utcnow()
-        params = [
-            self.make_cache_key(ticker, data_type, parameters),
-            sqlite_timestamp(now) if dialect == "sqlite" else now,
-        ]
-        with self._translating():
-            rows = fetch_all(session, _HIT_SQL, params)
+        return [key, sqlite_timestamp(now) if dialect == "sqlite" else now]
+
+    @staticmethod
+    def _payload(data_type: DataType | str, rows: list[tuple[Any, ...]]) -> Any:
+        """The decoded payload of a hit, or ``_MISSING``; counts the lookup."""
         statistics.record(_data_type(data_type).value, "hits" if rows else "misses")
         if not rows:
             return _MISSING
         stored = rows[0][0]
-        return codec.decode(
-            (json.loads(stored) if isinstance(stored, str | bytes) else stored)["payload"]
-        )
+        entry = json.loads(stored) if isinstance(stored, str | bytes) else stored
+        return codec.decode(entry["payload"])
+
+    def _lookup(
+        self, session: Session, ticker: str, data_type: DataType | str, parameters: Any
+    ) -> Any:
+        # The hot path: one fixed statement through the bare driver.
+        key = self.make_cache_key(ticker, data_type, parameters)
+        with self._translating():
+            rows = fetch_all(session, _HIT_SQL, self._hit_params(dialect_name(session), key))
+        return self._payload(data_type, rows)
+
+    async def _async_lookup(
+        self, session: AsyncSession, ticker: str, data_type: DataType | str, parameters: Any
+    ) -> Any:
+        key = self.make_cache_key(ticker, data_type, parameters)
+        with self._translating():
+            params = self._hit_params(dialect_name(session), key)
+            rows = await async_fetch_all(session, _HIT_SQL, params)
+        return self._payload(data_type, rows)
 
     def get_cached_entry(
         self,
@@ -234,9 +247,7 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
         parameters: dict[str, Any] | None = None,
         default: Any = None,
     ) -> Any:
-        found = await session.run_sync(
-            lambda sync: self._lookup(sync, ticker, data_type, parameters)
-        )
+        found = await self._async_lookup(session, ticker, data_type, parameters)
         return default if found is _MISSING else found
 
     def cache_market_data(
@@ -362,9 +373,7 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
         future: asyncio.Future[Any] = loop.create_future()
         calls[key] = future
         try:
-            found = await session.run_sync(
-                lambda sync: self._lookup(sync, ticker, data_type, parameters)
-            )
+            found = await self._async_lookup(session, ticker, data_type, parameters)
             if found is _MISSING:
                 found = await self._async_fetch(data_type, fetch)
                 await self.async_cache_market_data(

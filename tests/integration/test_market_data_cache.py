@@ -154,3 +154,17 @@ def test_concurrent_threads_share_one_fetch(db: DatabaseManager, sql: RawSQL) ->
     assert results == [{"v": 1}] * 4
     assert len(calls) == 1
     assert sql.count("market_data_cache") == 1
+
+
+async def test_hits_keep_working_across_commits_and_rollbacks_of_one_session(
+    db: DatabaseManager,
+) -> None:
+    async with db.get_async_session() as session:
+        await cache.async_cache_market_data(session, "AAPL", "news", {"n": 1})
+        assert await cache.async_get_cached_data(session, "AAPL", "news") == {"n": 1}
+        await session.commit()  # the transaction, and maybe the connection, changes
+        assert await cache.async_get_cached_data(session, "AAPL", "news") == {"n": 1}
+        await cache.async_cache_market_data(session, "AAPL", "news", {"n": 2})
+        assert await cache.async_get_cached_data(session, "AAPL", "news") == {"n": 2}
+        await session.rollback()
+        assert await cache.async_get_cached_data(session, "AAPL", "news") == {"n": 1}
