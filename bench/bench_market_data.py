@@ -12,7 +12,7 @@ Measures, with medians of --rounds runs each:
    fetch + ``DataFrame.from_records``;
 4. 20,000 cache hits by key: ``async_get_cached_data`` vs raw asyncpg / aiosqlite
    ``SELECT`` by key (one session, one connection, for all of them).
-The peak memory growth (max RSS) of the first ingest is reported too.
+The peak memory allocated during an ingest (tracemalloc) is reported too.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import resource
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -85,10 +85,6 @@ def bars_frame(count: int, tickers: int = 1000) -> pd.DataFrame:
     )
 
 
-def max_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def timed(function: Callable[[], Any]) -> float:
     started = time.perf_counter()
     function()
@@ -142,18 +138,31 @@ def truncate(url: str, backend: str) -> None:
             connection.execute("TRUNCATE price_history")
 
 
+def ingest_memory_growth(url: str, backend: str, frame: pd.DataFrame) -> float:
+    """Peak memory allocated during one ingest into an empty table (tracemalloc:
+    Python objects and numpy/pandas buffers; the drivers' C buffers are not seen)."""
+    truncate(url, backend)
+    db = DatabaseManager(url, pool_size=1, max_overflow=0)
+    with db.get_session() as session:
+        tracemalloc.start()
+        prices.upsert(session, frame)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    db.close()
+    return peak / 2**20
+
+
 def bench_ingest(url: str, backend: str, frame: pd.DataFrame, rounds: int) -> None:
+    growth = ingest_memory_growth(url, backend, frame)
     rows = raw_rows(frame, backend == "sqlite")
     db = DatabaseManager(url, pool_size=1, max_overflow=0)
-    raw, empty, again, growth = [], [], [], []
+    raw, empty, again = [], [], []
     for _ in range(rounds):
         truncate(url, backend)
         raw.append(raw_ingest(url, backend, rows))
         truncate(url, backend)
-        before = max_rss_mb()
         with db.get_session() as session:
             empty.append(timed(lambda: prices.upsert(session, frame)))
-        growth.append(max_rss_mb() - before)
         with db.get_session() as session:
             again.append(timed(lambda: prices.upsert(session, frame)))
     db.close()
@@ -163,7 +172,7 @@ def bench_ingest(url: str, backend: str, frame: pd.DataFrame, rounds: int) -> No
     print(f"  raw {baseline:<22} {n / r:>10,.0f} rows/s")
     print(f"  upsert, empty table        {n / e:>10,.0f} rows/s   ratio to raw {r / e:.2f}")
     print(f"  upsert, every row conflicts {n / a:>9,.0f} rows/s   ratio to raw {r / a:.2f}")
-    print(f"  peak memory growth of the first ingest: {max(growth):.0f} MB (max RSS)")
+    print(f"  peak memory allocated during an ingest: {growth:.0f} MB (tracemalloc)")
 
 
 def bench_frame_read(url: str, backend: str, rounds: int) -> None:
