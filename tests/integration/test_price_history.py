@@ -167,6 +167,7 @@ async def test_the_dirty_yfinance_file_is_rejected_row_by_row(uow: UnitOfWork) -
         ({"Volume": -10}, "volume", "at least 0"),
         ({"Date": "2024-13-45"}, "date", "is not a date"),
         ({"Close": "lots"}, "close", "is not a number"),
+        ({"Open": "null", "Close": "null"}, "close", "is required"),  # Yahoo's holiday rows
     ],
 )
 async def test_bad_values(
