@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +39,11 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import postgres
 from database import DatabaseManager, migrate
-from database.prices import prepare_bars, staging_rows
+from database.prices import YFINANCE_COLUMNS, prepare_bars, staging_rows
 from database.repositories import MarketDataRepository, PriceHistoryRepository
 from database.types import sqlite_timestamp
-from tests.pg_server import throwaway_postgres
 
 prices = PriceHistoryRepository()
 cache = MarketDataRepository()
@@ -184,17 +184,7 @@ def bench_frame_read(url: str, backend: str, rounds: int) -> None:
         "SELECT date, open, high, low, close, adj_close, volume, dividends, stock_splits "
         "FROM price_history WHERE ticker = {} ORDER BY date"
     )
-    names = [
-        "Date",
-        "Open",
-        "High",
-        "Low",
-        "Close",
-        "Adj Close",
-        "Volume",
-        "Dividends",
-        "Stock Splits",
-    ]
+    names = YFINANCE_COLUMNS
     ours, raw = [], []
     if backend == "postgresql":
         connection: Any = psycopg.connect(url)
@@ -269,15 +259,6 @@ async def bench_cache_hits(url: str, backend: str, rounds: int, hits: int = 20_0
         f"  cache hit by key: raw {r * 1e6:.0f} µs, async_get_cached_data {o * 1e6:.0f} µs,"
         f" ratio {o / r:.2f}"
     )
-
-
-@contextlib.contextmanager
-def postgres(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    with throwaway_postgres() as server:
-        yield server
 
 
 def main() -> None:

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +31,10 @@ from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import postgres
 from database import DatabaseManager, migrate
 from database.models import User
 from database.repositories import UserRepository
-from tests.pg_server import throwaway_postgres
 
 OPERATIONS = ("create", "get_by_id", "get_by_criteria", "update")
 repository = UserRepository()
@@ -392,15 +391,6 @@ def bench_sync(url: str, rounds: int, count: int) -> None:
     db.close()
     driver = "sqlite3" if is_sqlite else "psycopg"
     report(f"{db.backend}, sync (raw = {driver}); median of {rounds} rounds x {count} ops", results)
-
-
-@contextlib.contextmanager
-def postgres(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    with throwaway_postgres() as server:
-        yield server
 
 
 def main() -> None:

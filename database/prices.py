@@ -27,6 +27,18 @@ PRICE_FIELDS = ("open", "high", "low", "close", "adj_close")
 VALUE_FIELDS = (*PRICE_FIELDS, "volume", "dividends", "stock_splits")
 BAR_FIELDS = ("ticker", "date", *VALUE_FIELDS)
 PRICE_SCALE = 6  # NUMERIC(18, 6), as in the price_history table
+# The frame that ``get_frame`` returns: yfinance's history() columns, "Date" as index.
+YFINANCE_COLUMNS = [
+    "Date",
+    "Open",
+    "High",
+    "Low",
+    "Close",
+    "Adj Close",
+    "Volume",
+    "Dividends",
+    "Stock Splits",
+]
 # What the columns hold: 12 integer digits for prices, 6 for split ratios, BIGINT volumes.
 _LIMITS = {
     **dict.fromkeys((*PRICE_FIELDS, "dividends"), 1e12),

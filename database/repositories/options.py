@@ -161,15 +161,20 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
         fetched_at: dt.datetime | None = None,
         skip_invalid: bool = False,
     ) -> ChainResult:
-        moment, contracts, rejected = self._prepare(
-            ticker, calls, puts, rows, expiration, underlying_price, fetched_at, skip_invalid
+        # The same implementation, handed a Session whose I/O is awaited for it.
+        return await session.run_sync(
+            lambda sync: self.store_chain(
+                sync,
+                ticker,
+                calls=calls,
+                puts=puts,
+                rows=rows,
+                expiration=expiration,
+                underlying_price=underlying_price,
+                fetched_at=fetched_at,
+                skip_invalid=skip_invalid,
+            )
         )
-        if not contracts:
-            return ChainResult(moment, 0, 0, rejected)
-        statement, values = self._store_statement(dialect_name(session), contracts)
-        with self._translating():
-            inserted = len((await session.execute(statement, values)).all())
-        return ChainResult(moment, inserted, len(contracts) - inserted, rejected)
 
     def get_chain(
         self,

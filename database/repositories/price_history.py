@@ -29,6 +29,7 @@ from database.models.base import utcnow
 from database.prices import (
     BAR_FIELDS,
     PRICE_SCALE,
+    YFINANCE_COLUMNS,
     PriceValidationError,
     RejectedBar,
     prepare_bars,
@@ -79,17 +80,6 @@ _NEW_KEYS = text(
     "(SELECT 1 FROM price_history p WHERE p.ticker = s.ticker AND p.date = s.date)"
 )
 _STAMPS = ("data_source", "created_at", "updated_at")
-_FRAME_COLUMNS = [
-    "Date",
-    "Open",
-    "High",
-    "Low",
-    "Close",
-    "Adj Close",
-    "Volume",
-    "Dividends",
-    "Stock Splits",
-]
 _AS_FLOAT = {"postgresql": "{}::float8", "sqlite": f"{{}} / {10**PRICE_SCALE}.0"}
 _FRAME_SQL = {
     dialect: "SELECT date, "
@@ -358,7 +348,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
                 params.append(bound.isoformat() if dialect == "sqlite" else bound)
         with self._translating():
             rows = fetch_all(session, sql + " ORDER BY date", params)
-        frame = pd.DataFrame.from_records(rows, columns=_FRAME_COLUMNS)
+        frame = pd.DataFrame.from_records(rows, columns=YFINANCE_COLUMNS)
         frame["Date"] = pd.to_datetime(frame["Date"])
         frame["Volume"] = frame["Volume"].astype("Int64")
         return frame.set_index("Date")
