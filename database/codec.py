@@ -54,6 +54,13 @@ def encode(value: Any) -> Any:
         if all(isinstance(k, str) for k in value) and TAG not in value:
             return {k: encode(v) for k, v in value.items()}
         return {TAG: "dict", "value": [[encode(k), encode(v)] for k, v in value.items()]}
+    if isinstance(value, np.ndarray):
+        return {
+            TAG: "ndarray",
+            "dtype": value.dtype.str if value.dtype != object else "object",
+            "shape": list(value.shape),
+            "value": [encode(item) for item in value.ravel().tolist()],
+        }
     if isinstance(value, pd.DataFrame):
         return {
             TAG: "dataframe",
@@ -96,6 +103,7 @@ def decode(value: Any) -> Any:
         "dict": lambda: {decode(k): decode(v) for k, v in payload},
         "numpy": lambda: np.array(decode(payload), dtype=value["dtype"])[()],
         "dataframe": lambda: _decode_frame(value),
+        "ndarray": lambda: _decode_ndarray(value),
         "series": lambda: pd.Series(
             _decode_array(value["data"]),
             index=_decode_index(value["index"]),
@@ -105,6 +113,13 @@ def decode(value: Any) -> Any:
     if kind not in decoders:
         raise ValidationError("data", kind, "is not a known cached type")
     return decoders[kind]()
+
+
+def _decode_ndarray(encoded: dict[str, Any]) -> np.ndarray[Any, Any]:
+    items = [decode(item) for item in encoded["value"]]
+    array = np.empty(len(items), dtype=encoded["dtype"])
+    array[:] = items
+    return array.reshape(encoded["shape"])
 
 
 def _encode_array(values: pd.Series | pd.Index) -> dict[str, Any]:

@@ -33,6 +33,7 @@ class DataType(enum.StrEnum):
     OPTIONS_CHAIN = "options_chain"
     ANALYST_DATA = "analyst_data"
     NEWS = "news"
+    FILE_CACHE = "file_cache"  # entries moved from the old file cache (opaque keys)
 
 
 class OptionType(enum.StrEnum):

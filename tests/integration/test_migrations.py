@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,9 +77,35 @@ def alembic(url: str, *arguments: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_alembic_command_works_from_the_repository_root(empty_url: str) -> None:
     alembic(empty_url, "upgrade", "head")
-    assert "0001 (head)" in alembic(empty_url, "current").stdout
+    assert f"{migrate.head_revision()} (head)" in alembic(empty_url, "current").stdout
     assert "Initial schema" in alembic(empty_url, "history").stdout
     assert "No new upgrade operations detected" in alembic(empty_url, "check").stdout
     alembic(empty_url, "downgrade", "-1")
-    assert "0001" not in alembic(empty_url, "current").stdout
+    assert "(head)" not in alembic(empty_url, "current").stdout
+    alembic(empty_url, "downgrade", "base")
     assert table_names(empty_url) == set()
+
+
+def test_rebuilt_tables_keep_their_checks(empty_url: str) -> None:
+    """0002 rebuilds market_data_cache on SQLite: its other constraints must survive."""
+    migrate.upgrade(empty_url)
+    raw = RawSQL(empty_url)
+    insert = (
+        "INSERT INTO market_data_cache (id, cache_key, ticker, data_type, data, data_source,"
+        " cached_at, expires_at, data_quality_score) VALUES (:id, :key, 'AAPL', :kind, '{}',"
+        " 'test', :cached, :expires, :quality)"
+    )
+    times = {"cached": "2024-01-01 00:00:00", "expires": "2024-01-02 00:00:00"}
+    try:
+        raw.execute(
+            insert, id=raw.key(uuid.uuid4()), key="a", kind="file_cache", quality=None, **times
+        )
+        too_good = 20000 if raw.backend == "sqlite" else 2  # 2.0 in each storage unit
+        for kind, quality in (("horoscope", None), ("news", too_good)):
+            with pytest.raises(Exception, match=r"(?i)check"):
+                raw.execute(
+                    insert, id=raw.key(uuid.uuid4()), key=kind, kind=kind, quality=quality, **times
+                )
+        assert raw.count("market_data_cache") == 1
+    finally:
+        raw.close()
