@@ -1,0 +1,79 @@
+"""The old cache's files: ``<dir>/<key>.cache``, each a pickle of
+``{"data": ..., "timestamp": <epoch seconds>, "expiration": <seconds>}``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from database.filecache.safe_pickle import safe_loads
+
+DEFAULT_EXPIRATION = 3600
+SUFFIX = ".cache"
+
+
+class CacheFileError(ValueError):
+    """A cache file that cannot be used: unreadable, corrupt, truncated or unsafe."""
+
+
+@dataclass(frozen=True)
+class CacheFile:
+    key: str
+    data: Any
+    timestamp: float
+    expiration: float
+
+    @property
+    def cached_at(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.timestamp, dt.UTC)
+
+    @property
+    def expires_at(self) -> dt.datetime:
+        return self.cached_at + dt.timedelta(seconds=self.expiration)
+
+    def is_expired(self, now: dt.datetime | None = None) -> bool:
+        return self.expires_at <= (now or dt.datetime.now(dt.UTC))
+
+
+def read_cache_file(path: Path) -> CacheFile:
+    """Load one cache file safely; CacheFileError says what is wrong with it."""
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise CacheFileError(f"unreadable: {error.strerror or error}") from None
+    try:
+        entry = safe_loads(raw)
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        ImportError,
+    ) as error:
+        raise CacheFileError(
+            f"corrupt or truncated pickle: {type(error).__name__}: {error}"
+        ) from None
+    except Exception as error:  # UnsafePickleError and anything a broken pickle raises
+        raise CacheFileError(str(error)) from None
+    if not isinstance(entry, dict) or "data" not in entry or "timestamp" not in entry:
+        raise CacheFileError("not a cache entry (a dict with data and timestamp)")
+    timestamp, expiration = entry["timestamp"], entry.get("expiration", DEFAULT_EXPIRATION)
+    if not isinstance(timestamp, int | float) or not isinstance(expiration, int | float | None):
+        raise CacheFileError("timestamp and expiration must be numbers")
+    return CacheFile(
+        path.stem, entry["data"], float(timestamp), float(expiration or DEFAULT_EXPIRATION)
+    )
+
+
+def write_cache_file(path: Path, data: Any, timestamp: float, expiration: float) -> None:
+    """Write an entry in the old format (used while both caches are written)."""
+    payload = {"data": data, "timestamp": timestamp, "expiration": expiration}
+    temporary = path.with_suffix(".tmp")
+    temporary.write_bytes(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+    temporary.replace(path)

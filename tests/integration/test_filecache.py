@@ -1,0 +1,184 @@
+"""Moving off the file cache: the database-backed cache, dual writes, and the import."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import pickle
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from database import DatabaseManager
+from database.exceptions import ValidationError
+from database.filecache import DatabaseCache, DualWriteCache, FileCache, import_directory, make_key
+from database.monitoring import market_data_cache as statistics
+from tests.conftest import RawSQL
+from tests.integration.conftest import row_count_statements
+
+
+@pytest.fixture(autouse=True)
+def fresh_counters() -> None:
+    statistics.reset()
+
+
+PRICES = pd.DataFrame({"Close": [1.5, 2.5]}, index=pd.to_datetime(["2024-01-02", "2024-01-03"]))
+
+
+class Explode:
+    """A pickle that would run a shell command if it were ever unpickled naively."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def write(path: Path, entry: object) -> None:
+    path.write_bytes(pickle.dumps(entry))
+
+
+def old_entry(data: object, age: float = 0, expiration: float = 3600) -> dict[str, object]:
+    return {"data": data, "timestamp": time.time() - age, "expiration": expiration}
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    write(
+        folder / f"{make_key('get_stock_info', 'AAPL')}.cache",
+        old_entry({"price": Decimal("222.77")}),
+    )
+    write(
+        folder / f"{make_key('fetch_price_history', 'AAPL', period='1y')}.cache", old_entry(PRICES)
+    )
+    write(folder / f"{make_key('fetch_news', 'AAPL')}.cache", old_entry(["old"], age=7200))
+    (folder / "corrupt.cache").write_bytes(b"\x80\x04this is not a pickle at all")
+    good = pickle.dumps(old_entry({"x": list(range(1000))}))
+    (folder / "truncated.cache").write_bytes(good[: len(good) // 2])
+    write(folder / "malicious.cache", old_entry(Explode(tmp_path / "pwned")))
+    write(folder / "not-an-entry.cache", [1, 2, 3])
+    (folder / "a-directory.cache").mkdir()  # unreadable as a file
+    (folder / "notes.txt").write_text("not a cache file")
+    return folder
+
+
+def test_import_reports_every_file_and_runs_nothing_it_reads(
+    db: DatabaseManager, cache_dir: Path, tmp_path: Path, sql: RawSQL
+) -> None:
+    report = import_directory(db, cache_dir)
+    assert (report.imported, report.already_present, report.expired) == (2, 0, 1)
+    reasons = dict(report.rejected)
+    assert set(reasons) == {
+        "corrupt.cache",
+        "truncated.cache",
+        "malicious.cache",
+        "not-an-entry.cache",
+        "a-directory.cache",
+    }
+    assert "refused to unpickle" in reasons["malicious.cache"]
+    assert "system" in reasons["malicious.cache"]
+    assert "unreadable" in reasons["a-directory.cache"]
+    assert not (tmp_path / "pwned").exists()
+    assert sql.count("market_data_cache") == 2
+    again = import_directory(db, cache_dir)
+    assert (again.imported, again.already_present, again.expired, len(again.rejected)) == (
+        0,
+        2,
+        1,
+        5,
+    )
+    assert sql.count("market_data_cache") == 2
+    with_expired = import_directory(db, cache_dir, include_expired=True)
+    assert with_expired.imported == 1
+    frame = DatabaseCache(db).get(make_key("fetch_price_history", "AAPL", period="1y"))
+    pd.testing.assert_frame_equal(frame, PRICES)
+    assert DatabaseCache(db).get(make_key("fetch_news", "AAPL")) is None  # imported, but expired
+
+
+def test_a_large_directory_imports_in_one_transaction_per_batch(
+    db: DatabaseManager, tmp_path: Path, statements: list[str], sql: RawSQL
+) -> None:
+    folder = tmp_path / "big"
+    folder.mkdir()
+    for number in range(10_000):
+        write(folder / f"{make_key('quote', number)}.cache", old_entry({"n": number}))
+    commits: list[int] = []
+
+    def count_commit(connection: Any) -> None:
+        commits.append(1)
+
+    event.listen(Engine, "commit", count_commit)
+    progress: list[int] = []
+    try:
+        report = import_directory(db, folder, batch_size=500, on_progress=progress.append)
+    finally:
+        event.remove(Engine, "commit", count_commit)
+    assert report.imported == 10_000
+    assert report.batches == 20
+    assert sum(progress) == 10_000
+    assert len(commits) == 20
+    assert row_count_statements(statements, "INSERT", "market_data_cache") == 20
+    assert sql.count("market_data_cache") == 10_000
+
+
+def test_importing_something_that_is_not_a_directory_is_refused(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    with pytest.raises(ValidationError, match="directory"):
+        import_directory(db, tmp_path / "missing")
+
+
+def test_the_database_cache_has_the_old_interface(db: DatabaseManager, sql: RawSQL) -> None:
+    cache = DatabaseCache(db)
+    key = make_key("get_financials", "NVDA", freq="yearly")
+    assert cache.get(key) is None
+    cache.set(key, PRICES, expiration=60)
+    pd.testing.assert_frame_equal(cache.get(key), PRICES)
+    sql.execute(
+        "UPDATE market_data_cache SET cached_at = :old",
+        old=_stored_time(sql, dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)),
+    )
+    assert cache.get(key, expiration=10) is None  # older than the caller allows
+    assert cache.get(key) is not None  # still within its own 60 s
+    stats = cache.get_stats()
+    assert (stats["entries"], stats["expired"], stats["hits"], stats["misses"]) == (1, 0, 2, 2)
+    assert cache.delete(key) is True
+    assert cache.delete(key) is False
+    cache.set("a", 1)
+    cache.set("b", 2)
+    assert cache.clear() == 2
+    assert sql.count("market_data_cache") == 0
+
+
+def test_dual_writes_and_reads_that_fall_back_to_files(
+    db: DatabaseManager, tmp_path: Path, sql: RawSQL
+) -> None:
+    files = FileCache(tmp_path / "cache")
+    dual = DualWriteCache(DatabaseCache(db), files)
+    dual.set("both", {"v": 1}, expiration=120)
+    assert files.get("both") == {"v": 1}
+    assert sql.count("market_data_cache") == 1
+    files.set("file-only", {"v": 2}, expiration=120)  # written before the move began
+    assert dual.get("file-only") == {"v": 2}
+    assert sql.count("market_data_cache") == 2  # back-filled
+    assert DatabaseCache(db).get("file-only") == {"v": 2}
+    assert dual.delete("both") is True
+    assert files.get("both") is None
+    assert dual.get_stats()["file"]["entries"] == 1
+    assert dual.clear() == 2
+    assert sql.count("market_data_cache") == 0
+
+
+def _stored_time(sql: RawSQL, moment: dt.datetime) -> object:
+    from database.types import sqlite_timestamp
+
+    return sqlite_timestamp(moment) if sql.backend == "sqlite" else moment
