@@ -49,6 +49,7 @@ class DatabaseSettings(BaseSettings):
     connect_timeout: float = Field(default=10.0, gt=0)
     application_name: str = "buffetbot"
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
+    slow_query_ms: float = Field(default=500.0, gt=0)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> DatabaseSettings:

@@ -12,22 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Dialect, Engine, create_engine, event, text
+from sqlalchemy import Connection, Dialect, Engine, create_engine, event, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from database import monitoring
 from database.config import DatabaseSettings, DriverUrls, driver_urls
 from database.exceptions import DatabaseUnavailableError
 from database.models import Base
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,17 @@ class HealthStatus:
     url: str
     latency_ms: float | None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    """Connection pools of a manager (sync and async engines together)."""
+
+    size: int
+    checked_out: int
+    overflow: int
+    checkouts: int
+    checkouts_at_capacity: int  # took the last free connection: the next would have waited
 
 
 @dataclass
@@ -108,6 +123,8 @@ class DatabaseManager:
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
         self._async: _LoopEngine | None = None
+        self.checkouts = 0
+        self.checkouts_at_capacity = 0
 
     def __repr__(self) -> str:
         return f"DatabaseManager({self.urls.safe()})"
@@ -148,6 +165,9 @@ class DatabaseManager:
     def _prepare(self, engine: Engine) -> None:
         """Connection set-up shared by the sync engine and the async one's sync core."""
         event.listen(engine, "do_connect", self._connect)
+        event.listen(engine, "before_cursor_execute", _start_timer)
+        event.listen(engine, "after_cursor_execute", self._stop_timer)
+        event.listen(engine.pool, "checkout", self._on_checkout)
         if self.urls.is_sqlite:
             event.listen(engine, "connect", self._configure_sqlite)
             # pysqlite's own transaction handling defers BEGIN and breaks
@@ -178,6 +198,41 @@ class DatabaseManager:
             if url.password:
                 reason = reason.replace(str(url.password), "***")
             raise DatabaseUnavailableError(url.host, url.port, reason) from None
+
+    def _stop_timer(self, conn: Connection, _cursor: Any, statement: str, *_: Any) -> None:
+        started = conn.info.get(_TIMER)
+        if not started:
+            return
+        elapsed = time.perf_counter() - started.pop()
+        monitoring.queries.record(statement, elapsed)
+        if elapsed * 1000 >= self.settings.slow_query_ms:
+            # The statement only: parameters may hold personal data.
+            logger.warning("slow query (%.0f ms): %s", elapsed * 1000, " ".join(statement.split()))
+
+    def _on_checkout(self, _dbapi: Any, _record: Any, _proxy: Any) -> None:
+        self.checkouts += 1
+        pool = self._pool_of(_record)
+        if pool is not None and pool.checkedout() >= pool.size() + self.settings.max_overflow:
+            self.checkouts_at_capacity += 1
+
+    @staticmethod
+    def _pool_of(record: Any) -> Any:
+        return getattr(record, "_pool", None)
+
+    def pool_status(self) -> PoolStatus:
+        """The pools' state now, and how many checkouts took the last free connection."""
+        pools = [
+            e.pool
+            for e in (self._engine, self._async.engine.sync_engine if self._async else None)
+            if e
+        ]
+        return PoolStatus(
+            size=sum(getattr(p, "size", lambda: 0)() for p in pools),
+            checked_out=sum(getattr(p, "checkedout", lambda: 0)() for p in pools),
+            overflow=sum(max(0, getattr(p, "overflow", lambda: 0)()) for p in pools),
+            checkouts=self.checkouts,
+            checkouts_at_capacity=self.checkouts_at_capacity,
+        )
 
     @property
     def engine(self) -> Engine:
@@ -340,6 +395,13 @@ class DatabaseManager:
             self._engine.dispose()
             self._engine = None
             self._sessions = None
+
+
+_TIMER = "database.query_started"
+
+
+def _start_timer(conn: Connection, *_: Any) -> None:
+    conn.info.setdefault(_TIMER, []).append(time.perf_counter())
 
 
 def _track(slot: _LoopEngine, connection: DBAPIConnection) -> None:

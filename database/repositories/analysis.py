@@ -13,8 +13,18 @@ from sqlalchemy.orm import Session
 from database.exceptions import InvalidCriteriaError
 from database.models import AnalysisResult, AnalysisType
 from database.models.base import utcnow
+from database.monitoring import analysis_cache
 from database.repositories.base import BaseRepository
 from database.validation import to_utc
+
+
+def _counted(
+    analysis_type: AnalysisType | str, found: AnalysisResult | None
+) -> AnalysisResult | None:
+    """Count a cached-result lookup as a hit or a miss, by analysis type."""
+    kind = str(analysis_type.value if isinstance(analysis_type, AnalysisType) else analysis_type)
+    analysis_cache.record(kind.lower(), "misses" if found is None else "hits")
+    return found
 
 
 def _rowcount(result: Any) -> int:
@@ -104,7 +114,7 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
         """The newest result that has not expired (``expires_at`` unset or in the future)."""
         statement = self._latest_statement(ticker, analysis_type, portfolio_id, strategy, now)
         with self._translating():
-            return session.scalars(statement).first()
+            return _counted(analysis_type, session.scalars(statement).first())
 
     async def async_get_latest_valid(
         self,
@@ -118,7 +128,7 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
     ) -> AnalysisResult | None:
         statement = self._latest_statement(ticker, analysis_type, portfolio_id, strategy, now)
         with self._translating():
-            return (await session.scalars(statement)).first()
+            return _counted(analysis_type, (await session.scalars(statement)).first())
 
     def get_history(
         self,
