@@ -1,133 +1,175 @@
-"""The README's first command: the quick start, end to end, on the configured database.
+"""The main job of the README's first command: the quick start on real sample data.
 
-``python -m database.demo`` (or ``scripts/demo``) migrates the schema, then
-creates (or finds, when run again) a user, a portfolio and its positions, stores
-a DCF analysis result, and prints what the database holds.
+``run_demo(manager)`` migrates the schema, then creates (or finds, when run
+again) a user, a portfolio and its positions, loads the sample price history,
+stores a DCF analysis result per position and a cache entry per ticker, and
+returns the portfolio valued at the latest closes. Running it twice gives the
+same result and no duplicates. ``buffetbot-db demo`` prints it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
+from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 
-from sqlalchemy.ext.asyncio import AsyncSession
+import pandas as pd
+from sqlalchemy.orm import Session
 
-from database import get_async_database_session, get_database, migrate
-from database.models import AnalysisResult, AnalysisType, Portfolio, RiskTolerance, User
+from database import migrate
+from database.connection import DatabaseManager
+from database.models import AnalysisType, DataType, Portfolio, RiskTolerance, User
 from database.repositories import (
     AnalysisRepository,
+    MarketDataRepository,
     PortfolioRepository,
-    PortfolioSummary,
+    PriceHistoryRepository,
     UserRepository,
 )
 
+SAMPLE_DATA = Path(__file__).parent / "sample_data"
+# (ticker, shares, average cost, target allocation %, sample file)
 HOLDINGS = [
-    ("AAPL", Decimal("100"), Decimal("150.0000"), Decimal("25.00")),
-    ("MSFT", Decimal("75"), Decimal("310.5000"), Decimal("30.00")),
-    ("BRK-B", Decimal("40"), Decimal("350.2500"), Decimal("20.00")),
+    ("AAPL", Decimal("100"), Decimal("150.0000"), Decimal("35.00"), "AAPL.csv"),
+    ("GOOG", Decimal("20"), Decimal("950.5000"), Decimal("30.00"), "GOOG.csv"),
+    ("CALM", Decimal("150"), Decimal("45.2500"), Decimal("25.00"), "CALM.csv"),
 ]
+EMAIL = "investor@example.com"
 
 
-async def _user(users: UserRepository, session: AsyncSession) -> User:
-    user = await users.async_get_by_email(session, "investor@example.com")
-    if user is None:
-        user = await users.async_create_user(
-            session,
-            email="investor@example.com",
-            username="investor",
-            password="a long demo password",  # noqa: S106 - the demo's own account
-            first_name="John",
-            last_name="Doe",
-            preferences={"theme": "dark", "notifications": True},
-        )
-    return user
+@dataclass(frozen=True)
+class HoldingValue:
+    ticker: str
+    shares: Decimal
+    cost_basis: Decimal
+    close_date: dt.date
+    latest_close: Decimal
+    market_value: Decimal
+    gain: Decimal
+    allocation: Decimal  # % of the portfolio's market value
+    target_allocation: Decimal
 
 
-async def run() -> None:
-    manager = get_database()
-    print(f"database: {manager}")
-    migrate.upgrade()  # the same environment-configured database
-    users, portfolios, analyses = UserRepository(), PortfolioRepository(), AnalysisRepository()
+@dataclass(frozen=True)
+class DemoResult:
+    user: User
+    portfolio: Portfolio
+    holdings: list[HoldingValue]
+    bars_loaded: int
+    analyses: int
+    cache_entries: int
 
-    async with get_async_database_session() as session:
-        user = await _user(users, session)
-        portfolio = next(
-            (
-                p
-                for p in await portfolios.async_get_user_portfolios(session, user.id)
-                if p.name == "My Portfolio"
-            ),
-            None,
-        ) or await portfolios.async_create(
-            session,
-            user_id=user.id,
-            name="My Portfolio",
-            risk_tolerance=RiskTolerance.MODERATE,
-            target_cash_percentage=Decimal("5.00"),
-        )
-        for ticker, shares, cost, allocation in HOLDINGS:
-            values = {"shares": shares, "average_cost": cost, "allocation_percentage": allocation}
-            if await portfolios.positions.async_exists(
-                session, portfolio_id=portfolio.id, ticker=ticker
+    @property
+    def market_value(self) -> Decimal:
+        return sum((h.market_value for h in self.holdings), Decimal(0))
+
+    @property
+    def cost_basis(self) -> Decimal:
+        return sum((h.cost_basis for h in self.holdings), Decimal(0))
+
+
+def _load_prices(session: Session, prices: PriceHistoryRepository) -> int:
+    loaded = 0
+    for ticker, *_, file in HOLDINGS:
+        frame = pd.read_csv(SAMPLE_DATA / file, index_col=0)
+        result = prices.upsert(session, frame, ticker=ticker, data_source="sample")
+        loaded += result.inserted + result.updated + result.unchanged
+    return loaded
+
+
+def _account(
+    session: Session, users: UserRepository, portfolios: PortfolioRepository
+) -> tuple[User, Portfolio]:
+    user = users.get_by_email(session, EMAIL) or users.create_user(
+        session,
+        email=EMAIL,
+        username="investor",
+        password="a long demo password",  # noqa: S106 - the demo's own account
+        first_name="John",
+        last_name="Doe",
+        preferences={"theme": "dark", "notifications": True},
+    )
+    portfolio = next(
+        (p for p in portfolios.get_user_portfolios(session, user.id) if p.name == "My Portfolio"),
+        None,
+    ) or portfolios.create(
+        session,
+        user_id=user.id,
+        name="My Portfolio",
+        description="The demo's value portfolio",
+        risk_tolerance=RiskTolerance.MODERATE,
+        target_cash_percentage=Decimal("10.00"),
+    )
+    for ticker, shares, cost, allocation, _ in HOLDINGS:
+        values = {"shares": shares, "average_cost": cost, "allocation_percentage": allocation}
+        if portfolios.positions.exists(session, portfolio_id=portfolio.id, ticker=ticker):
+            portfolios.update_position(session, portfolio.id, ticker, **values)
+        else:
+            portfolios.add_position(session, portfolio.id, ticker=ticker, **values)
+    return user, portfolio
+
+
+def run_demo(manager: DatabaseManager) -> DemoResult:
+    """Migrate, fill and value the demo portfolio on ``manager``'s database."""
+    migrate.upgrade(manager.urls.sync_url.render_as_string(hide_password=False))
+    users, portfolios, prices = UserRepository(), PortfolioRepository(), PriceHistoryRepository()
+    analyses, cache = AnalysisRepository(), MarketDataRepository()
+    with manager.get_session() as session:
+        bars = _load_prices(session, prices)
+        user, portfolio = _account(session, users, portfolios)
+        closes = prices.get_latest_closes(session, [ticker for ticker, *_ in HOLDINGS])
+        for ticker, *_ in HOLDINGS:
+            latest = closes[ticker]
+            if (
+                analyses.get_latest_valid(
+                    session, ticker, AnalysisType.VALUE_ANALYSIS, strategy="dcf"
+                )
+                is None
             ):
-                await portfolios.async_update_position(session, portfolio.id, ticker, **values)
-            else:
-                await portfolios.async_add_position(session, portfolio.id, ticker=ticker, **values)
-        await analyses.async_save(
-            session,
-            portfolio_id=portfolio.id,
-            ticker="AAPL",
-            analysis_type=AnalysisType.VALUE_ANALYSIS,
-            strategy="dcf",
-            score=Decimal("85.50"),
-            metadata={"intrinsic_value": 180.0, "margin_of_safety": 0.167},
-            recommendation="buy",
-            confidence_level=Decimal("0.90"),
-            expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=24),
+                analyses.save(
+                    session,
+                    portfolio_id=portfolio.id,
+                    ticker=ticker,
+                    analysis_type=AnalysisType.VALUE_ANALYSIS,
+                    strategy="dcf",
+                    score=Decimal("75.00"),
+                    metadata={
+                        "intrinsic_value": float(latest.close) * 1.2,
+                        "margin_of_safety": 0.167,
+                    },
+                    recommendation="buy",
+                    confidence_level=Decimal("0.80"),
+                )
+            cache.cache_market_data(
+                session,
+                ticker,
+                DataType.STOCK_INFO,
+                {"symbol": ticker, "lastClose": latest.close},
+                ttl=dt.timedelta(days=1),
+                data_source="sample",
+            )
+        loaded = portfolios.get_with_positions(session, portfolio.id)
+        assert loaded is not None
+        analysis_count = analyses.count(session, portfolio_id=portfolio.id)
+        cache_count = cache.count(session, data_source="sample")
+    holdings = []
+    values = {p.ticker: p.shares * closes[p.ticker].close for p in loaded.positions}
+    total = sum(values.values(), Decimal(0))
+    for position in loaded.positions:
+        close = closes[position.ticker]
+        cost = position.cost_basis or Decimal(0)
+        holdings.append(
+            HoldingValue(
+                ticker=position.ticker,
+                shares=position.shares,
+                cost_basis=cost,
+                close_date=close.date,
+                latest_close=close.close,
+                market_value=values[position.ticker],
+                gain=values[position.ticker] - cost,
+                allocation=(values[position.ticker] / total * 100).quantize(Decimal("0.01")),
+                target_allocation=position.allocation_percentage or Decimal(0),
+            )
         )
-
-    async with get_async_database_session() as session:
-        summary = await portfolios.async_get_summary(session, portfolio.id)
-        loaded = await portfolios.async_get_with_positions(session, portfolio.id)
-        latest = await analyses.async_get_latest_valid(session, "AAPL", AnalysisType.VALUE_ANALYSIS)
-        analysis_count = await analyses.async_count(session, ticker="AAPL")
-    _print(user, loaded, summary, latest, analysis_count)
-    await manager.aclose()
-
-
-def _print(
-    user: User,
-    portfolio: Portfolio | None,
-    summary: PortfolioSummary,
-    latest: AnalysisResult | None,
-    count: int,
-) -> None:
-    assert portfolio is not None
-    print(f"user:      {user.username} <{user.email}> (id {user.id})")
-    print(
-        f"portfolio: {portfolio.name}, risk {portfolio.risk_tolerance.value}, cash target "
-        f"{portfolio.target_cash_percentage}%"
-    )
-    print(f"  {'ticker':<8}{'shares':>14}{'avg cost':>12}{'cost basis':>14}{'alloc %':>9}")
-    for position in portfolio.positions:
-        cost = "-" if position.average_cost is None else f"{position.average_cost:,.2f}"
-        basis = "-" if position.cost_basis is None else f"{position.cost_basis:,.2f}"
-        print(
-            f"  {position.ticker:<8}{position.shares:>14,.4f}{cost:>12}{basis:>14}"
-            f"{position.allocation_percentage!s:>9}"
-        )
-    print(
-        f"  total cost basis {summary.total_cost_basis:,.2f}; allocated "
-        f"{summary.allocation_total}%, unallocated {summary.unallocated_percentage}%"
-    )
-    if latest is not None and latest.expires_at is not None:
-        print(
-            f"analysis:  {latest.ticker} {latest.analysis_type.value}/{latest.strategy} "
-            f"score {latest.score}, {latest.recommendation}, "
-            f"expires {latest.expires_at:%Y-%m-%d %H:%M} UTC ({count} stored for AAPL)"
-        )
-
-
-if __name__ == "__main__":
-    asyncio.run(run())
+    return DemoResult(user, loaded, holdings, bars, analysis_count, cache_count)

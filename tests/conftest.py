@@ -91,6 +91,14 @@ def database_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -
 
 
 @pytest.fixture
+def empty_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """An empty database (no schema) of the backend under test."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'empty.db'}"
+    return recreate_database(request.getfixturevalue("postgres_server_url"), "buffetbot_empty")
+
+
+@pytest.fixture
 def db(database_url: str) -> Iterator[DatabaseManager]:
     manager = DatabaseManager(database_url, pool_size=5, max_overflow=5)
     yield manager

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,19 +15,9 @@ from sqlalchemy import create_engine, inspect
 from database import migrate
 from database.config import driver_urls
 from database.models import Base
-from tests.conftest import RawSQL, recreate_database
+from tests.conftest import RawSQL
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def empty_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'migrations.db'}"
-    else:
-        yield recreate_database(
-            request.getfixturevalue("postgres_server_url"), "buffetbot_migrations"
-        )
 
 
 def table_names(url: str) -> set[str]:

@@ -1,0 +1,94 @@
+"""Moving off the file cache, and cleaning up expired rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from database.cli.app import Options, app, console, errors, run
+from database.filecache import ImportReport, import_directory
+from database.filecache.importer import cache_files
+from database.repositories import AnalysisRepository, MarketDataRepository, OptionsDataRepository
+
+
+@app.command("import-cache")
+def import_cache(
+    context: typer.Context,
+    directory: Annotated[
+        Path, typer.Argument(help="The old cache directory (files named <key>.cache).")
+    ],
+    include_expired: Annotated[
+        bool, typer.Option("--include-expired", help="Import expired entries too.")
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Files per transaction.")
+    ] = 500,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Import the old file cache; safe to run again (it imports nothing twice)."""
+
+    def load(options: Options) -> ImportReport:
+        manager = options.manager()
+        total = len(cache_files(directory)) if directory.is_dir() else 0
+        columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        try:
+            with Progress(*columns, console=errors) as progress:
+                task = progress.add_task("import", total=total)
+                return import_directory(
+                    manager,
+                    directory,
+                    include_expired=include_expired,
+                    batch_size=batch_size,
+                    on_progress=lambda n: progress.advance(task, n),
+                )
+        finally:
+            manager.close()
+
+    report = run(context, "import-cache", load)
+    counts = {
+        "imported": report.imported,
+        "already_present": report.already_present,
+        "expired": report.expired,
+        "rejected": len(report.rejected),
+    }
+    if as_json:
+        console.print_json(json.dumps({**counts, "rejected_files": dict(report.rejected)}))
+        return
+    table = Table(title=f"import of {directory}", show_header=False)
+    for name, value in counts.items():
+        table.add_row(name.replace("_", " "), str(value))
+    console.print(table)
+    for name, reason in report.rejected:
+        errors.print(f"[yellow]rejected[/] {name}: {reason}", highlight=False)
+
+
+@app.command()
+def cleanup(
+    context: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Delete expired cache entries, expired analysis results and expired option contracts."""
+
+    def clean(options: Options) -> dict[str, int]:
+        manager = options.manager()
+        try:
+            with manager.get_session() as session:
+                return {
+                    "cache_entries": MarketDataRepository().delete_expired(session),
+                    "analysis_results": AnalysisRepository().delete_expired(session),
+                    "option_contracts": OptionsDataRepository().purge_expired(session),
+                }
+        finally:
+            manager.close()
+
+    counts = run(context, "cleanup", clean)
+    if as_json:
+        console.print_json(json.dumps(counts))
+        return
+    for name, value in counts.items():
+        console.print(f"deleted {value} expired {name.replace('_', ' ')}", highlight=False)
