@@ -123,6 +123,7 @@ class DatabaseManager:
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
         self._async: _LoopEngine | None = None
+        self._lock = threading.Lock()
         self.checkouts = 0
         self.checkouts_at_capacity = 0
 
@@ -236,16 +237,20 @@ class DatabaseManager:
 
     @property
     def engine(self) -> Engine:
-        """The sync engine (psycopg 3 / sqlite3), created on first use."""
-        if self._engine is None:
-            self._engine = create_engine(
-                self.urls.sync_url,
-                connect_args=self._connect_args(is_async=False),
-                **self._engine_options(),
-            )
-            self._prepare(self._engine)
-            self._sessions = sessionmaker(self._engine, expire_on_commit=False)
-        return self._engine
+        """The sync engine (psycopg 3 / sqlite3), created on first use (once, across threads)."""
+        return self._sync()[0]
+
+    def _sync(self) -> tuple[Engine, sessionmaker[Session]]:
+        with self._lock:
+            if self._engine is None or self._sessions is None:
+                engine = create_engine(
+                    self.urls.sync_url,
+                    connect_args=self._connect_args(is_async=False),
+                    **self._engine_options(),
+                )
+                self._prepare(engine)
+                self._engine, self._sessions = engine, sessionmaker(engine, expire_on_commit=False)
+            return self._engine, self._sessions
 
     @property
     def sync_engine_started(self) -> bool:
@@ -306,9 +311,8 @@ class DatabaseManager:
     @contextlib.contextmanager
     def get_session(self) -> Iterator[Session]:
         """The sync counterpart of :meth:`get_async_session`."""
-        _ = self.engine
-        assert self._sessions is not None
-        with self._sessions() as session:
+        _, sessions = self._sync()
+        with sessions() as session:
             try:
                 yield session
                 session.commit()
@@ -391,10 +395,10 @@ class DatabaseManager:
         self._close_sync()
 
     def _close_sync(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
-            self._sessions = None
+        with self._lock:
+            engine, self._engine, self._sessions = self._engine, None, None
+        if engine is not None:
+            engine.dispose()
 
 
 _TIMER = "database.query_started"

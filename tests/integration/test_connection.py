@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import warnings
 from pathlib import Path
 
@@ -291,3 +292,29 @@ async def test_the_password_never_reaches_logs_or_reprs(
     assert "SELECT 1" in caplog.text  # the SQL was logged
     assert "pw-s3cret-XYZ" not in caplog.text
     assert "pw-s3cret-XYZ" not in repr(manager) + str(manager.settings) + manager.urls.safe()
+
+
+def test_threads_starting_together_share_one_sync_engine(database_url: str) -> None:
+    manager = DatabaseManager(database_url)
+    start = threading.Barrier(8)
+    engines: list[object] = []
+    failures: list[BaseException] = []
+
+    def use() -> None:
+        start.wait()
+        try:
+            with manager.get_session() as session:
+                session.execute(text("SELECT 1"))
+            engines.append(manager.engine)
+        except BaseException as error:  # collected and asserted on below
+            failures.append(error)
+
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    manager.close()
+    assert failures == []
+    assert len(engines) == 8
+    assert len({id(engine) for engine in engines}) == 1
