@@ -210,23 +210,19 @@ class DatabaseManager:
             # The statement only: parameters may hold personal data.
             logger.warning("slow query (%.0f ms): %s", elapsed * 1000, " ".join(statement.split()))
 
-    def _on_checkout(self, _dbapi: Any, _record: Any, _proxy: Any) -> None:
-        self.checkouts += 1
-        pool = self._pool_of(_record)
-        if pool is not None and pool.checkedout() >= pool.size() + self.settings.max_overflow:
-            self.checkouts_at_capacity += 1
+    def _pools(self) -> list[Any]:
+        engines = (self._engine, self._async.engine.sync_engine if self._async else None)
+        return [engine.pool for engine in engines if engine is not None]
 
-    @staticmethod
-    def _pool_of(record: Any) -> Any:
-        return getattr(record, "_pool", None)
+    def _on_checkout(self, *_: Any) -> None:
+        self.checkouts += 1
+        limit = self.settings.pool_size + self.settings.max_overflow
+        if any(getattr(pool, "checkedout", lambda: 0)() >= limit for pool in self._pools()):
+            self.checkouts_at_capacity += 1
 
     def pool_status(self) -> PoolStatus:
         """The pools' state now, and how many checkouts took the last free connection."""
-        pools = [
-            e.pool
-            for e in (self._engine, self._async.engine.sync_engine if self._async else None)
-            if e
-        ]
+        pools = self._pools()
         return PoolStatus(
             size=sum(getattr(p, "size", lambda: 0)() for p in pools),
             checked_out=sum(getattr(p, "checkedout", lambda: 0)() for p in pools),
