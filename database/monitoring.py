@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections import defaultdict, deque
@@ -69,6 +70,7 @@ _KIND = re.compile(r"^\s*(\w+)")
 _TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE|JOIN)\s+"?(\w+)', re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=4096)  # statements repeat: parse each text once
 def statement_shape(statement: str) -> tuple[str, str]:
     """(table, kind) of a SQL statement: ("users", "SELECT"); "-" when there is no table."""
     kind = (_KIND.match(statement) or ["", "OTHER"])[1].upper()
