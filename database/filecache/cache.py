@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
+from database import codec
 from database.connection import DatabaseManager
 from database.filecache.files import (
     DEFAULT_EXPIRATION,
@@ -138,8 +139,6 @@ class DatabaseCache:
         if not fresh:
             return None
         assert row is not None
-        from database import codec
-
         return codec.decode(row.data["payload"])
 
     def set(self, key: str, value: Any, expiration: float | None = None) -> None:
