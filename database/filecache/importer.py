@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from database import codec
 from database.connection import DatabaseManager
@@ -22,6 +21,7 @@ from database.filecache.cache import FILE_CACHE_TICKER, database_key
 from database.filecache.files import SUFFIX, CacheFile, CacheFileError, read_cache_file
 from database.models import DataType, MarketDataCache
 from database.models.base import utcnow
+from database.repositories.upsert import native_insert
 
 BATCH_SIZE = 500
 
@@ -110,8 +110,9 @@ def _write_batch(
         )
         new = [row for row in rows if row["cache_key"] not in present]
         if new:
-            insert = postgresql.insert if manager.backend == "postgresql" else sqlite.insert
-            statement = insert(MarketDataCache).on_conflict_do_nothing(index_elements=["cache_key"])
+            statement = native_insert(manager.backend, MarketDataCache).on_conflict_do_nothing(
+                index_elements=["cache_key"]
+            )
             session.execute(statement, new)
     report.imported += len(new)
     report.already_present += len(rows) - len(new)

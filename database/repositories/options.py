@@ -10,7 +10,6 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import Delete, Select, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -18,7 +17,7 @@ from database.models import OptionsData
 from database.models.base import utcnow
 from database.options import OptionsValidationError, RejectedContract, prepare_contracts
 from database.repositories.base import BaseRepository
-from database.repositories.upsert import dialect_name
+from database.repositories.upsert import dialect_name, native_insert
 from database.validation import normalize_ticker, to_utc
 
 
@@ -40,9 +39,8 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
 
     @staticmethod
     def _store_statement(dialect: str, contracts: builtins.list[dict[str, Any]]) -> Any:
-        dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         # Re-storing a snapshot is a no-op: one row per (contract, fetched_at).
-        statement = dialect_insert(OptionsData).on_conflict_do_nothing(
+        statement = native_insert(dialect, OptionsData).on_conflict_do_nothing(
             index_elements=["contract_symbol", "fetched_at"]
         )
         return statement.returning(OptionsData.id), contracts

@@ -17,6 +17,13 @@ def dialect_name(session: Session | AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
+def native_insert(dialect: str, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that can take ``ON CONFLICT`` clauses on ``dialect``."""
+    if dialect == "postgresql":
+        return postgresql.insert(model)
+    return sqlite.insert(model)
+
+
 def upsert_statement(
     dialect: str,
     model: type[Base],
@@ -26,8 +33,7 @@ def upsert_statement(
     update: Sequence[str],
 ) -> Insert:
     """INSERT the values; on a conflict over ``conflict`` overwrite the ``update`` columns."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(model).values(values)
+    statement = native_insert(dialect, model).values(values)
     return statement.on_conflict_do_update(
         index_elements=list(conflict),
         set_={name: statement.excluded[name] for name in update},
