@@ -30,6 +30,7 @@ from database import monitoring
 from database.config import DatabaseSettings, DriverUrls, driver_urls
 from database.exceptions import DatabaseUnavailableError
 from database.models import Base
+from database.transactions import sqlite_begin
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ class DatabaseManager:
             event.listen(engine, "connect", self._configure_sqlite)
             # pysqlite's own transaction handling defers BEGIN and breaks
             # SAVEPOINT; take it over as SQLAlchemy's documentation recommends.
-            event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+            event.listen(engine, "begin", sqlite_begin)
 
     def _configure_sqlite(self, dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None
