@@ -13,15 +13,18 @@ from database.session import (
     get_database_session,
     init_database,
 )
+from database.transactions import async_run_transaction, run_transaction
 
 __all__ = [
     "DatabaseError",
     "DatabaseManager",
     "DatabaseSettings",
     "HealthStatus",
+    "async_run_transaction",
     "close_database",
     "get_async_database_session",
     "get_database",
     "get_database_session",
     "init_database",
+    "run_transaction",
 ]

@@ -50,6 +50,7 @@ class DatabaseSettings(BaseSettings):
     application_name: str = "buffetbot"
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
     slow_query_ms: float = Field(default=500.0, gt=0)
+    statement_timeout_ms: int = Field(default=0, ge=0)  # 0: statements may run as long as they need
 
     @classmethod
     def from_env(cls, **overrides: Any) -> DatabaseSettings:

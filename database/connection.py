@@ -12,23 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
-from sqlalchemy import Connection, Dialect, Engine, create_engine, event, text
+from sqlalchemy import Connection, Dialect, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util.concurrency import in_greenlet
 
 from database import monitoring
+from database.budget import budget_for
 from database.config import DatabaseSettings, DriverUrls, driver_urls
-from database.exceptions import DatabaseUnavailableError
+from database.exceptions import DatabaseError, DatabaseUnavailableError, StaleDataError, translate
 from database.models import Base
 from database.transactions import sqlite_begin
 
@@ -59,7 +63,7 @@ class PoolStatus:
 
 @dataclass
 class _LoopEngine:
-    """An async engine, the loop it serves, and what closes it with that loop."""
+    """An async engine, the loop it serves, and the connections it holds open."""
 
     engine: AsyncEngine
     loop: asyncio.AbstractEventLoop
@@ -68,11 +72,10 @@ class _LoopEngine:
     guard: AsyncGenerator[None, None] | None = None
     disposed: bool = False
 
-    def terminate(self) -> None:
+    def terminate(self) -> list[DBAPIConnection]:
         """Close every connection without awaiting (for ``close()`` inside the loop)."""
         dialect = self.engine.dialect
         connections = list(self.connections.values())
-        self.connections.clear()
 
         def terminate_all() -> None:
             for connection in connections:
@@ -89,12 +92,12 @@ class _LoopEngine:
             terminate_all()  # asyncpg: a synchronous abort of the socket
         self.engine.sync_engine.dispose(close=False)
         self.disposed = True
+        return connections
 
     async def dispose(self) -> None:
         if not self.disposed:
             self.disposed = True
             await self.engine.dispose()
-            self.connections.clear()
 
 
 class DatabaseManager:
@@ -102,7 +105,9 @@ class DatabaseManager:
 
     ``url`` may be ``postgresql://``, ``postgres://`` or ``sqlite:///path`` (any
     driver suffix is replaced); ``options`` override the engine settings
-    (``pool_size``, ``max_overflow``, ``echo``, ...).
+    (``pool_size``, ``max_overflow``, ``echo``, ...). Every engine of every
+    manager for the same database shares one connection budget of
+    ``pool_size + max_overflow`` (see :mod:`database.budget`).
     """
 
     def __init__(
@@ -123,8 +128,11 @@ class DatabaseManager:
         self._options = options
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
-        self._async: _LoopEngine | None = None
+        self._sync_connections: dict[int, DBAPIConnection] = {}
+        self._loops: dict[asyncio.AbstractEventLoop, _LoopEngine] = {}
         self._lock = threading.Lock()
+        self._budget = budget_for(self.urls.safe())
+        self._budget.add_reclaimer(self)
         self.checkouts = 0
         self.checkouts_at_capacity = 0
 
@@ -136,6 +144,16 @@ class DatabaseManager:
         """``"postgresql"`` or ``"sqlite"``."""
         return self.urls.backend
 
+    @property
+    def connection_budget(self) -> int:
+        """The most connections this process opens to the database: pool size + overflow."""
+        return self.settings.pool_size + self.settings.max_overflow
+
+    @property
+    def open_connections(self) -> int:
+        """Connections this process holds open to the database now (all managers)."""
+        return self._budget.open
+
     # -- engines ---------------------------------------------------------------
 
     def _engine_options(self) -> dict[str, Any]:
@@ -143,7 +161,9 @@ class DatabaseManager:
         return {
             "echo": s.echo,
             "pool_size": s.pool_size,
-            "max_overflow": s.max_overflow,
+            # The budget (shared by every engine) is the limit, and its wait the
+            # timeout: a pool never refuses a connection on its own count.
+            "max_overflow": -1,
             "pool_pre_ping": s.pool_pre_ping,
             "pool_recycle": s.pool_recycle,
             "pool_timeout": s.pool_timeout,
@@ -155,18 +175,26 @@ class DatabaseManager:
         if self.urls.is_sqlite:
             return {"timeout": s.sqlite_busy_timeout_ms / 1000}
         if is_async:
-            return {
-                "timeout": s.connect_timeout,
-                "server_settings": {"application_name": s.application_name},
-            }
-        return {
+            server_settings = {"application_name": s.application_name}
+            if s.statement_timeout_ms:
+                server_settings["statement_timeout"] = str(s.statement_timeout_ms)
+            return {"timeout": s.connect_timeout, "server_settings": server_settings}
+        args: dict[str, Any] = {
             "connect_timeout": max(1, round(s.connect_timeout)),
             "application_name": s.application_name,
         }
+        if s.statement_timeout_ms:
+            args["options"] = f"-c statement_timeout={s.statement_timeout_ms}"
+        return args
 
-    def _prepare(self, engine: Engine) -> None:
+    def _prepare(
+        self, engine: Engine, connections: dict[int, DBAPIConnection], *, in_loop: bool
+    ) -> None:
         """Connection set-up shared by the sync engine and the async one's sync core."""
-        event.listen(engine, "do_connect", self._connect)
+        connect = functools.partial(self._connect, connections=connections, in_loop=in_loop)
+        event.listen(engine, "do_connect", connect)
+        event.listen(engine, "close", lambda conn, _rec: self._closed(connections, conn))
+        event.listen(engine, "close_detached", lambda conn: self._closed(connections, conn))
         event.listen(engine, "before_cursor_execute", _start_timer)
         event.listen(engine, "after_cursor_execute", self._stop_timer)
         event.listen(engine.pool, "checkout", self._on_checkout)
@@ -189,17 +217,72 @@ class DatabaseManager:
         cursor.close()
 
     def _connect(
-        self, dialect: Dialect, _record: ConnectionPoolEntry, cargs: Any, cparams: Any
+        self,
+        dialect: Dialect,
+        _record: ConnectionPoolEntry,
+        cargs: Any,
+        cparams: Any,
+        *,
+        connections: dict[int, DBAPIConnection],
+        in_loop: bool,
     ) -> DBAPIConnection:
-        """Open a DBAPI connection; any failure says where, never with the password."""
+        """Open a DBAPI connection within the budget; a failure says where, never the password."""
+        s = self.settings
+        if in_loop:
+            self._budget.acquire_in_loop(s.pool_size, s.max_overflow, s.pool_timeout)
+        else:
+            self._budget.acquire(s.pool_size, s.max_overflow, s.pool_timeout)
         try:
-            return dialect.connect(*cargs, **cparams)
-        except Exception as error:
-            url = self.urls.sync_url
-            reason = (str(error).splitlines() or [type(error).__name__])[0]
-            if url.password:
-                reason = reason.replace(str(url.password), "***")
-            raise DatabaseUnavailableError(url.host, url.port, reason) from None
+            connection = dialect.connect(*cargs, **cparams)
+        except BaseException as error:
+            self._budget.release()
+            if not isinstance(error, Exception):
+                raise
+            raise self._unavailable(error) from error
+        connections[id(connection)] = connection
+        return connection
+
+    def _unavailable(self, error: BaseException, *, retryable: bool = True) -> DatabaseError:
+        url = self.urls.sync_url
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if url.password:
+            reason = reason.replace(str(url.password), "***")
+        if self.urls.is_sqlite:
+            return DatabaseUnavailableError(None, None, f"{url.database}: {reason}")
+        return DatabaseUnavailableError(url.host, url.port or 5432, reason, retryable=retryable)
+
+    def _closed(self, connections: dict[int, DBAPIConnection], connection: Any) -> None:
+        if connections.pop(id(connection), None) is not None:
+            self._budget.release()
+
+    def _forget(self, connections: dict[int, DBAPIConnection]) -> None:
+        """Release the places of connections dropped without a close event."""
+        for _ in range(len(connections)):
+            self._budget.release()
+        connections.clear()
+
+    def reclaim_idle(self) -> None:
+        """Close idle pooled connections, so that a caller waiting for the budget can have one.
+
+        The sync pool's at once; an async pool's in its own loop (the pool's
+        close awaits the driver).
+        """
+        engine = self._engine
+        if engine is not None:
+            engine.pool.dispose()
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for slot in list(self._loops.values()):
+            if slot.disposed:
+                continue
+            pool = slot.engine.sync_engine.pool
+            if slot.loop is running:
+                if in_greenlet():
+                    pool.dispose()
+            elif slot.loop.is_running():
+                asyncio.run_coroutine_threadsafe(greenlet_spawn(pool.dispose), slot.loop)
 
     def _stop_timer(self, conn: Connection, _cursor: Any, statement: str, *_: Any) -> None:
         started = conn.info.get(_TIMER)
@@ -212,13 +295,14 @@ class DatabaseManager:
             logger.warning("slow query (%.0f ms): %s", elapsed * 1000, " ".join(statement.split()))
 
     def _pools(self) -> list[Any]:
-        engines = (self._engine, self._async.engine.sync_engine if self._async else None)
+        engines = [self._engine, *(slot.engine.sync_engine for slot in list(self._loops.values()))]
         return [engine.pool for engine in engines if engine is not None]
 
     def _on_checkout(self, *_: Any) -> None:
         self.checkouts += 1
-        limit = self.settings.pool_size + self.settings.max_overflow
-        if any(getattr(pool, "checkedout", lambda: 0)() >= limit for pool in self._pools()):
+        if self._budget.open >= self.connection_budget and not any(
+            getattr(pool, "checkedin", lambda: 0)() for pool in self._pools()
+        ):
             self.checkouts_at_capacity += 1
 
     def pool_status(self) -> PoolStatus:
@@ -227,7 +311,7 @@ class DatabaseManager:
         return PoolStatus(
             size=sum(getattr(p, "size", lambda: 0)() for p in pools),
             checked_out=sum(getattr(p, "checkedout", lambda: 0)() for p in pools),
-            overflow=sum(max(0, getattr(p, "overflow", lambda: 0)()) for p in pools),
+            overflow=max(0, self._budget.open - self.settings.pool_size),
             checkouts=self.checkouts,
             checkouts_at_capacity=self.checkouts_at_capacity,
         )
@@ -245,7 +329,7 @@ class DatabaseManager:
                     connect_args=self._connect_args(is_async=False),
                     **self._engine_options(),
                 )
-                self._prepare(engine)
+                self._prepare(engine, self._sync_connections, in_loop=False)
                 self._engine, self._sessions = engine, sessionmaker(engine, expire_on_commit=False)
             return self._engine, self._sessions
 
@@ -254,35 +338,46 @@ class DatabaseManager:
         return self._engine is not None
 
     def _loop_engine(self) -> _LoopEngine:
+        """The engine of the running loop: one per loop (threads may each run one)."""
         loop = asyncio.get_running_loop()
-        current = self._async
-        if current is not None and current.loop is loop and not current.disposed:
-            return current
-        if current is not None:
-            self._abandon(current)
-        engine = sa_create_async_engine(
-            self.urls.async_url,
-            connect_args=self._connect_args(is_async=True),
-            **self._engine_options(),
-        )
-        self._prepare(engine.sync_engine)
-        slot = _LoopEngine(engine, loop, async_sessionmaker(engine, expire_on_commit=False))
-        event.listen(engine.sync_engine, "connect", lambda conn, _rec: _track(slot, conn))
-        event.listen(engine.sync_engine, "close", lambda conn, _rec: _untrack(slot, conn))
-        event.listen(engine.sync_engine, "close_detached", lambda conn: _untrack(slot, conn))
-        slot.guard = _dispose_when_loop_ends(slot)
+        slot = self._loops.get(loop)
+        if slot is not None and not slot.disposed:
+            return slot
+        with self._lock:
+            for other in [s for s in self._loops.values() if s.loop.is_closed()]:
+                self._abandon(other)  # its loop closed without shutting down its generators
+            engine = sa_create_async_engine(
+                self.urls.async_url,
+                connect_args=self._connect_args(is_async=True),
+                **self._engine_options(),
+            )
+            slot = _LoopEngine(engine, loop, async_sessionmaker(engine, expire_on_commit=False))
+            self._prepare(engine.sync_engine, slot.connections, in_loop=True)
+            slot.guard = self._dispose_when_loop_ends(slot)
+            self._loops[loop] = slot
         # Run the guard up to its ``yield`` so that the loop's shutdown_asyncgens()
         # (asyncio.run, asyncio.Runner, pytest-asyncio) closes it, disposing the engine.
         loop.create_task(slot.guard.asend(None))  # noqa: RUF006 - completes at once
-        self._async = slot
         return slot
 
-    @staticmethod
-    def _abandon(slot: _LoopEngine) -> None:
-        """Drop an engine whose loop is gone or elsewhere; normally already disposed."""
+    async def _dispose_when_loop_ends(self, slot: _LoopEngine) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            await slot.dispose()
+            self._drop(slot)
+
+    def _drop(self, slot: _LoopEngine) -> None:
+        if self._loops.get(slot.loop) is slot:
+            del self._loops[slot.loop]
+        self._forget(slot.connections)
+
+    def _abandon(self, slot: _LoopEngine) -> None:
+        """Drop an engine whose loop is gone; its connections die with their sockets."""
         if not slot.disposed:
             slot.disposed = True
             slot.engine.sync_engine.dispose(close=False)
+        self._drop(slot)
 
     @property
     def async_engine(self) -> AsyncEngine:
@@ -296,14 +391,28 @@ class DatabaseManager:
         """An AsyncSession that commits on success, rolls back on error, always closes.
 
         No transaction is begun eagerly: ``async with session.begin():`` works inside.
+        Every database error leaving the block is one of :mod:`database.exceptions`.
         """
         async with self._loop_engine().sessions() as session:
             try:
                 yield session
+            except BaseException as error:
+                typed = self._typed(error, session.sync_session)
+                await _quietly(session.rollback())
+                _raise(error, typed)
+            writing = _written_keys(session.sync_session)
+            try:
+                await session.flush()
+            except Exception as error:
+                typed = self._typed(error, session.sync_session, writing)
+                await _quietly(session.rollback())
+                _raise(error, typed)
+            try:
                 await session.commit()
-            except BaseException:
-                await session.rollback()
-                raise
+            except Exception as error:
+                typed = self._typed(error, session.sync_session, at_commit=True)
+                await _quietly(session.rollback())
+                _raise(error, typed)
 
     @contextlib.contextmanager
     def get_session(self) -> Iterator[Session]:
@@ -312,10 +421,55 @@ class DatabaseManager:
         with sessions() as session:
             try:
                 yield session
+            except BaseException as error:
+                typed = self._typed(error, session)
+                _quietly_sync(session.rollback)
+                _raise(error, typed)
+            writing = _written_keys(session)
+            try:
+                session.flush()
+            except Exception as error:
+                typed = self._typed(error, session, writing)
+                _quietly_sync(session.rollback)
+                _raise(error, typed)
+            try:
                 session.commit()
-            except BaseException:
-                session.rollback()
-                raise
+            except Exception as error:
+                typed = self._typed(error, session, at_commit=True)
+                _quietly_sync(session.rollback)
+                _raise(error, typed)
+
+    def _typed(
+        self,
+        error: BaseException,
+        session: Session,
+        writing: dict[str, list[Any]] | None = None,
+        *,
+        at_commit: bool = False,
+    ) -> DatabaseError | None:
+        """``error`` as the package's own, naming this server; None if it is not a database's."""
+        if not isinstance(error, Exception):
+            return None  # cancellation, KeyboardInterrupt: not ours to change
+        url = self.urls.sync_url
+        where = (None, None) if self.urls.is_sqlite else (url.host, url.port or 5432)
+        translated = translate(error, where=where)
+        if translated is None:
+            return None
+        if isinstance(translated, DatabaseUnavailableError) and (
+            at_commit or (translated.host is None and not self.urls.is_sqlite)
+        ):
+            # Lost during COMMIT, the outcome is unknown: not safe to run again.
+            translated = self._unavailable(
+                translated.__cause__ or error,
+                retryable=translated.retryable and not at_commit,
+            )
+            if at_commit:
+                translated.args = (f"{translated}; the transaction may or may not have committed",)
+        if isinstance(translated, StaleDataError) and translated.key is None:
+            table = translated.table or "?"
+            keys = (writing or {}).get(table, [])
+            translated = StaleDataError(table, keys[0] if len(keys) == 1 else None)
+        return translated
 
     # -- schema ------------------------------------------------------------------
 
@@ -361,13 +515,14 @@ class DatabaseManager:
     # -- closing -----------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Close every pooled connection, awaiting the async ones."""
-        slot, self._async = self._async, None
-        if slot is not None:
-            if slot.loop is asyncio.get_running_loop():
+        """Close every pooled connection, awaiting those of the running loop."""
+        running = asyncio.get_running_loop()
+        for slot in self._take_slots():
+            if slot.loop is running:
                 await slot.dispose()
+                self._drop(slot)
             else:
-                self._abandon(slot)
+                self._close_elsewhere(slot, running)
         self._close_sync()
 
     def close(self) -> None:
@@ -377,25 +532,47 @@ class DatabaseManager:
         without awaiting (nothing else can run while this returns); outside it
         they are closed gracefully on their loop.
         """
-        slot, self._async = self._async, None
-        if slot is not None and not slot.disposed:
-            try:
-                running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if slot.loop is running:
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for slot in self._take_slots():
+            if slot.loop is running and not slot.disposed:
                 slot.terminate()
-            elif running is None and not slot.loop.is_closed():
-                slot.loop.run_until_complete(slot.dispose())
+                self._drop(slot)
             else:
-                self._abandon(slot)
+                self._close_elsewhere(slot, running)
         self._close_sync()
+
+    def _take_slots(self) -> list[_LoopEngine]:
+        with self._lock:
+            return list(self._loops.values())
+
+    def _close_elsewhere(
+        self, slot: _LoopEngine, running: asyncio.AbstractEventLoop | None
+    ) -> None:
+        """Close an engine that belongs to another loop than the running one (if any)."""
+        loop = slot.loop
+        if slot.disposed or loop.is_closed():
+            self._abandon(slot)
+        elif loop.is_running():  # another thread's loop: close it there
+            future = asyncio.run_coroutine_threadsafe(slot.dispose(), loop)
+            with contextlib.suppress(Exception):
+                future.result(timeout=self.settings.pool_timeout)
+            self._abandon(slot)
+        elif running is None:
+            loop.run_until_complete(slot.dispose())
+            self._drop(slot)
+        else:
+            self._abandon(slot)
 
     def _close_sync(self) -> None:
         with self._lock:
             engine, self._engine, self._sessions = self._engine, None, None
         if engine is not None:
             engine.dispose()
+            # Connections still checked out go with the old pool when it is collected.
+            self._forget(self._sync_connections)
 
 
 _TIMER = "database.query_started"
@@ -405,16 +582,38 @@ def _start_timer(conn: Connection, *_: Any) -> None:
     conn.info.setdefault(_TIMER, []).append(time.perf_counter())
 
 
-def _track(slot: _LoopEngine, connection: DBAPIConnection) -> None:
-    slot.connections[id(connection)] = connection
+def _raise(error: BaseException, typed: DatabaseError | None) -> NoReturn:
+    """Raise the typed error with the original as its cause, or the original itself."""
+    if typed is None or typed is error:
+        raise error
+    raise typed from error
 
 
-def _untrack(slot: _LoopEngine, connection: DBAPIConnection) -> None:
-    slot.connections.pop(id(connection), None)
+def _written_keys(session: Session) -> dict[str, list[Any]]:
+    """The keys of the changed and deleted rows a flush is about to write, by table.
+
+    Read before the flush: a stale write can then name its row (SQLAlchemy's
+    error names only the table, and a failed flush forgets what it was writing).
+    """
+    keys: dict[str, list[Any]] = {}
+    for instance in (*session.dirty, *session.deleted):
+        identity = inspect(instance).identity
+        if identity is not None:
+            table = getattr(instance, "__tablename__", "")
+            keys.setdefault(table, []).append(identity[0] if len(identity) == 1 else identity)
+    return keys
 
 
-async def _dispose_when_loop_ends(slot: _LoopEngine) -> AsyncGenerator[None, None]:
+async def _quietly(rollback: Awaitable[None]) -> None:
+    """Roll back after an error; a second failure (the connection is gone) is not news."""
     try:
-        yield
-    finally:
-        await slot.dispose()
+        await rollback
+    except Exception as error:
+        logger.debug("rollback after an error failed too: %s", error)
+
+
+def _quietly_sync(rollback: Callable[[], None]) -> None:
+    try:
+        rollback()
+    except Exception as error:
+        logger.debug("rollback after an error failed too: %s", error)

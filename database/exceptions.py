@@ -1,13 +1,17 @@
-"""The package's errors, and the one place that translates SQLAlchemy's into them.
+"""The package's errors, and the one place that translates driver and SQLAlchemy errors.
 
-Every error raised by this package derives from :class:`DatabaseError`. Driver
-and SQLAlchemy errors are translated at the repository boundary by
-:func:`translate_errors`, with the original kept as ``__cause__``.
+Every error that leaves the package derives from :class:`DatabaseError`, keeps
+the original as ``__cause__``, and says in ``retryable`` whether running the
+same unit of work again may succeed (nothing of it took effect). Errors are
+translated at the repository boundary and again where a session ends, by
+:func:`translate`, whatever raised them: SQLAlchemy, asyncpg, psycopg,
+aiosqlite or sqlite3, at connect, execute, COPY or commit.
 """
 
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -24,19 +28,53 @@ if TYPE_CHECKING:
 class DatabaseError(Exception):
     """Root of every error raised by the ``database`` package."""
 
+    retryable: bool = False
+
 
 class ConfigurationError(DatabaseError):
     """A setting or connection URL is missing or malformed."""
 
 
 class DatabaseUnavailableError(DatabaseError):
-    """The database server could not be reached (never names the password)."""
+    """The server could not be reached, or the connection was lost (never names the password).
 
-    def __init__(self, host: str | None, port: int | None, reason: str) -> None:
+    Retryable, except when the connection was lost during COMMIT: then the
+    transaction may or may not have been committed (``retryable`` is False).
+    """
+
+    retryable = True
+
+    def __init__(
+        self, host: str | None, port: int | None, reason: str, *, retryable: bool = True
+    ) -> None:
         where = f"{host}:{port}" if host else "the embedded database"
         super().__init__(f"database unavailable at {where}: {reason}")
         self.host = host
         self.port = port
+        self.reason = reason
+        self.retryable = retryable
+
+
+class PoolExhaustedError(DatabaseError):
+    """No connection became free within the pool timeout (the process's budget is in use)."""
+
+    def __init__(self, pool_size: int, max_overflow: int, timeout: float) -> None:
+        super().__init__(
+            f"no database connection free after {timeout:g} s: all "
+            f"{pool_size + max_overflow} of this process's connections "
+            f"(DB_POOL_SIZE={pool_size} + DB_MAX_OVERFLOW={max_overflow}) are in use"
+        )
+        self.pool_size = pool_size
+        self.max_overflow = max_overflow
+        self.timeout = timeout
+
+
+class StatementTimeoutError(DatabaseError):
+    """A statement ran longer than ``DB_STATEMENT_TIMEOUT_MS`` and was cancelled."""
+
+
+class QueryError(DatabaseError):
+    """The database refused a statement for a reason none of the other errors name."""
 
 
 class ValidationError(DatabaseError, ValueError):
@@ -85,18 +123,69 @@ class DuplicateError(IntegrityError):
 
 
 class ConcurrencyError(DatabaseError):
-    """The row changed or vanished under a concurrent unit of work."""
+    """A concurrent unit of work got in the way; running this one again may succeed.
+
+    ``table`` and ``key`` name the row when it is known (a stale write).
+    """
+
+    retryable = True
+
+    def __init__(self, message: str, *, table: str | None = None, key: Any = None) -> None:
+        super().__init__(message)
+        self.table = table
+        self.key = key
+
+
+class StaleDataError(ConcurrencyError):
+    """An update or delete was made from a stale copy: the row changed or vanished since."""
+
+    def __init__(self, table: str, key: Any) -> None:
+        shown = "a row" if key is None else f"row {key}"
+        super().__init__(
+            f"{table}: {shown} was changed or deleted by another transaction since it was read",
+            table=table,
+            key=key,
+        )
+
+
+class DeadlockError(ConcurrencyError):
+    """The server broke a deadlock by aborting this transaction."""
+
+
+class SerializationError(ConcurrencyError):
+    """The transaction could not be serialized with concurrent ones (or SQLite was busy)."""
 
 
 class AuthenticationError(DatabaseError):
     """Credentials did not match an active user."""
 
 
+# -- translation -----------------------------------------------------------------------
+
 # Constraint names follow the naming convention in ``database.models.base``:
 # uq_<table>_<columns>, fk_..., ck_<table>_<name>, and the unique index ix_...
 _CONSTRAINT_NAME = re.compile(r'(?:constraint|index) "?(?P<name>[a-z0-9_]+)"?', re.IGNORECASE)
 _SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<cols>[\w., ]+)")
 _SQLITE_CHECK = re.compile(r"CHECK constraint failed: (?P<name>\w+)")
+_STALE_TABLE = re.compile(r"on table '(?P<table>\w+)'")
+_POOL_LIMIT = re.compile(r"size (?P<size>\d+) overflow (?P<overflow>-?\d+).*timeout (?P<t>[\d.]+)")
+
+_DEADLOCK = "40P01"
+_SERIALIZATION = "40001"
+_LOCK_NOT_AVAILABLE = "55P03"
+_QUERY_CANCELED = "57014"
+# Connection exceptions (08), operator intervention (57P01-57P05: terminated
+# backend, shutdown, cannot connect now), too many connections.
+_UNAVAILABLE_PREFIXES = ("08", "57P", "53300")
+# Driver errors raised outside SQLAlchemy (the bare-driver paths), told apart by
+# their classes' names so that no driver has to be installed to import this module.
+_DRIVERS = ("asyncpg", "psycopg", "sqlite3", "aiosqlite")
+_SQLITE_BUSY = ("database is locked", "database table is locked", "database is busy")
+
+
+def _sqlstate(error: BaseException | None) -> str | None:
+    state = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    return str(state) if state else None
 
 
 def _unique_fields(table: FromClause, message: str) -> tuple[str, str | None]:
@@ -115,44 +204,138 @@ def _unique_fields(table: FromClause, message: str) -> tuple[str, str | None]:
 
 def is_unique_violation(orig: BaseException) -> bool:
     """Whether a driver error (psycopg, asyncpg, sqlite3) is a unique-key violation."""
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    sqlstate = _sqlstate(orig)
     if sqlstate is not None:
-        return str(sqlstate) == "23505"
+        return sqlstate == "23505"
     return "UNIQUE constraint failed" in str(orig)
 
 
-def translate(error: Exception, model: str, table: FromClause) -> DatabaseError | None:
-    """Map a SQLAlchemy error to the package's own, or None if not ours to map."""
-    if isinstance(error, sa_exc.StatementError) and isinstance(error.orig, DatabaseError):
-        return error.orig  # raised by one of our types while binding a parameter
-    if isinstance(error, sa_exc.IntegrityError):
-        orig = error.orig if error.orig is not None else error
-        message = str(orig).splitlines()[0]
-        if is_unique_violation(orig):
-            field, constraint = _unique_fields(table, str(orig))
-            return DuplicateError(model, field, constraint)
-        name = None
-        if match := (_SQLITE_CHECK.search(message) or _CONSTRAINT_NAME.search(message)):
-            name = match["name"]
-        return IntegrityError(f"{model}: {message}", name)
-    if isinstance(error, orm_exc.StaleDataError):
-        return ConcurrencyError(f"{model}: {error}")
-    if isinstance(error, sa_exc.OperationalError) and "database is locked" in str(error.orig):
-        return ConcurrencyError(f"{model}: the database is locked by another writer")
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _integrity(orig: BaseException, model: str, table: FromClause | None) -> DatabaseError:
+    message = _first_line(orig)
+    if is_unique_violation(orig):
+        field, constraint = _unique_fields(table, str(orig)) if table is not None else ("key", None)
+        return DuplicateError(model, field, constraint)
+    name = None
+    if match := (_SQLITE_CHECK.search(message) or _CONSTRAINT_NAME.search(message)):
+        name = match["name"]
+    return IntegrityError(f"{model}: {message}", name)
+
+
+def _by_state(
+    state: str | None, orig: BaseException, model: str, where: tuple[str | None, int | None]
+) -> DatabaseError | None:
+    """Errors told apart by their SQLSTATE (PostgreSQL) or message (SQLite)."""
+    message = _first_line(orig)
+    if state == _DEADLOCK:
+        return DeadlockError(f"{model}: deadlock detected, this transaction was aborted")
+    if state == _SERIALIZATION:
+        return SerializationError(f"{model}: could not serialize access: {message}")
+    if state == _LOCK_NOT_AVAILABLE:
+        return ConcurrencyError(f"{model}: a lock was not available: {message}")
+    if state == _QUERY_CANCELED:
+        return StatementTimeoutError(f"{model}: statement cancelled: {message}")
+    if state is not None and state.startswith(_UNAVAILABLE_PREFIXES):
+        return DatabaseUnavailableError(*where, message)
+    if isinstance(orig, sqlite3.Error) or type(orig).__module__.startswith("sqlite3"):
+        if any(busy in message for busy in _SQLITE_BUSY):
+            return SerializationError(f"{model}: the database is locked by another writer")
+        if isinstance(orig, sqlite3.OperationalError) and (
+            "unable to open" in message or "disk I/O" in message
+        ):
+            return DatabaseUnavailableError(None, None, message)
     return None
 
 
+def translate(
+    error: BaseException,
+    model: str = "database",
+    table: FromClause | None = None,
+    *,
+    where: tuple[str | None, int | None] = (None, None),
+) -> DatabaseError | None:
+    """Map a SQLAlchemy or driver error to the package's own, or None if it is not one.
+
+    ``where`` is the server's (host, port), named by connection errors.
+    """
+    if isinstance(error, DatabaseError):
+        return error
+    if isinstance(error, sa_exc.StatementError) and isinstance(error.orig, DatabaseError):
+        return error.orig  # raised by one of our types while binding a parameter
+    if isinstance(error, orm_exc.StaleDataError):
+        match = _STALE_TABLE.search(str(error))
+        return StaleDataError(match["table"] if match else model, None)
+    if isinstance(error, sa_exc.TimeoutError):  # the pool's own limit
+        if match := _POOL_LIMIT.search(str(error)):
+            size, overflow = int(match["size"]), max(0, int(match["overflow"]))
+            return PoolExhaustedError(size, overflow, float(match["t"]))
+        return PoolExhaustedError(0, 0, 0)
+    if isinstance(error, sa_exc.DBAPIError):
+        orig: BaseException = error.orig if error.orig is not None else error
+        if isinstance(orig, DatabaseError):
+            return orig
+        if isinstance(error, sa_exc.IntegrityError):
+            return _integrity(orig, model, table)
+        translated = _by_state(_sqlstate(orig), orig, model, where)
+        if translated is not None:
+            return translated
+        lost = isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError) and (
+            _driver_classes(orig)[0] != "sqlite3"  # SQLite's are about the statement
+        )
+        if error.connection_invalidated or lost or "another operation" in str(orig):
+            return DatabaseUnavailableError(*where, _first_line(orig))
+        return QueryError(f"{model}: {_first_line(orig)}")
+    if isinstance(error, sa_exc.SQLAlchemyError):
+        return QueryError(f"{model}: {_first_line(error)}")
+    # Raised by a driver directly: the bare-driver paths (COPY, fast reads).
+    driver, names = _driver_classes(error)
+    if driver is None:
+        return None
+    state = _sqlstate(error)
+    if is_unique_violation(error) or (state or "").startswith("23") or "IntegrityError" in names:
+        return _integrity(error, model, table)
+    translated = _by_state(state, error, model, where)
+    if translated is not None:
+        return translated
+    # asyncpg's InterfaceError covers a closed connection and "another operation
+    # is in progress" on a broken one; psycopg's OperationalError a lost one.
+    if driver != "sqlite3" and {"InterfaceError", "OperationalError"} & names:
+        return DatabaseUnavailableError(*where, _first_line(error))
+    return QueryError(f"{model}: {_first_line(error)}")
+
+
+def _driver_classes(error: BaseException) -> tuple[str | None, set[str]]:
+    """(the driver that raised ``error``, or None; the names of its classes)."""
+    classes = type(error).__mro__
+    driver = next(
+        (c.__module__.split(".")[0] for c in classes if c.__module__.split(".")[0] in _DRIVERS),
+        None,
+    )
+    return driver, {c.__name__ for c in classes}
+
+
+def raise_translated(
+    error: BaseException, model: str = "database", table: FromClause | None = None
+) -> None:
+    """Raise ``error`` as the package's own if it is a database error; else do nothing."""
+    translated = translate(error, model, table)
+    if translated is None:
+        return
+    # One of our own errors (raised while binding a parameter) needs no cause.
+    own = translated is error or translated is getattr(error, "orig", None)
+    raise translated from (None if own else error)
+
+
 @contextmanager
-def translate_errors(model: str, table: FromClause) -> Iterator[None]:
-    """Re-raise SQLAlchemy errors inside the block as the package's own."""
+def translate_errors(model: str, table: FromClause | None = None) -> Iterator[None]:
+    """Re-raise database errors inside the block as the package's own."""
     try:
         yield
     except DatabaseError:
         raise
-    except (sa_exc.SQLAlchemyError, orm_exc.StaleDataError) as error:
-        translated = translate(error, model, table)
-        if translated is None:
-            raise
-        # One of our own errors raised while binding a parameter needs no cause.
-        own = translated is getattr(error, "orig", None)
-        raise translated from (None if own else error)
+    except Exception as error:
+        raise_translated(error, model, table)
+        raise

@@ -1,5 +1,8 @@
-"""Units of work that write: SQLite write intent, and retried transactions.
+"""Units of work that write: retried transactions, and SQLite write intent.
 
+:func:`run_transaction` runs a function in a fresh session and commits, again
+with backoff while it fails with an error that is safe to retry (a stale
+write, a deadlock, a serialization failure, a connection lost before commit).
 ``begin_write`` makes a session's transaction take SQLite's write lock when it
 begins (``BEGIN IMMEDIATE``), so a writer waits its turn for up to the busy
 timeout instead of failing when a reader's snapshot turns out stale. On
@@ -8,11 +11,25 @@ PostgreSQL it does nothing.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
+
+from database.exceptions import DatabaseError, ValidationError
+
+if TYPE_CHECKING:
+    from database.connection import DatabaseManager
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 _write_intent: ContextVar[bool] = ContextVar("database_write_intent", default=False)
 
@@ -42,3 +59,81 @@ async def async_begin_write(session: AsyncSession) -> None:
         await session.connection()
     finally:
         _write_intent.reset(token)
+
+
+def _manager(database: DatabaseManager | None) -> DatabaseManager:
+    if database is not None:
+        return database
+    from database.session import get_database  # the process-wide one; imports this module
+
+    return get_database()
+
+
+def _retry_delay(attempt: int, backoff: float, max_backoff: float) -> float:
+    """Exponential backoff with full jitter, so that retrying writers spread out."""
+    return random.uniform(0, min(max_backoff, backoff * 2**attempt))  # noqa: S311 - not secret
+
+
+def _check_retries(retries: int) -> None:
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValidationError("retries", retries, "must be a whole number >= 0")
+
+
+def _give_up(error: DatabaseError, attempt: int, retries: int) -> bool:
+    if not error.retryable or attempt >= retries:
+        return True
+    logger.info("retrying a transaction (attempt %d of %d): %s", attempt + 2, retries + 1, error)
+    return False
+
+
+def run_transaction(
+    fn: Callable[[Session], T],
+    *,
+    retries: int = 3,
+    backoff: float = 0.02,
+    max_backoff: float = 1.0,
+    database: DatabaseManager | None = None,
+) -> T:
+    """Run ``fn(session)`` in a fresh session and commit; retry what is safe to retry.
+
+    ``fn`` may run more than once, so it must do nothing but database work
+    (read, decide, write): each attempt starts from a fresh session and sees
+    the data as it is then. After ``retries`` retries the last error propagates;
+    errors that are not retryable propagate at once. ``database`` defaults to
+    the process-wide manager.
+    """
+    _check_retries(retries)
+    manager = _manager(database)
+    attempt = 0
+    while True:
+        try:
+            with manager.get_session() as session:
+                return fn(session)
+        except DatabaseError as error:
+            if _give_up(error, attempt, retries):
+                raise
+        time.sleep(_retry_delay(attempt, backoff, max_backoff))
+        attempt += 1
+
+
+async def async_run_transaction(
+    fn: Callable[[AsyncSession], Awaitable[T]],
+    *,
+    retries: int = 3,
+    backoff: float = 0.02,
+    max_backoff: float = 1.0,
+    database: DatabaseManager | None = None,
+) -> T:
+    """:func:`run_transaction` for async code: ``await fn(session)`` in a fresh AsyncSession."""
+    _check_retries(retries)
+    manager = _manager(database)
+    attempt = 0
+    while True:
+        try:
+            async with manager.get_async_session() as session:
+                return await fn(session)
+        except DatabaseError as error:
+            if _give_up(error, attempt, retries):
+                raise
+        await asyncio.sleep(_retry_delay(attempt, backoff, max_backoff))
+        attempt += 1

@@ -11,7 +11,14 @@ from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from database import validation
-from database.models.base import Base, Timestamps, UUIDPrimaryKey, enum_column_type, utcnow
+from database.models.base import (
+    Base,
+    Timestamps,
+    UUIDPrimaryKey,
+    Versioned,
+    enum_column_type,
+    utcnow,
+)
 from database.models.enums import AnalysisType
 from database.models.portfolio import within
 from database.types import ExactDecimal, JSONObject, Ticker, UTCDateTime
@@ -40,7 +47,7 @@ class _MetadataAlias:
         instance.analysis_metadata = value
 
 
-class AnalysisResult(UUIDPrimaryKey, Timestamps, Base):
+class AnalysisResult(UUIDPrimaryKey, Timestamps, Versioned, Base):
     __tablename__ = "analysis_results"
     __table_args__ = (
         Index(None, "ticker", "analysis_type", "calculated_at"),

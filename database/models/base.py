@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from sqlalchemy import Enum, MetaData, String, Uuid, event, func
+from sqlalchemy import Enum, MetaData, String, Uuid, event, func, text
 from sqlalchemy.ext.asyncio import AsyncAttrs
-from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, declared_attr, mapped_column
 
 from database.exceptions import ValidationError
 from database.types import UTCDateTime
@@ -76,6 +76,22 @@ class Timestamps:
     updated_at: Mapped[dt.datetime] = mapped_column(
         UTCDateTime, default=utcnow, server_default=func.now(), onupdate=utcnow
     )
+
+
+class Versioned:
+    """A version counter, raised by every UPDATE: a write from a stale copy fails.
+
+    SQLAlchemy adds ``AND version = <the version read>`` to each UPDATE and
+    DELETE of the row; when another transaction got there first, no row
+    matches and the write raises (as :class:`~database.exceptions.StaleDataError`)
+    instead of silently overwriting the newer data.
+    """
+
+    version: Mapped[int] = mapped_column(default=1, server_default=text("1"))
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:
+        return {"version_id_col": cls.__table__.c.version}  # type: ignore[attr-defined]
 
 
 def enum_column_type(enum_class: type[enum.Enum], name: str) -> Enum:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import CheckConstraint, ForeignKey, String, Text, UniqueConstraint, column, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from database.models.base import Base, Timestamps, UUIDPrimaryKey, enum_column_type
+from database.models.base import Base, Timestamps, UUIDPrimaryKey, Versioned, enum_column_type
 from database.models.enums import RiskTolerance
 from database.types import ExactDecimal, Ticker
 
@@ -31,7 +31,7 @@ def within(name: str, column_type: ExactDecimal) -> CheckConstraint:
     return CheckConstraint(condition, name=f"{name}_range")
 
 
-class Portfolio(UUIDPrimaryKey, Timestamps, Base):
+class Portfolio(UUIDPrimaryKey, Timestamps, Versioned, Base):
     __tablename__ = "portfolios"
     __table_args__ = (
         UniqueConstraint("user_id", "name"),
@@ -62,7 +62,7 @@ class Portfolio(UUIDPrimaryKey, Timestamps, Base):
         return f"<Portfolio {self.id} {self.name!r}>"
 
 
-class Position(UUIDPrimaryKey, Timestamps, Base):
+class Position(UUIDPrimaryKey, Timestamps, Versioned, Base):
     __tablename__ = "positions"
     __table_args__ = (
         # Leads with portfolio_id, so it also serves the foreign key's lookups.

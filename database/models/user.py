@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from database import validation
 from database.exceptions import ValidationError
-from database.models.base import Base, Timestamps, UUIDPrimaryKey
+from database.models.base import Base, Timestamps, UUIDPrimaryKey, Versioned
 from database.types import JSONObject, LowerCaseString, UTCDateTime
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 _USERNAME = re.compile(r"^[A-Za-z0-9_.\-]{3,50}$")
 
 
-class User(UUIDPrimaryKey, Timestamps, Base):
+class User(UUIDPrimaryKey, Timestamps, Versioned, Base):
     __tablename__ = "users"
 
     email: Mapped[str] = mapped_column(LowerCaseString(320), unique=True)

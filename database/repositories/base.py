@@ -12,12 +12,17 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Delete, Select, Uuid, delete, exists, func, select
+from sqlalchemy import Delete, Select, Uuid, delete, exists, func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from database.exceptions import NotFoundError, ValidationError, translate_errors
+from database.exceptions import (
+    NotFoundError,
+    StaleDataError,
+    ValidationError,
+    translate_errors,
+)
 from database.models.base import Base
 from database.repositories.criteria import Criteria, to_uuid
 
@@ -62,12 +67,31 @@ class BaseRepository(Generic[ModelT]):
     def _key(self, key: Any) -> Any:
         return to_uuid(key) if self._uuid_key else key
 
+    @contextmanager
+    def _writing(self, instance: ModelT) -> Iterator[None]:
+        """Translate errors of a flush that writes ``instance``; a stale write names its key."""
+        try:
+            with self._translating():
+                yield
+        except StaleDataError as error:
+            key = inspect(instance).identity
+            shown = key[0] if key is not None and len(key) == 1 else key
+            raise StaleDataError(self.model.__tablename__, shown) from error.__cause__
+
+    @staticmethod
+    def _attach(session: Session, instance: ModelT) -> None:
+        """Take in a copy read in another session: its version is checked when it is written."""
+        if instance not in session:
+            session.add(instance)
+
     def _apply(self, instance: ModelT, values: Mapping[str, Any]) -> ModelT:
         for name, value in values.items():
             attribute = self.model.__attribute_aliases__.get(name, name)
-            if attribute not in self.criteria.columns or attribute in {
-                c.key for c in self._primary_key
-            }:
+            if (
+                attribute not in self.criteria.columns
+                or attribute in {c.key for c in self._primary_key}
+                or attribute == "version"  # the version counter moves by itself
+            ):
                 raise ValidationError(
                     name, value, f"is not an updatable field of {self.model.__name__}"
                 )
@@ -246,7 +270,8 @@ class BaseRepository(Generic[ModelT]):
             else self._missing(self.get_by_id(session, instance_or_id), self.model, instance_or_id)
         )
         self._apply(instance, values)
-        with self._translating():
+        with self._writing(instance):
+            self._attach(session, instance)
             session.flush()
         return instance
 
@@ -261,15 +286,16 @@ class BaseRepository(Generic[ModelT]):
             )
         )
         self._apply(instance, values)
-        with self._translating():
+        with self._writing(instance):
+            self._attach(session.sync_session, instance)
             await session.flush()
         return instance
 
     def delete(self, session: Session, instance_or_id: ModelT | Any) -> bool:
         """Delete one row (children go by ON DELETE CASCADE); False if it was not there."""
         if isinstance(instance_or_id, self.model):
-            session.delete(instance_or_id)
-            with self._translating():
+            with self._writing(instance_or_id):
+                session.delete(instance_or_id)
                 session.flush()
             return True
         statement = self._delete_statement(instance_or_id)
@@ -278,8 +304,8 @@ class BaseRepository(Generic[ModelT]):
 
     async def async_delete(self, session: AsyncSession, instance_or_id: ModelT | Any) -> bool:
         if isinstance(instance_or_id, self.model):
-            await session.delete(instance_or_id)
-            with self._translating():
+            with self._writing(instance_or_id):
+                await session.delete(instance_or_id)
                 await session.flush()
             return True
         statement = self._delete_statement(instance_or_id)

@@ -5,18 +5,21 @@ from __future__ import annotations
 import builtins
 import uuid
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Insert, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, joinedload
 
-from database.exceptions import NotFoundError
+from database.exceptions import NotFoundError, ValidationError
 from database.models import Portfolio, Position
+from database.models.portfolio import MONEY, SHARES
 from database.repositories.base import BaseRepository
 from database.repositories.criteria import to_uuid
-from database.validation import normalize_ticker
+from database.repositories.upsert import dialect_name, native_insert
+from database.transactions import async_begin_write, begin_write
+from database.validation import normalize_ticker, to_decimal
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,41 @@ class PortfolioSummary:
     @property
     def is_over_allocated(self) -> bool:
         return self.unallocated_percentage < 0
+
+
+@dataclass(frozen=True)
+class Trade:
+    """A checked change of a position: ``shares`` bought (> 0) or sold (< 0), at ``price``."""
+
+    ticker: str
+    shares: Decimal
+    price: Decimal | None
+
+    @classmethod
+    def of(cls, ticker: str, shares: Any, price: Any) -> Trade:
+        delta = to_decimal(shares, "shares", scale=SHARES.scale, precision=SHARES.precision)
+        if delta == 0:
+            raise ValidationError("shares", shares, "must not be 0: buy (> 0) or sell (< 0)")
+        return cls(normalize_ticker(ticker), delta, MONEY.coerce(price, "price"))
+
+    def apply(self, position: Position) -> None:
+        """New shares and weighted average cost (buys at a price move it; sells do not)."""
+        held = position.shares
+        after = held + self.shares
+        if after < 0:
+            raise ValidationError(
+                "shares",
+                self.shares,
+                f"cannot sell {-self.shares} {self.ticker}: the position holds {held}",
+            )
+        if self.shares > 0 and self.price is not None:
+            if held == 0:
+                position.average_cost = self.price
+            elif position.average_cost is not None:  # an unknown cost stays unknown
+                total = held * position.average_cost + self.shares * self.price
+                places = Decimal(1).scaleb(-MONEY.scale)
+                position.average_cost = (total / after).quantize(places, ROUND_HALF_UP)
+        position.shares = after
 
 
 class PositionRepository(BaseRepository[Position]):
@@ -82,6 +120,35 @@ class PortfolioRepository(BaseRepository[Portfolio]):
         return select(Position).where(
             Position.portfolio_id == to_uuid(portfolio_id, "portfolio_id"),
             Position.ticker == normalize_ticker(ticker),
+        )
+
+    @staticmethod
+    def _locked_position_statement(
+        portfolio_id: Any, ticker: str, user_id: Any | None
+    ) -> Select[Position]:
+        # FOR UPDATE on PostgreSQL; on SQLite the transaction holds the write lock.
+        statement = select(Position).where(
+            Position.portfolio_id == to_uuid(portfolio_id, "portfolio_id"),
+            Position.ticker == ticker,
+        )
+        if user_id is not None:
+            statement = statement.join(Portfolio).where(
+                Portfolio.user_id == to_uuid(user_id, "user_id")
+            )
+        return statement.with_for_update(of=Position).execution_options(populate_existing=True)
+
+    @staticmethod
+    def _open_position_statement(dialect: str, portfolio_id: Any, ticker: str) -> Insert:
+        """An empty position to trade into, unless one exists (a concurrent buyer's)."""
+        return (
+            native_insert(dialect, Position)
+            .values(
+                id=uuid.uuid4(),
+                portfolio_id=to_uuid(portfolio_id, "portfolio_id"),
+                ticker=ticker,
+                shares=Decimal(0),
+            )
+            .on_conflict_do_nothing(index_elements=["portfolio_id", "ticker"])
         )
 
     @staticmethod
@@ -192,6 +259,68 @@ class PortfolioRepository(BaseRepository[Portfolio]):
         if position is None:
             raise NotFoundError("Position", f"{ticker} in portfolio {portfolio_id}")
         return await self.positions.async_update(session, position, **values)
+
+    def adjust_position(
+        self,
+        session: Session,
+        portfolio_id: Any,
+        ticker: str,
+        *,
+        shares: Any,
+        price: Any = None,
+        user_id: Any | None = None,
+    ) -> Position:
+        """Buy (``shares`` > 0) or sell (< 0) atomically; safe under any concurrency.
+
+        The row is locked while it changes, so concurrent trades all count. A buy
+        at ``price`` moves the weighted average cost; a buy into a ticker the
+        portfolio does not hold opens the position. Selling more than is held
+        raises ValidationError; selling a ticker not held, NotFoundError.
+        """
+        trade = Trade.of(ticker, shares, price)
+        begin_write(session)
+        statement = self._locked_position_statement(portfolio_id, trade.ticker, user_id)
+        with self._translating():
+            position = session.scalars(statement).first()
+            if (
+                position is None
+                and trade.shares > 0
+                and self._may_open(session, portfolio_id, user_id)
+            ):
+                session.execute(
+                    self._open_position_statement(dialect_name(session), portfolio_id, trade.ticker)
+                )
+                position = session.scalars(statement).first()
+        if position is None:
+            raise NotFoundError("Position", f"{trade.ticker} in portfolio {portfolio_id}")
+        trade.apply(position)
+        with self.positions._writing(position):
+            session.flush()
+        return position
+
+    async def async_adjust_position(
+        self,
+        session: AsyncSession,
+        portfolio_id: Any,
+        ticker: str,
+        *,
+        shares: Any,
+        price: Any = None,
+        user_id: Any | None = None,
+    ) -> Position:
+        trade = Trade.of(ticker, shares, price)  # checked before the session is touched
+        await async_begin_write(session)
+        return await session.run_sync(
+            lambda sync: self.adjust_position(
+                sync, portfolio_id, trade.ticker, shares=trade.shares, price=price, user_id=user_id
+            )
+        )
+
+    def _may_open(self, session: Session, portfolio_id: Any, user_id: Any | None) -> bool:
+        """Whether a position may be opened in the portfolio (owned by ``user_id`` if given)."""
+        if user_id is None:
+            return True  # the foreign key rejects a missing portfolio
+        return session.scalars(self._owned_statement(portfolio_id, user_id)).first() is not None
 
     def remove_position(self, session: Session, portfolio_id: Any, ticker: str) -> bool:
         """Delete the holding; False if the portfolio did not hold the ticker."""
