@@ -81,10 +81,10 @@ async def test_read_modify_write_through_run_transaction_loses_nothing(
 
     async def increment(session: object) -> None:
         assert hasattr(session, "execute")
-        current = await portfolios.async_get_with_positions(session, portfolio.id)  # type: ignore[arg-type]
+        current = await portfolios.async_get_with_positions(session, portfolio.id)
         assert current is not None
         held = current.positions[0].shares
-        await portfolios.async_update_position(session, portfolio.id, "AAPL", shares=held + 1)  # type: ignore[arg-type]
+        await portfolios.async_update_position(session, portfolio.id, "AAPL", shares=held + 1)
 
     async def worker() -> None:
         for _ in range(5):
@@ -131,7 +131,9 @@ def test_two_sessions_updating_a_stale_copy_one_wins(
         theirs = users.get_by_id(second, owner.id)
     with db.get_session() as third:
         also_stale = users.get_by_id(third, owner.id)
-    assert mine is not None and theirs is not None and also_stale is not None
+    assert mine is not None
+    assert theirs is not None
+    assert also_stale is not None
     with db.get_session() as session:
         users.update(session, mine, first_name="Ada")
     with pytest.raises(StaleDataError) as caught, db.get_session() as session:
@@ -139,7 +141,8 @@ def test_two_sessions_updating_a_stale_copy_one_wins(
     assert caught.value.table == "users"
     assert caught.value.key == owner.id
     assert str(owner.id) in str(caught.value)
-    assert isinstance(caught.value, ConcurrencyError) and caught.value.retryable
+    assert isinstance(caught.value, ConcurrencyError)
+    assert caught.value.retryable
     assert caught.value.__cause__ is not None
     assert sql.scalar("SELECT first_name FROM users") == "Ada"
     with pytest.raises(StaleDataError), db.get_session() as session:
@@ -170,20 +173,23 @@ async def test_adjusting_a_position_keeps_a_weighted_average_cost(
     portfolios = PortfolioRepository()
     call = uow  # sync or async form, its own committed session
 
-    opened = await call(portfolios.adjust_position, portfolio.id, "msft", shares="10", price="300")  # type: ignore[operator]
+    opened = await call(portfolios.adjust_position, portfolio.id, "msft", shares="10", price="300")
     assert (opened.ticker, opened.shares, opened.average_cost) == ("MSFT", 10, Decimal("300.0000"))
-    bought = await call(portfolios.adjust_position, portfolio.id, "MSFT", shares=5, price="330.01")  # type: ignore[operator]
+    bought = await call(portfolios.adjust_position, portfolio.id, "MSFT", shares=5, price="330.01")
     # (10 * 300 + 5 * 330.01) / 15 = 310.003333... -> 310.0033
-    assert bought.average_cost == Decimal("310.0033") and bought.shares == 15
-    sold = await call(portfolios.adjust_position, portfolio.id, "MSFT", shares=-15, price="1")  # type: ignore[operator]
-    assert sold.shares == 0 and sold.average_cost == Decimal("310.0033")
+    assert bought.average_cost == Decimal("310.0033")
+    assert bought.shares == 15
+    sold = await call(portfolios.adjust_position, portfolio.id, "MSFT", shares=-15, price="1")
+    assert sold.shares == 0
+    assert sold.average_cost == Decimal("310.0033")
     with pytest.raises(ValidationError) as caught:
-        await call(portfolios.adjust_position, portfolio.id, "MSFT", shares=-1)  # type: ignore[operator]
-    assert caught.value.field == "shares" and "holds 0" in str(caught.value)
+        await call(portfolios.adjust_position, portfolio.id, "MSFT", shares=-1)
+    assert caught.value.field == "shares"
+    assert "holds 0" in str(caught.value)
     with pytest.raises(NotFoundError):
-        await call(portfolios.adjust_position, portfolio.id, "NVDA", shares=-1)  # type: ignore[operator]
+        await call(portfolios.adjust_position, portfolio.id, "NVDA", shares=-1)
     with pytest.raises(ValidationError):
-        await call(portfolios.adjust_position, portfolio.id, "MSFT", shares=0)  # type: ignore[operator]
+        await call(portfolios.adjust_position, portfolio.id, "MSFT", shares=0)
     assert sql.count("positions") == 1
     stranger = UserRepository()
     with db.get_session() as session:
@@ -191,9 +197,9 @@ async def test_adjusting_a_position_keeps_a_weighted_average_cost(
             session, email="other@example.com", username="other", hashed_password="x"
         )
     with pytest.raises(NotFoundError):
-        await call(portfolios.adjust_position, portfolio.id, "MSFT", shares=1, user_id=other.id)  # type: ignore[operator]
+        await call(portfolios.adjust_position, portfolio.id, "MSFT", shares=1, user_id=other.id)
     with pytest.raises(NotFoundError):
-        await call(portfolios.adjust_position, portfolio.id, "AMZN", shares=1, user_id=other.id)  # type: ignore[operator]
+        await call(portfolios.adjust_position, portfolio.id, "AMZN", shares=1, user_id=other.id)
     assert sql.count("positions") == 1
 
 
@@ -204,7 +210,7 @@ def test_run_transaction_retries_only_what_is_safe_to_retry(
 
     def conflicted_twice(session: object) -> str:
         attempts.append(1)
-        UserRepository().update(session, owner.id, first_name=f"try{len(attempts)}")  # type: ignore[arg-type]
+        UserRepository().update(session, owner.id, first_name=f"try{len(attempts)}")
         if len(attempts) < 3:
             raise StaleDataError("users", owner.id)
         return "done"
@@ -217,7 +223,7 @@ def test_run_transaction_retries_only_what_is_safe_to_retry(
 
     def invalid(session: object) -> None:
         attempts.append(1)
-        UserRepository().update(session, owner.id, email="not an email")  # type: ignore[arg-type]
+        UserRepository().update(session, owner.id, email="not an email")
 
     with pytest.raises(ValidationError):
         run_transaction(invalid, retries=5, database=db)
