@@ -64,19 +64,25 @@ class ConnectionBudget:
             reclaimer.reclaim_idle()
 
     def acquire(self, pool_size: int, max_overflow: int, timeout: float) -> None:
-        """Take one connection's place, waiting (blocking the thread) up to ``timeout``."""
+        """Take one connection's place, waiting (blocking the thread) up to ``timeout``.
+
+        While it waits, idle connections of every pool are closed now and then,
+        so that the places they hold come free.
+        """
         limit = pool_size + max_overflow
         if self._try_acquire(limit):
             return
-        self._reclaim()
         deadline = time.monotonic() + timeout
-        with self._condition:
-            while self._open >= limit:
+        while True:
+            self._reclaim()
+            with self._condition:
+                if self._open < limit:
+                    self._open += 1
+                    return
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise PoolExhaustedError(pool_size, max_overflow, timeout)
-                self._condition.wait(remaining)
-            self._open += 1
+                self._condition.wait(min(remaining, _POLL_MAX))
 
     def acquire_in_loop(self, pool_size: int, max_overflow: int, timeout: float) -> None:
         """:meth:`acquire` for an async engine: waits with ``asyncio.sleep``, never blocking
@@ -84,10 +90,12 @@ class ConnectionBudget:
         limit = pool_size + max_overflow
         if self._try_acquire(limit):
             return
-        self._reclaim()
         deadline = time.monotonic() + timeout
         delay = _POLL_FIRST
-        while not self._try_acquire(limit):
+        while True:
+            self._reclaim()
+            if self._try_acquire(limit):
+                return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise PoolExhaustedError(pool_size, max_overflow, timeout)

@@ -135,6 +135,8 @@ class DatabaseManager:
         self._budget.add_reclaimer(self)
         self.checkouts = 0
         self.checkouts_at_capacity = 0
+        self._checked_out = 0
+        self._count_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"DatabaseManager({self.urls.safe()})"
@@ -198,6 +200,7 @@ class DatabaseManager:
         event.listen(engine, "before_cursor_execute", _start_timer)
         event.listen(engine, "after_cursor_execute", self._stop_timer)
         event.listen(engine.pool, "checkout", self._on_checkout)
+        event.listen(engine.pool, "checkin", self._on_checkin)
         if self.urls.is_sqlite:
             event.listen(engine, "connect", self._configure_sqlite)
             # pysqlite's own transaction handling defers BEGIN and breaks
@@ -298,7 +301,13 @@ class DatabaseManager:
         engines = [self._engine, *(slot.engine.sync_engine for slot in list(self._loops.values()))]
         return [engine.pool for engine in engines if engine is not None]
 
+    def _on_checkin(self, *_: Any) -> None:
+        with self._count_lock:
+            self._checked_out -= 1
+
     def _on_checkout(self, *_: Any) -> None:
+        with self._count_lock:
+            self._checked_out += 1
         self.checkouts += 1
         if self._budget.open >= self.connection_budget and not any(
             getattr(pool, "checkedin", lambda: 0)() for pool in self._pools()
@@ -310,7 +319,8 @@ class DatabaseManager:
         pools = self._pools()
         return PoolStatus(
             size=sum(getattr(p, "size", lambda: 0)() for p in pools),
-            checked_out=sum(getattr(p, "checkedout", lambda: 0)() for p in pools),
+            # Counted here: a pool's own count is reset when its idle connections are reclaimed.
+            checked_out=self._checked_out,
             overflow=max(0, self._budget.open - self.settings.pool_size),
             checkouts=self.checkouts,
             checkouts_at_capacity=self.checkouts_at_capacity,

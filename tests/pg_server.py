@@ -56,42 +56,75 @@ def _run_as() -> str | None:
     raise PostgresUnavailableError("running as root and no unprivileged account to run PostgreSQL")
 
 
-@contextlib.contextmanager
-def throwaway_postgres() -> Iterator[str]:
-    """Yield the URL of a fresh server's ``postgres`` database; stop it afterwards."""
-    bindir = _bindir()
-    user = _run_as()
-    root = Path(tempfile.mkdtemp(prefix="buffetbot-pg-"))
-    data, log = root / "data", root / "server.log"
-    if user is not None:
-        account = pwd.getpwnam(user)
-        os.chown(root, account.pw_uid, account.pw_gid)
-    port = _free_port()
+class ThrowawayPostgres:
+    """A server in a temporary directory; stop and start it again (fault tests)."""
 
-    def run(*args: str) -> None:
+    def __init__(self) -> None:
+        self.bindir = _bindir()
+        self.user = _run_as()
+        self.root = Path(tempfile.mkdtemp(prefix="buffetbot-pg-"))
+        self.data, self.log = self.root / "data", self.root / "server.log"
+        if self.user is not None:
+            account = pwd.getpwnam(self.user)
+            os.chown(self.root, account.pw_uid, account.pw_gid)
+        self.port = _free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
         result = subprocess.run(
-            [str(bindir / args[0]), *args[1:]],
-            user=user,
+            [str(self.bindir / args[0]), *args[1:]],
+            user=self.user,
             capture_output=True,
             text=True,
             check=False,
         )
         if result.returncode != 0:
-            detail = log.read_text() if log.exists() else ""
+            detail = self.log.read_text() if self.log.exists() else ""
             raise PostgresUnavailableError(
                 f"{args[0]} failed: {result.stderr}{result.stdout}{detail}"
             )
 
-    try:
-        run("initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
+    def init(self) -> None:
+        self._run(
+            "initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+            "--no-sync",
+        )  # fmt: skip
+
+    def start(self) -> None:
         options = (
-            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
-        run("pg_ctl", "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start")
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60",
+            "start",
+        )  # fmt: skip
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def throwaway_postgres() -> Iterator[str]:
+    """Yield the URL of a fresh server's ``postgres`` database; stop it afterwards."""
+    with throwaway_server() as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def throwaway_server() -> Iterator[ThrowawayPostgres]:
+    """A fresh server, started; stopped and deleted afterwards."""
+    server = ThrowawayPostgres()
+    try:
+        server.init()
+        server.start()
         try:
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            yield server
         finally:
-            run("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
+            with contextlib.suppress(PostgresUnavailableError):
+                server.stop()
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        server.remove()

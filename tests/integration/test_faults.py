@@ -1,0 +1,492 @@
+"""Faults on a real PostgreSQL: killed backends, a restarted server, timeouts, the budget.
+
+These run on a throwaway server of their own (the harness starts it even when
+TEST_DATABASE_URL is given), because they stop and start it. Every operation
+either succeeds or fails with a typed, retryable-or-not error within its
+timeouts; after the fault the same process works again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from database import DatabaseManager, migrate
+from database.exceptions import (
+    DatabaseError,
+    DatabaseUnavailableError,
+    DeadlockError,
+    PoolExhaustedError,
+    StatementTimeoutError,
+)
+from database.models import User
+from database.repositories import PriceHistoryRepository, UserRepository
+from tests.conftest import recreate_database
+from tests.pg_server import ThrowawayPostgres, throwaway_server
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ThrowawayPostgres]:
+    with throwaway_server() as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def fault_url(server: ThrowawayPostgres) -> str:
+    url = recreate_database(server.url, "faults")
+    migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture
+def app_name() -> str:
+    return f"faults-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def manager(fault_url: str, app_name: str) -> Iterator[DatabaseManager]:
+    manager = DatabaseManager(
+        fault_url, application_name=app_name, pool_size=3, max_overflow=2, pool_timeout=5
+    )
+    yield manager
+    manager.close()
+    with psycopg.connect(fault_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE users, price_history CASCADE")
+
+
+def backends_of(url: str, app_name: str) -> list[tuple[int, str, str]]:
+    """(pid, state, query) of the server's backends of ``app_name``."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid, coalesce(state, ''), coalesce(query, '') FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (app_name,),
+        ).fetchall()
+    return [(int(pid), str(state), str(query)) for pid, state, query in rows]
+
+
+def kill(url: str, app_name: str, *, running: str | None = None, wait: float = 10.0) -> int:
+    """Terminate the app's backends (only those running ``running``, once one is)."""
+    deadline = time.monotonic() + wait
+    while True:
+        pids = [
+            pid
+            for pid, state, query in backends_of(url, app_name)
+            if running is None or (state == "active" and query.lstrip().startswith(running))
+        ]
+        if pids or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    with psycopg.connect(url, autocommit=True) as conn:
+        for pid in pids:
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    return len(pids)
+
+
+def killing_soon(url: str, app_name: str, running: str) -> threading.Thread:
+    thread = threading.Thread(target=kill, args=(url, app_name), kwargs={"running": running})
+    thread.start()
+    return thread
+
+
+def count(url: str, table: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
+    assert row is not None
+    return int(row[0])
+
+
+def new_user(name: str) -> User:
+    return User(email=f"{name}@example.com", username=name, hashed_password="hashed")
+
+
+def assert_unavailable(error: BaseException, *, retryable: bool = True) -> None:
+    assert isinstance(error, DatabaseUnavailableError), repr(error)
+    assert error.retryable is retryable
+    assert error.__cause__ is not None
+    assert "127.0.0.1" in str(error)
+
+
+# -- backends terminated ---------------------------------------------------------------
+
+
+def test_a_backend_killed_between_statements_sync(
+    manager: DatabaseManager, fault_url: str, app_name: str
+) -> None:
+    with pytest.raises(DatabaseError) as caught, manager.get_session() as session:
+        session.execute(text("SELECT 1"))
+        assert kill(fault_url, app_name) == 1
+        session.execute(text("SELECT 1"))
+    assert_unavailable(caught.value)
+    with manager.get_session() as session:  # the same process works again at once
+        assert session.execute(text("SELECT 1")).scalar() == 1
+
+
+async def test_a_backend_killed_between_statements_async(
+    manager: DatabaseManager, fault_url: str, app_name: str
+) -> None:
+    with pytest.raises(DatabaseError) as caught:
+        async with manager.get_async_session() as session:
+            await session.execute(text("SELECT 1"))
+            assert await asyncio.to_thread(kill, fault_url, app_name) == 1
+            await session.execute(text("SELECT 1"))
+    assert_unavailable(caught.value)
+    async with manager.get_async_session() as session:
+        assert (await session.execute(text("SELECT 1"))).scalar() == 1
+
+
+def test_a_backend_killed_mid_transaction_writes_nothing(
+    manager: DatabaseManager, fault_url: str, app_name: str
+) -> None:
+    users = UserRepository()
+    with pytest.raises(DatabaseError) as caught, manager.get_session() as session:
+        users.create(session, email="a@example.com", username="alice", hashed_password="h")
+        kill(fault_url, app_name)
+        users.create(session, email="b@example.com", username="bob", hashed_password="h")
+    assert_unavailable(caught.value)
+    assert count(fault_url, "users") == 0
+
+
+async def test_a_backend_killed_mid_transaction_writes_nothing_async(
+    manager: DatabaseManager, fault_url: str, app_name: str
+) -> None:
+    users = UserRepository()
+    with pytest.raises(DatabaseError) as caught:
+        async with manager.get_async_session() as session:
+            await users.async_create(
+                session, email="a@example.com", username="alice", hashed_password="h"
+            )
+            await asyncio.to_thread(kill, fault_url, app_name)
+            await users.async_get_by_criteria(session, username="alice")
+    assert_unavailable(caught.value)
+    assert count(fault_url, "users") == 0
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_backend_killed_mid_statement(
+    mode: str, manager: DatabaseManager, fault_url: str, app_name: str
+) -> None:
+    killer = killing_soon(fault_url, app_name, "SELECT pg_sleep")
+    with pytest.raises(DatabaseError) as caught:
+        if mode == "sync":
+            with manager.get_session() as session:
+                session.execute(text("SELECT pg_sleep(20)"))
+        else:
+            async with manager.get_async_session() as session:
+                await session.execute(text("SELECT pg_sleep(20)"))
+    killer.join()
+    assert_unavailable(caught.value)
+
+
+@pytest.fixture
+def slow_commit(fault_url: str) -> Iterator[None]:
+    """A table whose deferred trigger sleeps at COMMIT, so a kill lands during it."""
+    with psycopg.connect(fault_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS commit_probe (x int)")
+        conn.execute(
+            "CREATE OR REPLACE FUNCTION sleep_at_commit() RETURNS trigger LANGUAGE plpgsql "
+            "AS $$ BEGIN PERFORM pg_sleep(20); RETURN NULL; END $$"
+        )
+        conn.execute(
+            "CREATE CONSTRAINT TRIGGER commit_probe_sleep AFTER INSERT ON commit_probe "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION sleep_at_commit()"
+        )
+    yield
+    with psycopg.connect(fault_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE commit_probe")
+        conn.execute("DROP FUNCTION sleep_at_commit()")
+
+
+@pytest.mark.usefixtures("slow_commit")
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_backend_killed_at_commit_is_not_retryable(
+    mode: str, manager: DatabaseManager, fault_url: str, app_name: str
+) -> None:
+    killer = killing_soon(fault_url, app_name, "COMMIT")
+    with pytest.raises(DatabaseError) as caught:
+        if mode == "sync":
+            with manager.get_session() as session:
+                session.execute(text("INSERT INTO commit_probe VALUES (1)"))
+        else:
+            async with manager.get_async_session() as session:
+                await session.execute(text("INSERT INTO commit_probe VALUES (1)"))
+    killer.join()
+    # The outcome of an interrupted COMMIT is unknown: running it again could apply it twice.
+    assert_unavailable(caught.value, retryable=False)
+    assert "may or may not" in str(caught.value)
+
+
+def bars(rows: int) -> pd.DataFrame:
+    days = pd.bdate_range("1990-01-01", periods=rows // 4)
+    frames = []
+    for ticker in ("AAA", "BBB", "CCC", "DDD"):
+        close = 100 + np.arange(len(days)) % 50
+        frames.append(
+            pd.DataFrame(
+                {
+                    "ticker": ticker,
+                    "Date": days,
+                    "Open": close,
+                    "High": close + 1.0,
+                    "Low": close - 1.0,
+                    "Close": close + 0.5,
+                    "Volume": 1_000_000,
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_backend_killed_mid_copy_writes_nothing(
+    mode: str, manager: DatabaseManager, fault_url: str, app_name: str
+) -> None:
+    frame = bars(400_000)
+    prices = PriceHistoryRepository()
+    killer = killing_soon(fault_url, app_name, "COPY")
+    with pytest.raises(DatabaseError) as caught:
+        if mode == "sync":
+            with manager.get_session() as session:
+                prices.upsert(session, frame)
+        else:
+            async with manager.get_async_session() as session:
+                await prices.async_upsert(session, frame)
+    killer.join()
+    assert_unavailable(caught.value)
+    assert count(fault_url, "price_history") == 0
+    with manager.get_session() as session:
+        assert prices.upsert(session, frame.head(100)).inserted == 100
+
+
+# -- timeouts, deadlocks, the budget -----------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_statement_timeout_is_typed_on_both_drivers(mode: str, fault_url: str) -> None:
+    manager = DatabaseManager(fault_url, statement_timeout_ms=100)
+    try:
+        with pytest.raises(StatementTimeoutError) as caught:
+            if mode == "sync":
+                with manager.get_session() as session:
+                    session.execute(text("SELECT pg_sleep(5)"))
+            else:
+                async with manager.get_async_session() as session:
+                    await session.execute(text("SELECT pg_sleep(5)"))
+        assert not caught.value.retryable
+        assert caught.value.__cause__ is not None
+        with manager.get_session() as session:
+            assert session.execute(text("SHOW statement_timeout")).scalar() == "100ms"
+    finally:
+        manager.close()
+
+
+async def test_past_the_budget_callers_wait_then_get_a_typed_pool_error(fault_url: str) -> None:
+    manager = DatabaseManager(fault_url, pool_size=1, max_overflow=0, pool_timeout=0.3)
+    try:
+        with manager.get_session() as held:
+            held.execute(text("SELECT 1"))
+            started = time.monotonic()
+            with pytest.raises(PoolExhaustedError) as caught:
+                async with manager.get_async_session() as session:
+                    await session.execute(text("SELECT 1"))
+            waited = time.monotonic() - started
+            with pytest.raises(PoolExhaustedError), manager.engine.connect() as other:
+                other.execute(text("SELECT 1"))  # the sync pool's own second connection
+        assert waited >= 0.3
+        assert (caught.value.pool_size, caught.value.max_overflow) == (1, 0)
+        assert "DB_POOL_SIZE=1" in str(caught.value)
+        assert "0.3 s" in str(caught.value)
+        async with manager.get_async_session() as session:  # the idle sync one is reclaimed
+            assert (await session.execute(text("SELECT 1"))).scalar() == 1
+    finally:
+        manager.close()
+
+
+def test_one_budget_covers_sync_async_and_every_event_loop(fault_url: str, app_name: str) -> None:
+    manager = DatabaseManager(
+        fault_url, application_name=app_name, pool_size=2, max_overflow=1, pool_timeout=20
+    )
+    peak = 0
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def watch() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, len(backends_of(fault_url, app_name)))
+            time.sleep(0.005)
+
+    def sync_worker() -> None:
+        try:
+            for _ in range(5):
+                with manager.get_session() as session:
+                    session.execute(text("SELECT pg_sleep(0.02)"))
+        except BaseException as error:
+            failures.append(error)
+
+    def loop_worker() -> None:
+        async def task() -> None:
+            for _ in range(5):
+                async with manager.get_async_session() as session:
+                    await session.execute(text("SELECT pg_sleep(0.02)"))
+
+        async def main() -> None:
+            await asyncio.gather(*(task() for _ in range(4)))
+
+        try:
+            asyncio.run(main())
+        except BaseException as error:
+            failures.append(error)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    workers = [threading.Thread(target=sync_worker) for _ in range(4)]
+    workers += [threading.Thread(target=loop_worker) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    stop.set()
+    watcher.join()
+    manager.close()
+    assert failures == []
+    assert 2 <= peak <= 3  # the workers did contend, and never past the budget
+    assert manager.open_connections == 0
+
+
+def test_a_deadlock_is_typed_and_retryable(fault_url: str) -> None:
+    manager = DatabaseManager(fault_url)
+    with psycopg.connect(fault_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS lock_probe (id int PRIMARY KEY, n int)")
+        conn.execute("INSERT INTO lock_probe VALUES (1, 0), (2, 0) ON CONFLICT DO NOTHING")
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+    bump = text("UPDATE lock_probe SET n = n + 1 WHERE id = :id")
+
+    def worker(first: int, second: int) -> None:
+        try:
+            with manager.get_session() as session:
+                session.execute(bump, {"id": first})
+                barrier.wait(timeout=10)
+                session.execute(bump, {"id": second})
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=pair) for pair in ((1, 2), (2, 1))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    manager.close()
+    assert len(errors) == 1
+    assert isinstance(errors[0], DeadlockError)
+    assert errors[0].retryable
+    assert errors[0].__cause__ is not None
+
+
+# -- the server stopped and started again ---------------------------------------------
+
+
+async def test_the_process_recovers_after_a_server_restart(
+    server: ThrowawayPostgres, fault_url: str
+) -> None:
+    manager = DatabaseManager(fault_url, connect_timeout=3, pool_timeout=3)
+    users = UserRepository()
+    outcomes: dict[str, int] = {"ok": 0, "typed": 0}
+    untyped: list[BaseException] = []
+    stop = asyncio.Event()
+
+    async def worker(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                async with manager.get_async_session() as session:
+                    await users.async_create(
+                        session,
+                        email=f"w{n}-{i}@example.com",
+                        username=f"w{n}-{i}",
+                        hashed_password="h",
+                    )
+                outcomes["ok"] += 1
+            except DatabaseError:
+                outcomes["typed"] += 1
+                await asyncio.sleep(0.02)
+            except Exception as error:
+                untyped.append(error)
+
+    def sync_worker() -> None:
+        while not stop.is_set():
+            try:
+                with manager.get_session() as session:
+                    session.execute(text("SELECT 1"))
+                outcomes["ok"] += 1
+            except DatabaseError:
+                outcomes["typed"] += 1
+                time.sleep(0.02)
+            except Exception as error:
+                untyped.append(error)
+
+    tasks = [asyncio.create_task(worker(n)) for n in range(8)]
+    threads = [threading.Thread(target=sync_worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    await asyncio.sleep(0.5)
+    await asyncio.to_thread(server.stop, "immediate")
+    await asyncio.sleep(0.5)
+    await asyncio.to_thread(server.start)
+    await asyncio.sleep(1.5)
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert untyped == []
+    assert outcomes["typed"] > 0  # the outage was seen...
+    before = outcomes["ok"]
+    # ...and afterwards the same manager works, in both forms, without a restart.
+    async with manager.get_async_session() as session:
+        assert (await session.execute(text("SELECT 1"))).scalar() == 1
+    with manager.get_session() as session:
+        assert session.execute(text("SELECT 1")).scalar() == 1
+    assert before > 0
+    await manager.aclose()
+    with contextlib.suppress(Exception):
+        async with DatabaseManager(fault_url).get_async_session() as session:
+            await session.execute(text("SELECT 1"))
+
+
+async def test_a_stopped_server_fails_fast_and_typed(
+    server: ThrowawayPostgres, fault_url: str
+) -> None:
+    manager = DatabaseManager(fault_url, connect_timeout=2, pool_timeout=2)
+    with manager.get_session() as session:
+        session.execute(text("SELECT 1"))
+    await asyncio.to_thread(server.stop)
+    try:
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailableError) as sync_error, manager.get_session() as s:
+            s.execute(text("SELECT 1"))
+        with pytest.raises(DatabaseUnavailableError) as async_error:
+            async with manager.get_async_session() as session:
+                await session.execute(text("SELECT 1"))
+        assert time.monotonic() - started < 10
+        for caught in (sync_error, async_error):
+            assert caught.value.retryable
+            assert caught.value.port == server.port
+    finally:
+        await asyncio.to_thread(server.start)
+    with manager.get_session() as session:
+        assert session.execute(text("SELECT 1")).scalar() == 1
+    await manager.aclose()
