@@ -405,13 +405,13 @@ def main() -> None:
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder, postgres(arguments.url) as pg_url:
         for url in (f"sqlite:///{folder}/bench.db", pg_url):
-            migrate.downgrade(url, "base")
+            migrate.downgrade(url, "base", force=True)
             migrate.upgrade(url)
             asyncio.run(bench_async(url, arguments.rounds, arguments.count))
-            migrate.downgrade(url, "base")
+            migrate.downgrade(url, "base", force=True)
             migrate.upgrade(url)
             bench_sync(url, arguments.rounds, arguments.count)
-            migrate.downgrade(url, "base")
+            migrate.downgrade(url, "base", force=True)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from alembic.util import CommandError
 from sqlalchemy import Index, Table
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import exc as orm_exc
@@ -158,6 +159,32 @@ class SerializationError(ConcurrencyError):
 
 class AuthenticationError(DatabaseError):
     """Credentials did not match an active user."""
+
+
+_FORCE_HINT = (
+    "export them first, or force it: alembic -x force=true downgrade ..., "
+    "buffetbot-db downgrade --force, or database.migrate.downgrade(..., force=True)"
+)
+
+
+# CommandError too, so the `alembic` command prints "FAILED: ..." rather than a traceback.
+class DataLossError(DatabaseError, CommandError):
+    """A downgrade would destroy rows; nothing was changed.
+
+    ``losses`` pairs each set of rows (``database.migrations.guard.Rows``: a
+    table, or the rows of it with a value) with its count, None when it could
+    not be counted (offline, ``--sql``).
+    """
+
+    def __init__(self, revision: str, losses: Sequence[tuple[Any, int | None]]) -> None:
+        listed = ", ".join(rows.describe(count) for rows, count in losses)
+        if any(count is None for _, count in losses):
+            claim = f"may destroy {listed} (offline, so not counted)"
+        else:
+            claim = f"would destroy {listed}"
+        super().__init__(f"downgrading {revision} {claim}; nothing was changed: {_FORCE_HINT}")
+        self.revision = revision
+        self.losses = tuple(losses)
 
 
 # -- translation -----------------------------------------------------------------------

@@ -28,8 +28,14 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
-def downgrade(url: str | None = None, revision: str = "-1") -> None:
-    command.downgrade(alembic_config(url), revision)
+def downgrade(url: str | None = None, revision: str = "-1", *, force: bool = False) -> None:
+    """Revert to ``revision``; one that would destroy rows raises ``DataLossError`` unless forced.
+
+    A refused downgrade changes nothing (see ``database.migrations.guard``).
+    """
+    config = alembic_config(url)
+    config.attributes["force"] = force
+    command.downgrade(config, revision)
 
 
 def check(url: str | None = None) -> None:

@@ -12,9 +12,12 @@ from database import migrate
 from database.cli.app import Options, app, console, run
 
 
+def _url(options: Options) -> str:
+    return options.manager().urls.sync_url.render_as_string(hide_password=False)
+
+
 def _config(options: Options) -> Config:
-    manager = options.manager()
-    return migrate.alembic_config(manager.urls.sync_url.render_as_string(hide_password=False))
+    return migrate.alembic_config(_url(options))
 
 
 @app.command()
@@ -31,9 +34,15 @@ def upgrade(
 def downgrade(
     context: typer.Context,
     revision: Annotated[str, typer.Argument(help="Target revision, or -N steps back.")] = "-1",
+    force: Annotated[
+        bool, typer.Option("--force", help="Downgrade even if it destroys rows.")
+    ] = False,
 ) -> None:
-    """Revert migrations down to REVISION (default: one step)."""
-    run(context, "downgrade", lambda o: command.downgrade(_config(o), revision))
+    """Revert migrations down to REVISION (default: one step).
+
+    A step that would destroy rows refuses (naming them, exit 1) unless --force.
+    """
+    run(context, "downgrade", lambda o: migrate.downgrade(_url(o), revision, force=force))
     console.print(f"downgraded to {revision}")
 
 
@@ -42,7 +51,7 @@ def current(context: typer.Context) -> None:
     """Show the database's revision and whether it is the newest."""
 
     def show(options: Options) -> None:
-        url = options.manager().urls.sync_url.render_as_string(hide_password=False)
+        url = _url(options)
         revision, head = migrate.current_revision(url), migrate.head_revision()
         state = "head" if revision == head else f"behind head {head}"
         console.print(f"{revision or 'empty (no migrations applied)'} ({state})")

@@ -8,6 +8,7 @@ import pickle
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +107,41 @@ def test_the_whole_lifecycle(empty_url: str, tmp_path: Path) -> None:
     assert cleaned == {"cache_entries": 1, "analysis_results": 0, "option_contracts": 0}
     assert "deleted 0 expired cache entries" in cli(empty_url, "cleanup").stdout
 
-    assert "downgraded to base" in cli(empty_url, "downgrade", "base").stdout
+    assert "would destroy" in cli(empty_url, "downgrade", "base", expect=1).stderr
+    assert "downgraded to base" in cli(empty_url, "downgrade", "base", "--force").stdout
     assert "empty" in cli(empty_url, "current").stdout
     unhealthy = json.loads(cli(empty_url, "health", "--json", expect=1).stdout)
     assert unhealthy["reachable"] is True
     assert unhealthy["at_head"] is False
+
+
+def test_a_downgrade_that_would_destroy_rows_refuses_unless_forced(empty_url: str) -> None:
+    cli(empty_url, "upgrade")
+    raw = RawSQL(empty_url)
+    try:
+        raw.execute(
+            "INSERT INTO market_data_cache (id, cache_key, ticker, data_type, data, data_source,"
+            " cached_at, expires_at) VALUES (:id, 'k', 'AAPL', 'file_cache', '{}', 'test',"
+            " :cached, :expires)",
+            id=raw.key(uuid.uuid4()),
+            cached="2024-01-01 00:00:00",
+            expires="2099-01-01 00:00:00",
+        )
+        refused = cli(empty_url, "downgrade", "base", expect=1)
+        said = " ".join(refused.stderr.split())  # rich wraps long lines
+        assert said.startswith(
+            "error: downgrade failed: downgrading 0002 would destroy"
+            " 1 row of market_data_cache with data_type 'file_cache'"
+        )
+        assert "buffetbot-db downgrade --force" in said
+        assert "Traceback" not in said
+        assert "(head)" in cli(empty_url, "current").stdout
+        assert raw.count("market_data_cache") == 1
+
+        assert "downgraded to base" in cli(empty_url, "downgrade", "base", "--force").stdout
+        assert "empty" in cli(empty_url, "current").stdout
+    finally:
+        raw.close()
 
 
 def test_errors_are_one_line_and_exit_1_unless_debugging() -> None:

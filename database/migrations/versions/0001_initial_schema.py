@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from database.migrations.guard import Rows, refuse_data_loss
 from database.types import ExactDecimal, LowerCaseString, Ticker, UTCDateTime
 
 revision: str = "0001"
@@ -256,7 +257,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in (
+    tables = (  # children before their parents
         "options_data",
         "price_history",
         "market_data_cache",
@@ -264,5 +265,7 @@ def downgrade() -> None:
         "positions",
         "portfolios",
         "users",
-    ):
+    )
+    refuse_data_loss(revision, *(Rows(table) for table in tables))
+    for table in tables:
         op.drop_table(table)

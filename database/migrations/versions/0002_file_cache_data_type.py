@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from database.migrations.guard import Rows, refuse_data_loss
+
 revision: str = "0002"
 down_revision: str | Sequence[str] | None = "0001"
 branch_labels: str | Sequence[str] | None = None
@@ -42,5 +44,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # The old check rejects these rows: they go, but only when forced.
+    refuse_data_loss(revision, Rows("market_data_cache", "data_type", "file_cache"))
     op.execute(sa.text("DELETE FROM market_data_cache WHERE data_type = 'file_cache'"))
     _replace_check(BEFORE)
