@@ -59,7 +59,9 @@ def _run_as() -> str | None:
 class ThrowawayPostgres:
     """A server in a temporary directory; stop and start it again (fault tests)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        # Not durable (the default, for speed): a crash may lose the last commits.
+        self.durable = durable
         self.bindir = _bindir()
         self.user = _run_as()
         self.root = Path(tempfile.mkdtemp(prefix="buffetbot-pg-"))
@@ -91,10 +93,10 @@ class ThrowawayPostgres:
         )  # fmt: skip
 
     def start(self) -> None:
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+        options += "-c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60",
             "start",
@@ -115,9 +117,13 @@ def throwaway_postgres() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def throwaway_server() -> Iterator[ThrowawayPostgres]:
-    """A fresh server, started; stopped and deleted afterwards."""
-    server = ThrowawayPostgres()
+def throwaway_server(*, durable: bool = False) -> Iterator[ThrowawayPostgres]:
+    """A fresh server, started; stopped and deleted afterwards.
+
+    ``durable``: every acknowledged commit survives a crash (``pg_ctl stop -m
+    immediate``), as in production; otherwise the server trades that for speed.
+    """
+    server = ThrowawayPostgres(durable=durable)
     try:
         server.init()
         server.start()
