@@ -32,7 +32,13 @@ from sqlalchemy.util.concurrency import in_greenlet
 from database import monitoring
 from database.budget import budget_for
 from database.config import DatabaseSettings, DriverUrls, driver_urls
-from database.exceptions import DatabaseError, DatabaseUnavailableError, StaleDataError, translate
+from database.exceptions import (
+    DatabaseError,
+    DatabaseUnavailableError,
+    StaleDataError,
+    translate,
+    translate_errors,
+)
 from database.models import Base
 from database.transactions import sqlite_begin
 
@@ -485,18 +491,22 @@ class DatabaseManager:
 
     async def create_tables(self) -> None:
         """Create every table that does not exist (use migrations in production)."""
-        async with self.async_engine.begin() as connection:
-            await connection.run_sync(Base.metadata.create_all)
+        with translate_errors("schema"):
+            async with self.async_engine.begin() as connection:
+                await connection.run_sync(Base.metadata.create_all)
 
     async def drop_tables(self) -> None:
-        async with self.async_engine.begin() as connection:
-            await connection.run_sync(Base.metadata.drop_all)
+        with translate_errors("schema"):
+            async with self.async_engine.begin() as connection:
+                await connection.run_sync(Base.metadata.drop_all)
 
     def create_tables_sync(self) -> None:
-        Base.metadata.create_all(self.engine)
+        with translate_errors("schema"):
+            Base.metadata.create_all(self.engine)
 
     def drop_tables_sync(self) -> None:
-        Base.metadata.drop_all(self.engine)
+        with translate_errors("schema"):
+            Base.metadata.drop_all(self.engine)
 
     # -- health ------------------------------------------------------------------
 

@@ -8,19 +8,24 @@ statement once (the ``_..._statement`` helpers) and its two forms only execute i
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Iterator, Mapping
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Delete, Select, Uuid, delete, exists, func, inspect, select
+from sqlalchemy import Delete, Select, Uuid, delete, exists, func, select
+from sqlalchemy import inspect as inspect_instance
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from database.exceptions import (
+    DatabaseError,
     NotFoundError,
     StaleDataError,
     ValidationError,
+    raise_translated,
     translate_errors,
 )
 from database.models.base import Base
@@ -29,8 +34,52 @@ from database.repositories.criteria import Criteria, to_uuid
 ModelT = TypeVar("ModelT", bound=Base)
 
 
+def _at_the_boundary(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a public repository method so that only the package's errors leave it."""
+    if inspect.iscoroutinefunction(method):
+
+        @functools.wraps(method)
+        async def guarded_async(self: BaseRepository[Any], *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await method(self, *args, **kwargs)
+            except DatabaseError:
+                raise
+            except Exception as error:
+                raise_translated(error, self.model.__name__, self.model.__table__)
+                raise
+
+        return guarded_async
+
+    @functools.wraps(method)
+    def guarded(self: BaseRepository[Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except DatabaseError:
+            raise
+        except Exception as error:
+            raise_translated(error, self.model.__name__, self.model.__table__)
+            raise
+
+    return guarded
+
+
+def _guard_public_methods(cls: type) -> None:
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(member):
+            setattr(cls, name, _at_the_boundary(member))
+
+
 class BaseRepository(Generic[ModelT]):
-    """CRUD for one model. Subclass as ``super().__init__(MyModel)``."""
+    """CRUD for one model. Subclass as ``super().__init__(MyModel)``.
+
+    Every public method, the subclasses' included, is a boundary: a driver or
+    SQLAlchemy error raised anywhere inside leaves it as one of
+    :mod:`database.exceptions`, with the original as ``__cause__``.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _guard_public_methods(cls)
 
     def __init__(self, model: type[ModelT]) -> None:
         self.model = model
@@ -74,7 +123,7 @@ class BaseRepository(Generic[ModelT]):
             with self._translating():
                 yield
         except StaleDataError as error:
-            key = inspect(instance).identity
+            key = inspect_instance(instance).identity
             shown = key[0] if key is not None and len(key) == 1 else key
             raise StaleDataError(self.model.__tablename__, shown) from error.__cause__
 
@@ -311,3 +360,6 @@ class BaseRepository(Generic[ModelT]):
         statement = self._delete_statement(instance_or_id)
         with self._translating():
             return bool((await session.execute(statement)).rowcount)  # type: ignore[attr-defined]
+
+
+_guard_public_methods(BaseRepository)
