@@ -8,6 +8,7 @@ Measures, with medians of --rounds runs each:
    DataFrame vs raw psycopg ``COPY`` (PostgreSQL) or ``sqlite3.executemany`` in one
    transaction (SQLite) of the same rows, pre-built as tuples (not timed);
 2. the same bars again (every row conflicts) vs the same raw baseline;
+   both also through ``async_upsert`` (asyncpg / aiosqlite), against ``upsert``;
 3. one ticker's 5,000 bars read as a DataFrame: ``get_frame`` vs the raw driver's
    fetch + ``DataFrame.from_records``;
 4. 20,000 cache hits by key: ``async_get_cached_data`` vs raw asyncpg / aiosqlite
@@ -92,7 +93,7 @@ def timed(function: Callable[[], Any]) -> float:
 
 
 def reset(url: str) -> None:
-    migrate.downgrade(url, "base")
+    migrate.downgrade(url, "base", force=True)  # a scratch database
     migrate.upgrade(url)
 
 
@@ -100,7 +101,7 @@ def raw_rows(frame: pd.DataFrame, sqlite: bool) -> list[tuple[Any, ...]]:
     bars, _ = prepare_bars(frame)
     now = dt.datetime.now(dt.UTC)
     stamp: Any = sqlite_timestamp(now) if sqlite else now
-    return staging_rows(bars, scaled=sqlite, extra=("yfinance", stamp, stamp))
+    return staging_rows(bars, scaled=sqlite, text_dates=sqlite, extra=("yfinance", stamp, stamp))
 
 
 def raw_ingest(url: str, backend: str, rows: list[tuple[Any, ...]]) -> float:
@@ -152,11 +153,24 @@ def ingest_memory_growth(url: str, backend: str, frame: pd.DataFrame) -> float:
     return peak / 2**20
 
 
+async def async_ingest(db: DatabaseManager, frame: pd.DataFrame) -> tuple[float, float]:
+    """``async_upsert`` into the empty table, then again: the seconds of each call."""
+    async with db.get_async_session() as session:
+        started = time.perf_counter()
+        await prices.async_upsert(session, frame)
+        empty = time.perf_counter() - started
+    async with db.get_async_session() as session:
+        started = time.perf_counter()
+        await prices.async_upsert(session, frame)
+        again = time.perf_counter() - started
+    return empty, again  # the loop's engine is disposed as asyncio.run closes the loop
+
+
 def bench_ingest(url: str, backend: str, frame: pd.DataFrame, rounds: int) -> None:
     growth = ingest_memory_growth(url, backend, frame)
     rows = raw_rows(frame, backend == "sqlite")
     db = DatabaseManager(url, pool_size=1, max_overflow=0)
-    raw, empty, again = [], [], []
+    raw, empty, again, async_empty, async_again = [], [], [], [], []
     for _ in range(rounds):
         truncate(url, backend)
         raw.append(raw_ingest(url, backend, rows))
@@ -165,13 +179,19 @@ def bench_ingest(url: str, backend: str, frame: pd.DataFrame, rounds: int) -> No
             empty.append(timed(lambda: prices.upsert(session, frame)))
         with db.get_session() as session:
             again.append(timed(lambda: prices.upsert(session, frame)))
+        truncate(url, backend)
+        first, second = asyncio.run(async_ingest(db, frame))
+        async_empty.append(first)
+        async_again.append(second)
     db.close()
     n = len(frame)
     baseline = "psycopg COPY" if backend == "postgresql" else "sqlite3.executemany"
-    r, e, a = (statistics.median(x) for x in (raw, empty, again))
+    r, e, a, ae, aa = (statistics.median(x) for x in (raw, empty, again, async_empty, async_again))
     print(f"  raw {baseline:<22} {n / r:>10,.0f} rows/s")
     print(f"  upsert, empty table        {n / e:>10,.0f} rows/s   ratio to raw {r / e:.2f}")
     print(f"  upsert, every row conflicts {n / a:>9,.0f} rows/s   ratio to raw {r / a:.2f}")
+    print(f"  async_upsert, empty table  {n / ae:>10,.0f} rows/s   ratio to upsert {e / ae:.2f}")
+    print(f"  async_upsert, all conflict {n / aa:>10,.0f} rows/s   ratio to upsert {a / aa:.2f}")
     print(f"  peak memory allocated during an ingest: {growth:.0f} MB (tracemalloc)")
 
 
@@ -285,7 +305,7 @@ def main() -> None:
             bench_frame_read(url, backend, arguments.rounds)
             reset(url)
             asyncio.run(bench_cache_hits(url, backend, arguments.rounds))
-            migrate.downgrade(url, "base")
+            migrate.downgrade(url, "base", force=True)  # a scratch database
 
 
 if __name__ == "__main__":

@@ -262,17 +262,19 @@ def _split(bars: pd.DataFrame, problems: list[Problem]) -> tuple[pd.DataFrame, l
 
 
 def staging_rows(
-    bars: pd.DataFrame, *, scaled: bool, extra: tuple[Any, ...] = ()
+    bars: pd.DataFrame, *, scaled: bool, text_dates: bool, extra: tuple[Any, ...] = ()
 ) -> list[tuple[Any, ...]]:
     """Bars as driver rows in ``BAR_FIELDS`` order (then ``extra``), None for missing.
 
-    ``scaled``: prices as integers in millionths (the SQLite storage unit);
-    otherwise floats, which PostgreSQL rounds into NUMERIC(18, 6).
+    ``scaled``: prices as integers in millionths, rounded half to even (the
+    SQLite storage unit, and the staging unit on both backends); otherwise
+    floats, which PostgreSQL rounds into NUMERIC(18, 6). ``text_dates``: days
+    as ISO text (SQLite) rather than ``datetime.date``.
     """
     # A batch holds few distinct days: convert each once.
     days = bars["date"].to_numpy().astype("datetime64[D]")
     distinct, positions = np.unique(days, return_inverse=True)
-    converted = distinct.astype(str).tolist() if scaled else distinct.tolist()
+    converted = distinct.astype(str).tolist() if text_dates else distinct.tolist()
     columns: list[Iterable[Any]] = [
         bars["ticker"].tolist(),
         [converted[i] for i in positions.tolist()],

@@ -2,7 +2,9 @@
 
 Files are read (safely) and checked one by one; a bad one is reported and
 skipped. Entries are written in batches, each in one transaction with one
-``INSERT ... ON CONFLICT DO NOTHING``, so a second run imports nothing new.
+``INSERT ... ON CONFLICT DO NOTHING``, so a second run imports nothing new. The
+rows go in key order, so concurrent imports lock keys in the same order; on
+SQLite each batch's transaction begins as a writer (``begin_write``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from database.filecache.files import SUFFIX, CacheFile, CacheFileError, read_cac
 from database.models import DataType, MarketDataCache
 from database.models.base import utcnow
 from database.repositories.upsert import native_insert
+from database.transactions import begin_write
 
 BATCH_SIZE = 500
 
@@ -103,16 +106,24 @@ def _write_batch(
 ) -> None:
     keys = [row["cache_key"] for row in rows]
     with manager.get_session() as session:  # one transaction per batch
+        begin_write(session)
         present = set(
             session.scalars(
                 select(MarketDataCache.cache_key).where(MarketDataCache.cache_key.in_(keys))
             )
         )
-        new = [row for row in rows if row["cache_key"] not in present]
+        new = sorted(
+            (row for row in rows if row["cache_key"] not in present),
+            key=lambda row: row["cache_key"],
+        )
+        inserted = 0
         if new:
-            statement = native_insert(manager.backend, MarketDataCache).on_conflict_do_nothing(
-                index_elements=["cache_key"]
+            statement = (
+                native_insert(manager.backend, MarketDataCache)
+                .on_conflict_do_nothing(index_elements=["cache_key"])
+                .returning(MarketDataCache.cache_key)
             )
-            session.execute(statement, new)
-    report.imported += len(new)
-    report.already_present += len(rows) - len(new)
+            # Counted from RETURNING: a concurrent import may have written some since.
+            inserted = len(session.execute(statement, new).all())
+    report.imported += inserted
+    report.already_present += len(rows) - inserted

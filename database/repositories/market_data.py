@@ -32,6 +32,7 @@ from database.monitoring import market_data_cache as statistics
 from database.repositories.base import BaseRepository
 from database.repositories.raw import async_fetch_all, fetch_all
 from database.repositories.upsert import dialect_name, upsert_statement
+from database.transactions import async_begin_write, begin_write
 from database.types import sqlite_timestamp
 from database.validation import normalize_ticker, to_json_object
 
@@ -274,6 +275,7 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
             data_quality_score,
         )
         with self._translating():
+            begin_write(session)
             entry: MarketDataCache = session.scalars(statement).one()
             return entry
 
@@ -300,6 +302,7 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
             data_quality_score,
         )
         with self._translating():
+            await async_begin_write(session)
             entry: MarketDataCache = (await session.scalars(statement)).one()
             return entry
 

@@ -1,4 +1,9 @@
-"""Option chains: snapshots stored once per contract, read back as of a time."""
+"""Option chains: snapshots stored once per contract, read back as of a time.
+
+A chain is written with multi-row ``INSERT ... ON CONFLICT DO NOTHING`` statements,
+its rows in conflict-key order, so concurrent writers of overlapping contracts
+wait for each other's keys in one order and never deadlock.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from database.models.base import utcnow
 from database.options import OptionsValidationError, RejectedContract, prepare_contracts
 from database.repositories.base import BaseRepository
 from database.repositories.upsert import dialect_name, native_insert
+from database.transactions import begin_write
 from database.validation import normalize_ticker, to_utc
 
 
@@ -43,7 +49,8 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
         statement = native_insert(dialect, OptionsData).on_conflict_do_nothing(
             index_elements=["contract_symbol", "fetched_at"]
         )
-        return statement.returning(OptionsData.id), contracts
+        in_key_order = sorted(contracts, key=lambda c: (c["contract_symbol"], c["fetched_at"]))
+        return statement.returning(OptionsData.id), in_key_order
 
     def _prepare(
         self,
@@ -136,15 +143,10 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
         snapshot again inserts nothing. A bad contract (a missing strike, a
         negative bid...) rejects the call unless ``skip_invalid=True``.
         """
-        moment, contracts, rejected = self._prepare(
+        prepared = self._prepare(
             ticker, calls, puts, rows, expiration, underlying_price, fetched_at, skip_invalid
         )
-        if not contracts:
-            return ChainResult(moment, 0, 0, rejected)
-        statement, values = self._store_statement(dialect_name(session), contracts)
-        with self._translating():
-            inserted = len(session.execute(statement, values).all())
-        return ChainResult(moment, inserted, len(contracts) - inserted, rejected)
+        return self._store(session, *prepared)
 
     async def async_store_chain(
         self,
@@ -159,20 +161,27 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
         fetched_at: dt.datetime | None = None,
         skip_invalid: bool = False,
     ) -> ChainResult:
-        # The same implementation, handed a Session whose I/O is awaited for it.
-        return await session.run_sync(
-            lambda sync: self.store_chain(
-                sync,
-                ticker,
-                calls=calls,
-                puts=puts,
-                rows=rows,
-                expiration=expiration,
-                underlying_price=underlying_price,
-                fetched_at=fetched_at,
-                skip_invalid=skip_invalid,
-            )
+        # Checked here, on the event loop's stack, and only the writing goes through
+        # run_sync: pandas work stays off greenlets (see price_history._on_thread_stack).
+        prepared = self._prepare(
+            ticker, calls, puts, rows, expiration, underlying_price, fetched_at, skip_invalid
         )
+        return await session.run_sync(self._store, *prepared)
+
+    def _store(
+        self,
+        session: Session,
+        moment: dt.datetime,
+        contracts: builtins.list[dict[str, Any]],
+        rejected: builtins.list[RejectedContract],
+    ) -> ChainResult:
+        if not contracts:
+            return ChainResult(moment, 0, 0, rejected)
+        statement, values = self._store_statement(dialect_name(session), contracts)
+        with self._translating():
+            begin_write(session)
+            inserted = len(session.execute(statement, values).all())
+        return ChainResult(moment, inserted, len(contracts) - inserted, rejected)
 
     def get_chain(
         self,

@@ -3,8 +3,14 @@
 An upsert stages the bars in a temporary table (PostgreSQL: ``COPY``; SQLite:
 batched ``executemany``), checks the batch for duplicate dates, then merges with
 one ``INSERT ... SELECT ... ON CONFLICT (ticker, date) DO UPDATE`` that leaves
-unchanged rows alone. It runs in a savepoint: if any bar is rejected, nothing
-of the call is written.
+unchanged rows alone; when none of its tickers has rows yet, a plain ``INSERT
+... SELECT`` (PostgreSQL) or the rows straight into the table (SQLite). It runs
+in a savepoint: if any bar is rejected, nothing of the call is written.
+
+Concurrent writers never deadlock: on PostgreSQL each takes a transaction-scoped
+advisory lock per ticker, in ticker order, before it reads or writes any row of
+those tickers, and inserts rows in ``(ticker, date)`` order; on SQLite the
+transaction begins as a writer (``begin_write``), so writers queue for the lock.
 """
 
 from __future__ import annotations
@@ -12,16 +18,20 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 import inspect
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import pandas as pd
-from sqlalchemy import Select, and_, exists, func, select, text
+from sqlalchemy import Select, and_, bindparam, exists, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
+from sqlalchemy.types import Text
 from sqlalchemy.util import await_
+from sqlalchemy.util.concurrency import in_greenlet
 
 from database.exceptions import is_unique_violation as _is_unique_violation
 from database.models import PriceHistory
@@ -36,10 +46,14 @@ from database.prices import (
     staging_rows,
 )
 from database.repositories.base import BaseRepository
-from database.repositories.raw import fetch_all
+from database.repositories.raw import async_fetch_all, fetch_all
 from database.repositories.upsert import dialect_name
+from database.transactions import begin_write
 from database.types import sqlite_timestamp
 from database.validation import normalize_ticker
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 STAGING = "price_history_staging"
 _VALUES = BAR_FIELDS[2:]
@@ -47,31 +61,48 @@ _COLUMNS = ", ".join(BAR_FIELDS)
 _CHANGED = " OR ".join(f"p.{c} IS DISTINCT FROM excluded.{c}" for c in _VALUES)
 _SET = ", ".join(f"{c} = excluded.{c}" for c in (*_VALUES, "data_source", "updated_at"))
 
+# The staging table holds the bars as SQLite stores them: prices in millionths
+# (BIGINT), so the two backends round alike, and both PostgreSQL drivers copy
+# plain integers (asyncpg encodes a float into NUMERIC through Decimal, ten
+# times slower than psycopg's COPY). PostgreSQL scales them back exactly.
 _STAGING_DDL = {
     "postgresql": f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING} (ticker text, date date, "
-    + ", ".join(f"{c} numeric" for c in _VALUES)
+    + ", ".join(f"{c} bigint" for c in _VALUES)
     + ") ON COMMIT DELETE ROWS",
     "sqlite": f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING} (ticker TEXT, date TEXT, "
     + ", ".join(f"{c} INTEGER" for c in _VALUES)
     + ")",
+}
+_STAGED = {
+    "postgresql": "ticker, date, "
+    + ", ".join(c if c == "volume" else f"{c} * 1e-{PRICE_SCALE}" for c in _VALUES),
+    "sqlite": _COLUMNS,
 }
 _CLEAR = {"postgresql": f"TRUNCATE {STAGING}", "sqlite": f"DELETE FROM {STAGING}"}
 _DUPLICATES = text(
     f"SELECT ticker, date FROM {STAGING} GROUP BY ticker, date HAVING count(*) > 1 "
     "ORDER BY ticker, date LIMIT 20"
 )
+# Rows are inserted (and conflicting rows locked) in the order of the SELECT:
+# one order for every writer, so no two wait for each other in a cycle.
+_IN_KEY_ORDER = ' ORDER BY ticker COLLATE "C", date'
+_INSERT = f"INSERT INTO price_history AS p ({_COLUMNS}, data_source, created_at, updated_at)"
+# Only when none of the (locked) tickers has rows: no conflict to look for.
+_INSERT_NEW = {
+    dialect: text(f"{_INSERT} SELECT {staged}, :source, :now, :now FROM {STAGING}{_IN_KEY_ORDER}")
+    for dialect, staged in _STAGED.items()
+}
 _MERGE = {
     # xmax = 0 marks a row this statement inserted rather than updated.
     "postgresql": text(
-        f"WITH merged AS (INSERT INTO price_history AS p ({_COLUMNS}, data_source, created_at,"
-        f" updated_at) SELECT {_COLUMNS}, :source, :now, :now FROM {STAGING}"
+        f"WITH merged AS ({_INSERT} SELECT {_STAGED['postgresql']}, :source, :now, :now"
+        f" FROM {STAGING}{_IN_KEY_ORDER}"
         f" ON CONFLICT (ticker, date) DO UPDATE SET {_SET} WHERE {_CHANGED}"
         " RETURNING (xmax = 0) AS inserted)"
         " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged"
     ),
     "sqlite": text(
-        f"INSERT INTO price_history AS p ({_COLUMNS}, data_source, created_at, updated_at)"
-        f" SELECT {_COLUMNS}, :source, :now, :now FROM {STAGING} WHERE true"
+        f"{_INSERT} SELECT {_COLUMNS}, :source, :now, :now FROM {STAGING} WHERE true"
         f" ON CONFLICT (ticker, date) DO UPDATE SET {_SET} WHERE {_CHANGED}"
     ),
 }
@@ -79,6 +110,12 @@ _NEW_KEYS = text(
     f"SELECT count(*) FROM {STAGING} s WHERE NOT EXISTS "
     "(SELECT 1 FROM price_history p WHERE p.ticker = s.ticker AND p.date = s.date)"
 )
+# One lock per ticker, taken in code-point order (COLLATE "C", as Python sorts
+# str), held until the transaction ends (a savepoint's rollback releases it too).
+_LOCK_TICKERS = text(
+    "SELECT pg_advisory_xact_lock(hashtext('price_history'), hashtext(t))"
+    ' FROM unnest(:tickers) AS t ORDER BY t COLLATE "C"'
+).bindparams(bindparam("tickers", type_=ARRAY(Text)))
 _STAMPS = ("data_source", "created_at", "updated_at")
 _AS_FLOAT = {"postgresql": "{}::float8", "sqlite": f"{{}} / {10**PRICE_SCALE}.0"}
 _FRAME_SQL = {
@@ -106,6 +143,13 @@ class LatestClose:
     close: Decimal
 
 
+@dataclass(frozen=True)
+class _Batch:
+    rows: list[tuple[Any, ...]]
+    rejected: list[RejectedBar]
+    tickers: frozenset[str]
+
+
 class PriceHistoryRepository(BaseRepository[PriceHistory]):
     """Daily bars keyed by ``(ticker, date)``: ``get_by_id(session, ("AAPL", date))``."""
 
@@ -116,13 +160,17 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
 
     # -- writing -------------------------------------------------------------------------
 
-    def _batches(
+    def _prepared_batches(
         self,
         data: pd.DataFrame | Iterable[Mapping[str, Any]],
         ticker: str | None,
         skip_invalid: bool,
-    ) -> Iterator[tuple[pd.DataFrame, list[RejectedBar]]]:
-        """Checked bars in batches; raises at the first batch with a bad bar unless skipping."""
+        *,
+        text_dates: bool,
+        extra: tuple[Any, ...] = (),
+    ) -> Iterator[_Batch]:
+        """Checked bars as driver rows (prices in millionths), batch by batch; raises
+        at the first batch with a bad bar unless skipping."""
         if isinstance(data, pd.DataFrame):
             chunks: Iterable[Any] = (
                 data.iloc[start : start + self.batch_size]
@@ -136,7 +184,8 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
             bars, rejected = prepare_bars(chunk, ticker)
             if rejected and not skip_invalid:
                 raise PriceValidationError(rejected)
-            yield bars, rejected
+            rows = staging_rows(bars, scaled=True, text_dates=text_dates, extra=extra)
+            yield _Batch(rows, rejected, frozenset(bars["ticker"].unique()))
 
     @staticmethod
     def _raise_duplicates(rows: list[Any]) -> None:
@@ -170,13 +219,23 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         are returned in ``rejected``. Returns how many rows were inserted,
         updated, and found unchanged.
         """
-        with self._translating(), session.begin_nested():
-            tickers = _known_tickers(data, ticker)
-            if tickers and not session.scalar(_any_rows(tickers)):
-                direct = self._copy_into_empty(session, data, ticker, skip_invalid, data_source)
-                if direct is not None:
-                    return direct
-            return self._merge_through_staging(session, data, ticker, skip_invalid, data_source)
+        with self._translating():
+            begin_write(session)
+            with session.begin_nested():
+                tickers = _on_thread_stack(_known_tickers, data, ticker)
+                # Locked before the emptiness check: a writer that waited for
+                # another sees its rows, and merges.
+                _lock_tickers(session, tickers)
+                new = bool(tickers) and not session.scalar(_any_rows(tickers))
+                if new and dialect_name(session) == "sqlite":
+                    direct = self._insert_into_empty(
+                        session, data, ticker, skip_invalid, data_source
+                    )
+                    if direct is not None:
+                        return direct
+                return self._through_staging(
+                    session, data, ticker, skip_invalid, data_source, new=new
+                )
 
     async def async_upsert(
         self,
@@ -188,14 +247,15 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         data_source: str = "yfinance",
     ) -> UpsertResult:
         # One implementation: run_sync hands it a Session whose driver calls are
-        # awaited for it (the COPY of asyncpg and aiosqlite through ``await_``).
+        # awaited for it (the COPY of asyncpg and aiosqlite through ``await_``);
+        # its numpy/pandas work is sent back to the loop's stack (_on_thread_stack).
         return await session.run_sync(
             lambda sync: self.upsert(
                 sync, data, ticker=ticker, skip_invalid=skip_invalid, data_source=data_source
             )
         )
 
-    def _copy_into_empty(
+    def _insert_into_empty(
         self,
         session: Session,
         data: pd.DataFrame | Iterable[Mapping[str, Any]],
@@ -203,53 +263,62 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         skip_invalid: bool,
         data_source: str,
     ) -> UpsertResult | None:
-        """Fast path when none of the tickers has bars yet: write straight into the table.
+        """SQLite, when none of the tickers has bars yet: rows straight into the table.
 
         Returns None if a key turned out to exist after all (a duplicate date in
-        the batch, or a concurrent writer); the savepoint then undoes it all.
+        the batch); the savepoint then undoes it all.
         """
-        dialect = dialect_name(session)
-        now = _now(dialect)
-        extra = (data_source, now, now)
+        now = _now("sqlite")
+        batches = self._prepared_batches(
+            data, ticker, skip_invalid, text_dates=True, extra=(data_source, now, now)
+        )
         rejected: list[RejectedBar] = []
         total = 0
         try:
             with session.begin_nested():
                 driver = session.connection().connection.driver_connection
-                for bars, bad in self._batches(data, ticker, skip_invalid):
-                    rejected += bad
-                    total += len(bars)
-                    rows = staging_rows(bars, scaled=dialect == "sqlite", extra=extra)
-                    _write(driver, dialect, "price_history", (*BAR_FIELDS, *_STAMPS), rows)
+                for batch in _each(batches):
+                    rejected += batch.rejected
+                    total += len(batch.rows)
+                    _write(driver, "sqlite", "price_history", (*BAR_FIELDS, *_STAMPS), batch.rows)
         except Exception as error:
             if _is_unique_violation(error):
                 return None
             raise
         return UpsertResult(total, 0, 0, rejected)
 
-    def _merge_through_staging(
+    def _through_staging(
         self,
         session: Session,
         data: pd.DataFrame | Iterable[Mapping[str, Any]],
         ticker: str | None,
         skip_invalid: bool,
         data_source: str,
+        *,
+        new: bool,
     ) -> UpsertResult:
+        """Stage the bars, check them for duplicate dates, then insert them (``new``:
+        none of the tickers has rows) or merge them."""
         dialect = dialect_name(session)
         session.execute(text(_STAGING_DDL[dialect]))
         session.execute(text(_CLEAR[dialect]))
         driver = session.connection().connection.driver_connection
+        batches = self._prepared_batches(data, ticker, skip_invalid, text_dates=dialect == "sqlite")
         rejected: list[RejectedBar] = []
+        tickers: set[str] = set()
         total = 0
-        for bars, bad in self._batches(data, ticker, skip_invalid):
-            rejected += bad
-            total += len(bars)
-            _write(
-                driver, dialect, STAGING, BAR_FIELDS, staging_rows(bars, scaled=dialect == "sqlite")
-            )
+        for batch in _each(batches):
+            rejected += batch.rejected
+            total += len(batch.rows)
+            tickers |= batch.tickers
+            _write(driver, dialect, STAGING, BAR_FIELDS, batch.rows)
         self._raise_duplicates(list(session.execute(_DUPLICATES)))
+        _lock_tickers(session, sorted(tickers))  # dict rows: first known here
         params = {"source": data_source, "now": _now(dialect)}
-        if dialect == "postgresql":
+        result = _insert_new(session, dialect, params) if new else None
+        if result is not None:
+            inserted, updated = result, 0
+        elif dialect == "postgresql":
             inserted, updated = session.execute(_MERGE[dialect], params).one()
         else:
             inserted = session.scalar(_NEW_KEYS) or 0
@@ -339,19 +408,10 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
 
         Read through the bare driver, with prices as floats (as yfinance has them).
         """
-        dialect = dialect_name(session)
-        sql = _FRAME_SQL[dialect]
-        params: builtins.list[Any] = [normalize_ticker(ticker)]
-        for bound, operator in ((start, ">="), (end, "<=")):
-            if bound is not None:
-                sql += f" AND date {operator} ?"
-                params.append(bound.isoformat() if dialect == "sqlite" else bound)
+        sql, params = _frame_query(dialect_name(session), ticker, start, end)
         with self._translating():
-            rows = fetch_all(session, sql + " ORDER BY date", params)
-        frame = pd.DataFrame.from_records(rows, columns=YFINANCE_COLUMNS)
-        frame["Date"] = pd.to_datetime(frame["Date"])
-        frame["Volume"] = frame["Volume"].astype("Int64")
-        return frame.set_index("Date")
+            rows = fetch_all(session, sql, params)
+        return _frame(rows)
 
     async def async_get_frame(
         self,
@@ -360,7 +420,11 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         start: dt.date | None = None,
         end: dt.date | None = None,
     ) -> pd.DataFrame:
-        return await session.run_sync(lambda sync: self.get_frame(sync, ticker, start, end))
+        # Not through run_sync: pandas work stays off greenlets (see _on_thread_stack).
+        sql, params = _frame_query(dialect_name(session), ticker, start, end)
+        with self._translating():
+            rows = await async_fetch_all(session, sql, params)
+        return _frame(rows)
 
     def get_latest(self, session: Session, ticker: str) -> PriceHistory | None:
         with self._translating():
@@ -424,7 +488,12 @@ def _chunked(
 def _known_tickers(
     data: pd.DataFrame | Iterable[Mapping[str, Any]], ticker: str | None
 ) -> list[str]:
-    """The tickers of a call, when known without reading it all (else empty)."""
+    """The tickers of a call, sorted, when known without reading it all (else empty).
+
+    Empty for a one-shot iterator too: SQLite's direct path may need to read it twice.
+    """
+    if isinstance(data, Iterator):
+        return []
     if ticker is not None:
         return [normalize_ticker(ticker)]
     if isinstance(data, pd.DataFrame):
@@ -432,6 +501,61 @@ def _known_tickers(
             if str(column).strip().lower() in ("ticker", "symbol"):
                 return sorted({normalize_ticker(t) for t in data[column].unique()})
     return []
+
+
+def _insert_new(session: Session, dialect: str, params: dict[str, Any]) -> int | None:
+    """Insert the staged bars; None if a key exists after all (written by code that
+    does not take the ticker locks), to merge instead."""
+    try:
+        with session.begin_nested():
+            return int(session.execute(_INSERT_NEW[dialect], params).rowcount)  # type: ignore[attr-defined]
+    except IntegrityError as error:
+        if error.orig is not None and _is_unique_violation(error.orig):
+            return None
+        raise
+
+
+def _lock_tickers(session: Session, tickers: builtins.list[str]) -> None:
+    """Take the PostgreSQL advisory lock of each ticker, in order, until the transaction ends.
+
+    Every price-history writer takes them before it reads or writes the rows
+    of those tickers, so writers of a ticker run one after another and never
+    wait for each other in a cycle. SQLite has one writer at a time anyway.
+    """
+    if tickers and dialect_name(session) == "postgresql":
+        session.execute(_LOCK_TICKERS, {"tickers": sorted(tickers)})
+
+
+def _on_thread_stack(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Call ``function`` on the thread's own stack, never on a ``run_sync`` greenlet's.
+
+    Why: under ``AsyncSession.run_sync`` the code runs in a greenlet. Once it
+    has switched out and back (any awaited driver call), the C stack beyond its
+    first frames is no longer its callers' but whatever the event loop's
+    greenlet has there now. Before NumPy reuses a temporary array of 256 KiB or
+    more in a binary operation (``np.where(...) * factor`` in ``staging_rows``,
+    from 32,768 bars), it walks 10 C frames with glibc ``backtrace()`` to check
+    that its caller is the interpreter; in the greenlet that walk runs past
+    ``greenlet::UserGreenlet::g_initialstub`` into stale return addresses, and
+    the unwinder crashes the process (SIGSEGV in ``_Unwind_Backtrace <-
+    backtrace <- check_callers <- try_binary_elide <- array_multiply``). So the
+    validation and conversion of bars, all numpy and pandas, run on the loop's
+    own stack: ``await_`` hands a coroutine to the loop's greenlet, which runs
+    it there. Outside a greenlet this is a plain call.
+    """
+    if not in_greenlet():
+        return function(*args, **kwargs)
+    return await_(_called(function, *args, **kwargs))
+
+
+async def _called(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    return function(*args, **kwargs)
+
+
+def _each(batches: Iterator[_Batch]) -> Iterator[_Batch]:
+    """The batches, each one prepared on the thread's own stack."""
+    while (batch := _on_thread_stack(next, batches, None)) is not None:
+        yield batch
 
 
 def _any_rows(tickers: builtins.list[str]) -> Select[bool]:
@@ -455,6 +579,25 @@ def _write(
     result = driver.executemany(f"INSERT INTO {table} ({names}) VALUES ({placeholders})", rows)
     if inspect.isawaitable(result):  # aiosqlite, under run_sync
         await_(result)
+
+
+def _frame_query(
+    dialect: str, ticker: str, start: dt.date | None, end: dt.date | None
+) -> tuple[str, builtins.list[Any]]:
+    sql = _FRAME_SQL[dialect]
+    params: builtins.list[Any] = [normalize_ticker(ticker)]
+    for bound, operator in ((start, ">="), (end, "<=")):
+        if bound is not None:
+            sql += f" AND date {operator} ?"
+            params.append(bound.isoformat() if dialect == "sqlite" else bound)
+    return sql + " ORDER BY date", params
+
+
+def _frame(rows: builtins.list[tuple[Any, ...]]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(rows, columns=YFINANCE_COLUMNS)
+    frame["Date"] = pd.to_datetime(frame["Date"])
+    frame["Volume"] = frame["Volume"].astype("Int64")
+    return frame.set_index("Date")
 
 
 def _now(dialect: str) -> Any:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
+from sqlalchemy.util.concurrency import in_greenlet
 
+from database import DatabaseManager
+from database import options as chains_module
 from database.exceptions import ValidationError
 from database.models import OptionType
 from database.options import OptionsValidationError, occ_symbol
@@ -156,3 +160,20 @@ async def test_unknown_columns_are_named(uow: UnitOfWork) -> None:
             options.store_chain, "NVDA", rows=[{"strike": 1, "strik": 2, "option_type": "call"}]
         )
     assert caught.value.field == "strik"
+
+
+async def test_the_async_form_checks_the_chain_off_the_greenlet(
+    db: DatabaseManager, monkeypatch: pytest.MonkeyPatch, sql: RawSQL
+) -> None:
+    # pandas work on run_sync's greenlet can crash the process (see price_history).
+    checked_in_greenlet: list[bool] = []
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        checked_in_greenlet.append(in_greenlet())
+        return chains_module.prepare_contracts(*args, **kwargs)
+
+    monkeypatch.setattr("database.repositories.options.prepare_contracts", spy)
+    async with db.get_async_session() as session:
+        await options.async_store_chain(session, "NVDA", calls=chain("calls"), fetched_at=SNAPSHOT)
+    assert checked_in_greenlet == [False]
+    assert sql.count("options_data") == 99

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
+from sqlalchemy.util.concurrency import in_greenlet
 
+from database import DatabaseManager
+from database import prices as bars_module
 from database.exceptions import ValidationError
 from database.prices import PriceValidationError
 from database.repositories import PriceHistoryRepository
@@ -37,6 +42,51 @@ async def test_a_yfinance_history_frame_round_trips(uow: UnitOfWork, sql: RawSQL
     assert first.volume == 707800
     assert sum(1 for bar in bars if bar.dividends > 0) == 10
     assert sql.count("price_history") == 662
+
+
+async def test_the_async_form_ingests_100_000_bars_of_30_tickers(
+    db: DatabaseManager, sql: RawSQL
+) -> None:
+    # Columns of 800 KB: numpy checks its C callers before reusing such a temporary,
+    # and that check crashed the process when it ran on run_sync's greenlet (issue 7).
+    aapl = pd.read_csv(DATA / "prices/AAPL.csv")
+    frame = pd.concat([aapl.assign(Ticker=f"T{i:02d}") for i in range(30)], ignore_index=True)
+    async with db.get_async_session() as session:
+        first = await prices.async_upsert(session, frame)  # straight into the empty table
+    async with db.get_async_session() as session:
+        again = await prices.async_upsert(session, frame)  # through the staging table
+    assert first.inserted == 30 * 3379 == 101_370
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 101_370)
+    assert sql.count("price_history") == 101_370
+    assert sql.scalar("SELECT count(DISTINCT ticker) FROM price_history") == 30
+    close = sql.scalar(
+        "SELECT close FROM price_history WHERE ticker = 'T29' AND date = '2014-06-09'"
+    )
+    assert close == (93_699_997 if sql.backend == "sqlite" else Decimal("93.699997"))
+
+
+async def test_the_async_form_checks_and_converts_bars_off_the_greenlet(
+    db: DatabaseManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The crash above depends on what the stack happens to hold; this does not.
+    where: list[tuple[str, bool]] = []
+
+    def spy_on(name: str) -> Callable[..., Any]:
+        real = getattr(bars_module, name)
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            where.append((name, in_greenlet()))
+            return real(*args, **kwargs)
+
+        return spy
+
+    for name in ("prepare_bars", "staging_rows"):
+        monkeypatch.setattr(f"database.repositories.price_history.{name}", spy_on(name))
+    calm = history("prices-history/CALM.csv")
+    for _ in range(2):  # into the empty table, then through the staging table
+        async with db.get_async_session() as session:
+            await prices.async_upsert(session, calm, ticker="CALM")
+    assert where == [("prepare_bars", False), ("staging_rows", False)] * 2
 
 
 async def test_upserting_the_same_bars_again_changes_nothing(uow: UnitOfWork) -> None:
