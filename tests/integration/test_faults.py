@@ -119,6 +119,16 @@ def assert_unavailable(error: BaseException, *, retryable: bool = True) -> None:
     assert "127.0.0.1" in str(error)
 
 
+async def execute(mode: str, manager: DatabaseManager, statement: str) -> None:
+    """Run one statement in a session of the sync or the async form, and commit."""
+    if mode == "sync":
+        with manager.get_session() as session:
+            session.execute(text(statement))
+    else:
+        async with manager.get_async_session() as session:
+            await session.execute(text(statement))
+
+
 # -- backends terminated ---------------------------------------------------------------
 
 
@@ -180,12 +190,7 @@ async def test_a_backend_killed_mid_statement(
 ) -> None:
     killer = killing_soon(fault_url, app_name, "SELECT pg_sleep")
     with pytest.raises(DatabaseError) as caught:
-        if mode == "sync":
-            with manager.get_session() as session:
-                session.execute(text("SELECT pg_sleep(20)"))
-        else:
-            async with manager.get_async_session() as session:
-                await session.execute(text("SELECT pg_sleep(20)"))
+        await execute(mode, manager, "SELECT pg_sleep(20)")
     killer.join()
     assert_unavailable(caught.value)
 
@@ -216,12 +221,7 @@ async def test_a_backend_killed_at_commit_is_not_retryable(
 ) -> None:
     killer = killing_soon(fault_url, app_name, "COMMIT")
     with pytest.raises(DatabaseError) as caught:
-        if mode == "sync":
-            with manager.get_session() as session:
-                session.execute(text("INSERT INTO commit_probe VALUES (1)"))
-        else:
-            async with manager.get_async_session() as session:
-                await session.execute(text("INSERT INTO commit_probe VALUES (1)"))
+        await execute(mode, manager, "INSERT INTO commit_probe VALUES (1)")
     killer.join()
     # The outcome of an interrupted COMMIT is unknown: running it again could apply it twice.
     assert_unavailable(caught.value, retryable=False)
@@ -278,12 +278,7 @@ async def test_a_statement_timeout_is_typed_on_both_drivers(mode: str, fault_url
     manager = DatabaseManager(fault_url, statement_timeout_ms=100)
     try:
         with pytest.raises(StatementTimeoutError) as caught:
-            if mode == "sync":
-                with manager.get_session() as session:
-                    session.execute(text("SELECT pg_sleep(5)"))
-            else:
-                async with manager.get_async_session() as session:
-                    await session.execute(text("SELECT pg_sleep(5)"))
+            await execute(mode, manager, "SELECT pg_sleep(5)")
         assert not caught.value.retryable
         assert caught.value.__cause__ is not None
         with manager.get_session() as session:
