@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from sqlalchemy import Connection, Dialect, Engine, create_engine, event, inspect, text
@@ -30,12 +30,14 @@ from sqlalchemy.util import greenlet_spawn
 from sqlalchemy.util.concurrency import in_greenlet
 
 from database import monitoring
-from database.budget import budget_for
+from database.budget import EngineConnections, budget_for
 from database.config import DatabaseSettings, DriverUrls, driver_urls
 from database.exceptions import (
+    OUTCOME_UNKNOWN,
     DatabaseError,
     DatabaseUnavailableError,
     StaleDataError,
+    first_line,
     translate,
     translate_errors,
 )
@@ -74,14 +76,19 @@ class _LoopEngine:
     engine: AsyncEngine
     loop: asyncio.AbstractEventLoop
     sessions: async_sessionmaker[AsyncSession]
-    connections: dict[int, DBAPIConnection] = field(default_factory=dict)
+    connections: EngineConnections
     guard: AsyncGenerator[None, None] | None = None
     disposed: bool = False
 
-    def terminate(self) -> list[DBAPIConnection]:
-        """Close every connection without awaiting (for ``close()`` inside the loop)."""
+    def terminate(self) -> None:
+        """Close the idle connections without awaiting (for ``close()`` inside the loop).
+
+        Those in use by other tasks are closed as they come back (the engine is
+        retired), so that no task is left waiting on a connection closed under it.
+        """
         dialect = self.engine.dialect
-        connections = list(self.connections.values())
+        self.connections.retired = True
+        connections = self.connections.idle()
 
         def terminate_all() -> None:
             for connection in connections:
@@ -96,13 +103,15 @@ class _LoopEngine:
             worker.join()
         else:
             terminate_all()  # asyncpg: a synchronous abort of the socket
+        for connection in connections:
+            self.connections.closed(connection)
         self.engine.sync_engine.dispose(close=False)
         self.disposed = True
-        return connections
 
     async def dispose(self) -> None:
         if not self.disposed:
             self.disposed = True
+            self.connections.retired = True  # those in use close as they come back
             await self.engine.dispose()
 
 
@@ -134,11 +143,10 @@ class DatabaseManager:
         self._options = options
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
-        self._sync_connections: dict[int, DBAPIConnection] = {}
+        self._sync_connections: EngineConnections | None = None
         self._loops: dict[asyncio.AbstractEventLoop, _LoopEngine] = {}
         self._lock = threading.Lock()
         self._budget = budget_for(self.urls.safe())
-        self._budget.add_reclaimer(self)
         self.checkouts = 0
         self.checkouts_at_capacity = 0
         self._checked_out = 0
@@ -168,10 +176,10 @@ class DatabaseManager:
         s = self.settings
         return {
             "echo": s.echo,
+            # Each pool queues its own callers up to the budget; the budget
+            # (database.budget) caps all the pools of the process together.
             "pool_size": s.pool_size,
-            # The budget (shared by every engine) is the limit, and its wait the
-            # timeout: a pool never refuses a connection on its own count.
-            "max_overflow": -1,
+            "max_overflow": s.max_overflow,
             "pool_pre_ping": s.pool_pre_ping,
             "pool_recycle": s.pool_recycle,
             "pool_timeout": s.pool_timeout,
@@ -195,18 +203,15 @@ class DatabaseManager:
             args["options"] = f"-c statement_timeout={s.statement_timeout_ms}"
         return args
 
-    def _prepare(
-        self, engine: Engine, connections: dict[int, DBAPIConnection], *, in_loop: bool
-    ) -> None:
+    def _prepare(self, engine: Engine, connections: EngineConnections) -> None:
         """Connection set-up shared by the sync engine and the async one's sync core."""
-        connect = functools.partial(self._connect, connections=connections, in_loop=in_loop)
-        event.listen(engine, "do_connect", connect)
-        event.listen(engine, "close", lambda conn, _rec: self._closed(connections, conn))
-        event.listen(engine, "close_detached", lambda conn: self._closed(connections, conn))
+        event.listen(engine, "do_connect", functools.partial(self._connect, connections))
+        event.listen(engine, "close", lambda conn, _rec: connections.closed(conn))
+        event.listen(engine, "close_detached", connections.closed)
         event.listen(engine, "before_cursor_execute", _start_timer)
         event.listen(engine, "after_cursor_execute", self._stop_timer)
-        event.listen(engine.pool, "checkout", self._on_checkout)
-        event.listen(engine.pool, "checkin", self._on_checkin)
+        event.listen(engine.pool, "checkout", functools.partial(self._on_checkout, connections))
+        event.listen(engine.pool, "checkin", functools.partial(self._on_checkin, connections))
         if self.urls.is_sqlite:
             event.listen(engine, "connect", self._configure_sqlite)
             # pysqlite's own transaction handling defers BEGIN and breaks
@@ -227,17 +232,17 @@ class DatabaseManager:
 
     def _connect(
         self,
+        connections: EngineConnections,
         dialect: Dialect,
         _record: ConnectionPoolEntry,
         cargs: Any,
         cparams: Any,
-        *,
-        connections: dict[int, DBAPIConnection],
-        in_loop: bool,
     ) -> DBAPIConnection:
         """Open a DBAPI connection within the budget; a failure says where, never the password."""
         s = self.settings
-        if in_loop:
+        # A connection this caller opened before and that never reached it failed in set-up.
+        connections.failed_set_ups(mine=True)
+        if connections.in_loop:
             self._budget.acquire_in_loop(s.pool_size, s.max_overflow, s.pool_timeout)
         else:
             self._budget.acquire(s.pool_size, s.max_overflow, s.pool_timeout)
@@ -248,27 +253,22 @@ class DatabaseManager:
             if not isinstance(error, Exception):
                 raise
             raise self._unavailable(error) from error
-        connections[id(connection)] = connection
+        connections.opened(connection)
         return connection
 
-    def _unavailable(self, error: BaseException, *, retryable: bool = True) -> DatabaseError:
+    def _unavailable(
+        self, error: BaseException | str, *, retryable: bool = True
+    ) -> DatabaseUnavailableError:
+        """The error that names this database (its host and port, or its file)."""
         url = self.urls.sync_url
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = error if isinstance(error, str) else first_line(error)
         if url.password:
             reason = reason.replace(str(url.password), "***")
         if self.urls.is_sqlite:
-            return DatabaseUnavailableError(None, None, f"{url.database}: {reason}")
+            return DatabaseUnavailableError(
+                None, None, f"{url.database}: {reason}", retryable=retryable
+            )
         return DatabaseUnavailableError(url.host, url.port or 5432, reason, retryable=retryable)
-
-    def _closed(self, connections: dict[int, DBAPIConnection], connection: Any) -> None:
-        if connections.pop(id(connection), None) is not None:
-            self._budget.release()
-
-    def _forget(self, connections: dict[int, DBAPIConnection]) -> None:
-        """Release the places of connections dropped without a close event."""
-        for _ in range(len(connections)):
-            self._budget.release()
-        connections.clear()
 
     def reclaim_idle(self) -> None:
         """Close idle pooled connections, so that a caller waiting for the budget can have one.
@@ -276,9 +276,11 @@ class DatabaseManager:
         The sync pool's at once; an async pool's in its own loop (the pool's
         close awaits the driver).
         """
-        engine = self._engine
+        engine, tracked = self._engine, self._sync_connections
         if engine is not None:
             engine.pool.dispose()
+        if tracked is not None:
+            tracked.failed_set_ups(mine=False)
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -286,6 +288,7 @@ class DatabaseManager:
         for slot in list(self._loops.values()):
             if slot.disposed:
                 continue
+            slot.connections.failed_set_ups(mine=False)
             pool = slot.engine.sync_engine.pool
             if slot.loop is running:
                 if in_greenlet():
@@ -307,13 +310,30 @@ class DatabaseManager:
         engines = [self._engine, *(slot.engine.sync_engine for slot in list(self._loops.values()))]
         return [engine.pool for engine in engines if engine is not None]
 
-    def _on_checkin(self, *_: Any) -> None:
-        with self._count_lock:
-            self._checked_out -= 1
+    def _on_checkin(
+        self, connections: EngineConnections, dbapi_connection: Any, record: ConnectionPoolEntry
+    ) -> None:
+        if record.info.pop(_CHECKED_OUT, False):
+            with self._count_lock:
+                self._checked_out -= 1
+        if dbapi_connection is None:
+            return  # invalidated on the way back: already closed
+        connections.checked_in(dbapi_connection)
+        if connections.retired:  # its engine was closed while it was in use
+            record.invalidate()
 
-    def _on_checkout(self, *_: Any) -> None:
-        with self._count_lock:
-            self._checked_out += 1
+    def _on_checkout(
+        self,
+        connections: EngineConnections,
+        dbapi_connection: Any,
+        record: ConnectionPoolEntry,
+        _proxy: Any,
+    ) -> None:
+        connections.checked_out(dbapi_connection)
+        if not record.info.get(_CHECKED_OUT):
+            record.info[_CHECKED_OUT] = True
+            with self._count_lock:
+                self._checked_out += 1
         self.checkouts += 1
         if self._budget.open >= self.connection_budget and not any(
             getattr(pool, "checkedin", lambda: 0)() for pool in self._pools()
@@ -345,8 +365,13 @@ class DatabaseManager:
                     connect_args=self._connect_args(is_async=False),
                     **self._engine_options(),
                 )
-                self._prepare(engine, self._sync_connections, in_loop=False)
+                self._budget.add_reclaimer(self, self.connection_budget)
+                tracked = EngineConnections(
+                    self._budget, engine.dialect.do_terminate, in_loop=False
+                )
+                self._prepare(engine, tracked)
                 self._engine, self._sessions = engine, sessionmaker(engine, expire_on_commit=False)
+                self._sync_connections = tracked
             return self._engine, self._sessions
 
     @property
@@ -367,8 +392,14 @@ class DatabaseManager:
                 connect_args=self._connect_args(is_async=True),
                 **self._engine_options(),
             )
-            slot = _LoopEngine(engine, loop, async_sessionmaker(engine, expire_on_commit=False))
-            self._prepare(engine.sync_engine, slot.connections, in_loop=True)
+            self._budget.add_reclaimer(self, self.connection_budget)
+            tracked = EngineConnections(
+                self._budget, _terminator(engine.dialect, loop), in_loop=True
+            )
+            slot = _LoopEngine(
+                engine, loop, async_sessionmaker(engine, expire_on_commit=False), tracked
+            )
+            self._prepare(engine.sync_engine, tracked)
             slot.guard = self._dispose_when_loop_ends(slot)
             self._loops[loop] = slot
         # Run the guard up to its ``yield`` so that the loop's shutdown_asyncgens()
@@ -381,18 +412,19 @@ class DatabaseManager:
             yield
         finally:
             await slot.dispose()
+            slot.connections.forget_all()  # the loop is ending: none can be used again
             self._drop(slot)
 
     def _drop(self, slot: _LoopEngine) -> None:
         if self._loops.get(slot.loop) is slot:
             del self._loops[slot.loop]
-        self._forget(slot.connections)
 
     def _abandon(self, slot: _LoopEngine) -> None:
-        """Drop an engine whose loop is gone; its connections die with their sockets."""
+        """Drop an engine whose loop is closed; its connections die with their sockets."""
         if not slot.disposed:
             slot.disposed = True
             slot.engine.sync_engine.dispose(close=False)
+        slot.connections.forget_all()
         self._drop(slot)
 
     @property
@@ -471,16 +503,12 @@ class DatabaseManager:
         translated = translate(error, where=where)
         if translated is None:
             return None
-        if isinstance(translated, DatabaseUnavailableError) and (
-            at_commit or (translated.host is None and not self.urls.is_sqlite)
-        ):
+        if isinstance(translated, DatabaseUnavailableError):
             # Lost during COMMIT, the outcome is unknown: not safe to run again.
-            translated = self._unavailable(
-                translated.__cause__ or error,
-                retryable=translated.retryable and not at_commit,
-            )
-            if at_commit:
-                translated.args = (f"{translated}; the transaction may or may not have committed",)
+            reason, retryable = translated.reason, translated.retryable and not at_commit
+            if not retryable and OUTCOME_UNKNOWN not in reason:
+                reason += OUTCOME_UNKNOWN
+            translated = self._unavailable(reason, retryable=retryable)
         if isinstance(translated, StaleDataError) and translated.key is None:
             table = translated.table or "?"
             keys = (writing or {}).get(table, [])
@@ -573,29 +601,48 @@ class DatabaseManager:
     ) -> None:
         """Close an engine that belongs to another loop than the running one (if any)."""
         loop = slot.loop
-        if slot.disposed or loop.is_closed():
+        slot.connections.retired = True  # those in use close as they come back
+        if loop.is_closed():
             self._abandon(slot)
+        elif slot.disposed:
+            self._drop(slot)
         elif loop.is_running():  # another thread's loop: close it there
             future = asyncio.run_coroutine_threadsafe(slot.dispose(), loop)
             with contextlib.suppress(Exception):
                 future.result(timeout=self.settings.pool_timeout)
-            self._abandon(slot)
+            self._drop(slot)
         elif running is None:
             loop.run_until_complete(slot.dispose())
             self._drop(slot)
         else:
-            self._abandon(slot)
+            slot.disposed = True
+            slot.engine.sync_engine.dispose(close=False)
+            self._drop(slot)
 
     def _close_sync(self) -> None:
+        self._budget.remove_reclaimer(self)  # until an engine is made again
         with self._lock:
             engine, self._engine, self._sessions = self._engine, None, None
+            tracked, self._sync_connections = self._sync_connections, None
+        if tracked is not None:
+            tracked.retired = True  # those in use close as they come back
         if engine is not None:
             engine.dispose()
-            # Connections still checked out go with the old pool when it is collected.
-            self._forget(self._sync_connections)
 
 
 _TIMER = "database.query_started"
+_CHECKED_OUT = "database.checked_out"  # pool record info: counted as checked out
+
+
+def _terminator(dialect: Dialect, loop: asyncio.AbstractEventLoop) -> Callable[[Any], None]:
+    """Close a loop's connection at once, but only from within that loop."""
+
+    def terminate(connection: Any) -> None:
+        with contextlib.suppress(RuntimeError):
+            if asyncio.get_running_loop() is loop:
+                dialect.do_terminate(connection)
+
+    return terminate
 
 
 def _start_timer(conn: Connection, *_: Any) -> None:
@@ -603,10 +650,14 @@ def _start_timer(conn: Connection, *_: Any) -> None:
 
 
 def _raise(error: BaseException, typed: DatabaseError | None) -> NoReturn:
-    """Raise the typed error with the original as its cause, or the original itself."""
+    """Raise the typed error with the original as its cause, or the original itself.
+
+    When a repository already translated it, the cause is the driver's error.
+    """
     if typed is None or typed is error:
         raise error
-    raise typed from error
+    cause = error.__cause__ if isinstance(error, DatabaseError) and error.__cause__ else error
+    raise typed from cause
 
 
 def _written_keys(session: Session) -> dict[str, list[Any]]:

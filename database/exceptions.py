@@ -48,8 +48,8 @@ class DatabaseUnavailableError(DatabaseError):
     def __init__(
         self, host: str | None, port: int | None, reason: str, *, retryable: bool = True
     ) -> None:
-        where = f"{host}:{port}" if host else "the embedded database"
-        super().__init__(f"database unavailable at {where}: {reason}")
+        where = f" at {host}:{port}" if host else ""
+        super().__init__(f"database unavailable{where}: {reason}")
         self.host = host
         self.port = port
         self.reason = reason
@@ -161,6 +161,10 @@ class AuthenticationError(DatabaseError):
     """Credentials did not match an active user."""
 
 
+class MigrationError(DatabaseError):
+    """Alembic refused: an unknown revision, a schema that differs from the models, ..."""
+
+
 _FORCE_HINT = (
     "export them first, or force it: alembic -x force=true downgrade ..., "
     "buffetbot-db downgrade --force, or database.migrate.downgrade(..., force=True)"
@@ -208,6 +212,7 @@ _UNAVAILABLE_PREFIXES = ("08", "57P", "53300")
 # their classes' names so that no driver has to be installed to import this module.
 _DRIVERS = ("asyncpg", "psycopg", "sqlite3", "aiosqlite")
 _SQLITE_BUSY = ("database is locked", "database table is locked", "database is busy")
+OUTCOME_UNKNOWN = "; the transaction may or may not have committed"
 
 
 def _sqlstate(error: BaseException | None) -> str | None:
@@ -237,12 +242,12 @@ def is_unique_violation(orig: BaseException) -> bool:
     return "UNIQUE constraint failed" in str(orig)
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _integrity(orig: BaseException, model: str, table: FromClause | None) -> DatabaseError:
-    message = _first_line(orig)
+    message = first_line(orig)
     if is_unique_violation(orig):
         field, constraint = _unique_fields(table, str(orig)) if table is not None else ("key", None)
         return DuplicateError(model, field, constraint)
@@ -256,7 +261,7 @@ def _by_state(
     state: str | None, orig: BaseException, model: str, where: tuple[str | None, int | None]
 ) -> DatabaseError | None:
     """Errors told apart by their SQLSTATE (PostgreSQL) or message (SQLite)."""
-    message = _first_line(orig)
+    message = first_line(orig)
     if state == _DEADLOCK:
         return DeadlockError(f"{model}: deadlock detected, this transaction was aborted")
     if state == _SERIALIZATION:
@@ -306,17 +311,27 @@ def translate(
             return orig
         if isinstance(error, sa_exc.IntegrityError):
             return _integrity(orig, model, table)
-        translated = _by_state(_sqlstate(orig), orig, model, where)
-        if translated is not None:
-            return translated
-        lost = isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError) and (
-            _driver_classes(orig)[0] != "sqlite3"  # SQLite's are about the statement
+        state = _sqlstate(orig)
+        translated = _by_state(state, orig, model, where)
+        # Without a SQLSTATE from the server, an operational or interface error
+        # is the client's: the connection is gone (SQLite's are about the statement).
+        lost = (
+            state is None
+            and isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError)
+            and _driver_classes(orig)[0] != "sqlite3"
         )
-        if error.connection_invalidated or lost or "another operation" in str(orig):
-            return DatabaseUnavailableError(*where, _first_line(orig))
-        return QueryError(f"{model}: {_first_line(orig)}")
+        if translated is None and (
+            error.connection_invalidated or lost or _is_broken_connection(orig)
+        ):
+            translated = DatabaseUnavailableError(*where, first_line(orig))
+        if isinstance(translated, DatabaseUnavailableError) and error.statement is None:
+            # No statement: it failed at COMMIT (or ROLLBACK), so whether the
+            # transaction committed is unknown; running it again could apply it twice.
+            reason = first_line(orig) + OUTCOME_UNKNOWN
+            return DatabaseUnavailableError(*where, reason, retryable=False)
+        return translated or QueryError(f"{model}: {first_line(orig)}")
     if isinstance(error, sa_exc.SQLAlchemyError):
-        return QueryError(f"{model}: {_first_line(error)}")
+        return QueryError(f"{model}: {first_line(error)}")
     # Raised by a driver directly: the bare-driver paths (COPY, fast reads).
     driver, names = _driver_classes(error)
     if driver is None:
@@ -328,10 +343,22 @@ def translate(
     if translated is not None:
         return translated
     # asyncpg's InterfaceError covers a closed connection and "another operation
-    # is in progress" on a broken one; psycopg's OperationalError a lost one.
-    if driver != "sqlite3" and {"InterfaceError", "OperationalError"} & names:
-        return DatabaseUnavailableError(*where, _first_line(error))
-    return QueryError(f"{model}: {_first_line(error)}")
+    # is in progress" on a broken one; psycopg's OperationalError without a
+    # SQLSTATE a lost one.
+    lost = (
+        state is None
+        and driver != "sqlite3"
+        and bool({"InterfaceError", "OperationalError"} & names)
+    )
+    if lost or _is_broken_connection(error):
+        return DatabaseUnavailableError(*where, first_line(error))
+    return QueryError(f"{model}: {first_line(error)}")
+
+
+def _is_broken_connection(error: BaseException) -> bool:
+    """asyncpg's state errors on a connection a failure left mid-operation."""
+    text = str(error)
+    return "another operation" in text or "connection was closed" in text
 
 
 def _driver_classes(error: BaseException) -> tuple[str | None, set[str]]:

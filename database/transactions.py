@@ -12,6 +12,7 @@ PostgreSQL it does nothing.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 import time
@@ -74,9 +75,13 @@ def _retry_delay(attempt: int, backoff: float, max_backoff: float) -> float:
     return random.uniform(0, min(max_backoff, backoff * 2**attempt))  # noqa: S311 - not secret
 
 
-def _check_retries(retries: int) -> None:
+def _check_retries(retries: int, backoff: float, max_backoff: float) -> None:
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ValidationError("retries", retries, "must be a whole number >= 0")
+    for name, seconds in (("backoff", backoff), ("max_backoff", max_backoff)):
+        number = isinstance(seconds, int | float) and not isinstance(seconds, bool)
+        if not number or not 0 <= seconds < float("inf"):
+            raise ValidationError(name, seconds, "must be a number of seconds >= 0")
 
 
 def _give_up(error: DatabaseError, attempt: int, retries: int) -> bool:
@@ -102,7 +107,7 @@ def run_transaction(
     errors that are not retryable propagate at once. ``database`` defaults to
     the process-wide manager.
     """
-    _check_retries(retries)
+    _check_retries(retries, backoff, max_backoff)
     manager = _manager(database)
     attempt = 0
     while True:
@@ -125,13 +130,16 @@ async def async_run_transaction(
     database: DatabaseManager | None = None,
 ) -> T:
     """:func:`run_transaction` for async code: ``await fn(session)`` in a fresh AsyncSession."""
-    _check_retries(retries)
+    _check_retries(retries, backoff, max_backoff)
     manager = _manager(database)
     attempt = 0
     while True:
         try:
             async with manager.get_async_session() as session:
-                return await fn(session)
+                result = fn(session)
+                if not inspect.isawaitable(result):
+                    raise ValidationError("fn", fn, "must be an async function (or return one)")
+                return await result
         except DatabaseError as error:
             if _give_up(error, attempt, retries):
                 raise

@@ -80,7 +80,7 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
             update(AnalysisResult)
             .where(*self.criteria.where(filters))
             .where(or_(AnalysisResult.expires_at.is_(None), AnalysisResult.expires_at > now))
-            .values(expires_at=now, updated_at=now)
+            .values(expires_at=now, updated_at=now, version=AnalysisResult.version + 1)
             .execution_options(synchronize_session="fetch")
         )
 

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Delete, Select, Uuid, delete, exists, func, select
 from sqlalchemy import inspect as inspect_instance
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from database.exceptions import (
@@ -119,12 +119,19 @@ class BaseRepository(Generic[ModelT]):
     @contextmanager
     def _writing(self, instance: ModelT) -> Iterator[None]:
         """Translate errors of a flush that writes ``instance``; a stale write names its key."""
+        version_read = instance.__dict__.get("version")
         try:
             with self._translating():
                 yield
         except StaleDataError as error:
             key = inspect_instance(instance).identity
             shown = key[0] if key is not None and len(key) == 1 else key
+            # The failed flush expired the copy, so writing it again would load
+            # the new version and win: a stale copy stays stale instead.
+            if (session := object_session(instance)) is not None:
+                session.expunge(instance)
+            if version_read is not None:
+                set_committed_value(instance, "version", version_read)
             raise StaleDataError(self.model.__tablename__, shown) from error.__cause__
 
     @staticmethod

@@ -371,8 +371,14 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
         key = self.make_cache_key(ticker, data_type, parameters)
         loop = asyncio.get_running_loop()
         calls = _async_calls.setdefault(loop, {})
-        if (pending := calls.get(key)) is not None:
-            return await asyncio.shield(pending)
+        while (pending := calls.get(key)) is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if pending.cancelled() and (task is None or not task.cancelling()):
+                    continue  # the task fetching it was cancelled, not this one: fetch it here
+                raise
         future: asyncio.Future[Any] = loop.create_future()
         calls[key] = future
         try:
@@ -390,6 +396,9 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
                 )
             future.set_result(found)
             return found
+        except asyncio.CancelledError:
+            future.cancel()  # the waiting tasks take over, rather than being cancelled too
+            raise
         except BaseException as error:
             future.set_exception(error)
             future.exception()  # retrieved: no "never retrieved" warning when nobody waited

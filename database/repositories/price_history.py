@@ -46,7 +46,7 @@ from database.prices import (
     staging_rows,
 )
 from database.repositories.base import BaseRepository
-from database.repositories.raw import async_fetch_all, fetch_all
+from database.repositories.raw import async_fetch_all, copy_records, fetch_all
 from database.repositories.upsert import dialect_name
 from database.transactions import begin_write
 from database.types import sqlite_timestamp
@@ -569,7 +569,7 @@ def _write(
     names = ", ".join(columns)
     if dialect == "postgresql":
         if hasattr(driver, "copy_records_to_table"):  # asyncpg, under run_sync
-            await_(driver.copy_records_to_table(table, records=rows, columns=list(columns)))
+            await_(copy_records(driver, table, rows, list(columns)))
             return
         with driver.cursor() as cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
             for row in rows:

@@ -8,6 +8,8 @@ with ``?`` placeholders) through whichever driver the session uses. Under
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import itertools
 import re
@@ -17,6 +19,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.util import await_
+
+from database.exceptions import DatabaseUnavailableError
 
 _PLACEHOLDER = re.compile(r"\?")
 _DRIVER = "database.raw.driver"  # session.info key: (transaction, driver connection, driver name)
@@ -69,3 +73,38 @@ def _numbered(sql: str) -> str:
     """``?`` placeholders as asyncpg's ``$1, $2, ...``."""
     numbers = itertools.count(1)
     return _PLACEHOLDER.sub(lambda _: f"${next(numbers)}", sql)
+
+
+async def copy_records(driver: Any, table: str, records: Sequence[Any], columns: list[str]) -> None:
+    """asyncpg's ``copy_records_to_table``, failing (rather than hanging) if the connection dies.
+
+    asyncpg waits for the socket to drain between chunks of a COPY, and a
+    connection lost while the socket is full never wakes that wait: the COPY
+    would hang forever. Its termination listener does fire, so the COPY is
+    raced against it.
+    """
+    loop = asyncio.get_running_loop()
+    lost: asyncio.Future[None] = loop.create_future()
+
+    def on_lost(_connection: Any) -> None:
+        if not lost.done():
+            lost.set_result(None)
+
+    driver.add_termination_listener(on_lost)
+    copy = asyncio.ensure_future(
+        driver.copy_records_to_table(table, records=records, columns=columns)
+    )
+    try:
+        await asyncio.wait({copy, lost}, return_when=asyncio.FIRST_COMPLETED)
+        if copy.done():
+            copy.result()
+            return
+        copy.cancel()
+        with contextlib.suppress(BaseException):
+            await copy
+        reason = f"the connection was closed in the middle of COPY to {table}"
+        raise DatabaseUnavailableError(None, None, reason)
+    finally:
+        if not copy.done():
+            copy.cancel()
+        driver.remove_termination_listener(on_lost)

@@ -17,7 +17,7 @@ from database.exceptions import (
     ValidationError,
 )
 from database.models import Portfolio, Position, User
-from database.repositories import PortfolioRepository, UserRepository
+from database.repositories import AnalysisRepository, PortfolioRepository, UserRepository
 from tests.conftest import RawSQL
 
 TASKS, INCREMENTS = 20, 100
@@ -240,3 +240,32 @@ def test_run_transaction_retries_only_what_is_safe_to_retry(
     assert len(attempts) == 3
     with pytest.raises(ValidationError):
         run_transaction(always_conflicted, retries=-1, database=db)
+
+
+def test_a_stale_copy_stays_stale_when_written_again(
+    db: DatabaseManager, portfolio: Portfolio, position: Position, sql: RawSQL
+) -> None:
+    portfolios = PortfolioRepository()
+    with db.get_session() as session:
+        mine = portfolios.positions.get_by_id(session, position.id)
+    assert mine is not None
+    with db.get_session() as session:
+        portfolios.adjust_position(session, portfolio.id, "AAPL", shares=5)
+    for _ in range(2):  # the decision was made on stale data: it never wins
+        with pytest.raises(StaleDataError), db.get_session() as session:
+            portfolios.positions.update(session, mine, shares=11)
+    assert stored_shares(sql, position) == 5
+
+
+def test_invalidating_analyses_makes_copies_read_before_stale(
+    db: DatabaseManager, sql: RawSQL
+) -> None:
+    analyses = AnalysisRepository()
+    with db.get_session() as session:
+        result = analyses.save(session, ticker="AAPL", analysis_type="risk_analysis")
+    with db.get_session() as session:
+        assert analyses.invalidate(session, ticker="AAPL") == 1
+    assert sql.scalar("SELECT version FROM analysis_results") == 2
+    with pytest.raises(StaleDataError), db.get_session() as session:
+        analyses.update(session, result, summary="still valid, surely")
+    assert sql.scalar("SELECT summary FROM analysis_results") is None

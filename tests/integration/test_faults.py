@@ -14,23 +14,25 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
-from database import DatabaseManager, migrate
+from database import DatabaseManager, async_run_transaction, migrate, run_transaction
 from database.exceptions import (
     DatabaseError,
     DatabaseUnavailableError,
     DeadlockError,
     PoolExhaustedError,
+    QueryError,
     StatementTimeoutError,
 )
 from database.models import User
-from database.repositories import PriceHistoryRepository, UserRepository
+from database.repositories import MarketDataRepository, PriceHistoryRepository, UserRepository
 from tests.conftest import recreate_database
 from tests.pg_server import ThrowawayPostgres, throwaway_server
 
@@ -485,3 +487,158 @@ async def test_a_stopped_server_fails_fast_and_typed(
     with manager.get_session() as session:
         assert session.execute(text("SELECT 1")).scalar() == 1
     await manager.aclose()
+
+
+# -- what an attack on the first version found -------------------------------------------
+
+
+def test_a_connection_that_fails_in_set_up_gives_its_place_back(
+    fault_url: str, app_name: str
+) -> None:
+    manager = DatabaseManager(
+        fault_url, application_name=app_name, pool_size=1, max_overflow=1, pool_timeout=1
+    )
+    failures = 3
+
+    def fail_in_set_up(dbapi_connection: Any, _record: Any) -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise RuntimeError("set-up interrupted")
+
+    event.listen(manager.engine, "connect", fail_in_set_up)
+    for _ in range(3):
+        with pytest.raises(RuntimeError), manager.get_session() as session:
+            session.execute(text("SELECT 1"))
+    # Three connections were opened and never handed out: none may hold a place.
+    with manager.get_session() as session:
+        assert session.execute(text("SELECT 1")).scalar() == 1
+    assert manager.open_connections == 1
+    assert len(backends_of(fault_url, app_name)) == 1
+    manager.close()
+    assert manager.open_connections == 0
+
+
+def test_closing_while_sessions_are_in_use_never_exceeds_the_budget(
+    fault_url: str, app_name: str
+) -> None:
+    manager = DatabaseManager(
+        fault_url, application_name=app_name, pool_size=1, max_overflow=0, pool_timeout=5
+    )
+    peak = 0
+    for _ in range(4):
+        busy = threading.Thread(target=execute_sync, args=(manager, "SELECT pg_sleep(0.3)"))
+        busy.start()
+        time.sleep(0.1)
+        manager.close()  # under the running session's feet
+        peak = max(peak, len(backends_of(fault_url, app_name)))
+        busy.join()
+        with manager.get_session() as session:  # the same manager opens a new pool
+            session.execute(text("SELECT 1"))
+            peak = max(peak, len(backends_of(fault_url, app_name)))
+    manager.close()
+    assert peak == 1
+    assert backends_of(fault_url, app_name) == []  # closed as they came back, not left to GC
+    assert manager.open_connections == 0
+
+
+def execute_sync(manager: DatabaseManager, statement: str) -> None:
+    with manager.get_session() as session:
+        session.execute(text(statement))
+
+
+@pytest.mark.usefixtures("slow_commit")
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_commit_lost_inside_the_block_is_not_run_again(
+    mode: str, manager: DatabaseManager, fault_url: str, app_name: str
+) -> None:
+    attempts: list[int] = []
+    insert = text("INSERT INTO commit_probe VALUES (1)")
+
+    def sync_unit(session: Any) -> None:
+        attempts.append(1)
+        with session.begin():  # commits inside the block, as the seed's samples do
+            session.execute(insert)
+
+    async def async_unit(session: Any) -> None:
+        attempts.append(1)
+        async with session.begin():
+            await session.execute(insert)
+
+    killer = killing_soon(fault_url, app_name, "COMMIT")
+    with pytest.raises(DatabaseUnavailableError) as caught:
+        if mode == "sync":
+            await asyncio.to_thread(run_transaction, sync_unit, retries=3, database=manager)
+        else:
+            await async_run_transaction(async_unit, retries=3, database=manager)
+    killer.join()
+    assert caught.value.retryable is False
+    assert attempts == [1]
+
+
+async def test_a_killed_connection_under_a_bare_driver_read_is_unavailable(
+    manager: DatabaseManager, fault_url: str, app_name: str
+) -> None:
+    cache = MarketDataRepository()
+    async with manager.get_async_session() as session:
+        await cache.async_cache_market_data(session, "AAPL", "stock_info", {"price": 1})
+    with pytest.raises(DatabaseError) as caught:
+        async with manager.get_async_session() as session:
+            assert await cache.async_get_cached_data(session, "AAPL", "stock_info")
+            await asyncio.to_thread(kill, fault_url, app_name)
+            await cache.async_get_cached_data(session, "AAPL", "stock_info")
+    assert_unavailable(caught.value)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_server_error_is_not_mistaken_for_a_lost_connection(
+    mode: str, manager: DatabaseManager
+) -> None:
+    # 55000 (object not in prerequisite state): psycopg raises it as an OperationalError.
+    with pytest.raises(QueryError) as caught:
+        await execute(mode, manager, "SELECT currval(pg_get_serial_sequence('x', 'y'))")
+    with pytest.raises(QueryError) as caught:
+        if mode == "sync":
+            with manager.get_session() as session:
+                session.execute(text("CREATE TEMPORARY SEQUENCE probe"))
+                session.execute(text("SELECT currval('probe')"))
+        else:
+            async with manager.get_async_session() as session:
+                await session.execute(text("CREATE TEMPORARY SEQUENCE probe"))
+                await session.execute(text("SELECT currval('probe')"))
+    assert not caught.value.retryable
+
+
+@pytest.mark.parametrize("mode", ["threads", "tasks"])
+async def test_waiting_callers_are_served_in_turn_not_starved(mode: str, fault_url: str) -> None:
+    manager = DatabaseManager(fault_url, pool_size=2, max_overflow=2, pool_timeout=5)
+    statement = "SELECT pg_sleep(0.02)"
+
+    async def task() -> None:
+        for _ in range(5):
+            await execute("async", manager, statement)
+
+    def thread() -> None:
+        for _ in range(5):
+            execute_sync(manager, statement)
+
+    try:
+        if mode == "tasks":
+            await asyncio.gather(*(task() for _ in range(16)))
+        else:
+            await asyncio.gather(*(asyncio.to_thread(thread) for _ in range(16)))
+    finally:
+        await manager.aclose()
+    assert manager.open_connections == 0
+
+
+def test_a_small_pool_for_a_migration_is_not_blocked_by_a_busy_application(
+    fault_url: str,
+) -> None:
+    application = DatabaseManager(fault_url, pool_size=2, max_overflow=0, pool_timeout=1)
+    try:
+        with application.get_session() as session:
+            session.execute(text("SELECT 1"))  # holds one of the application's connections
+            assert migrate.current_revision(fault_url) == migrate.head_revision()
+    finally:
+        application.close()

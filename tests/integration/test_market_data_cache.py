@@ -168,3 +168,29 @@ async def test_hits_keep_working_across_commits_and_rollbacks_of_one_session(
         assert await cache.async_get_cached_data(session, "AAPL", "news") == {"n": 2}
         await session.rollback()
         assert await cache.async_get_cached_data(session, "AAPL", "news") == {"n": 1}
+
+
+async def test_a_cancelled_fetching_task_does_not_cancel_those_waiting_for_it(
+    db: DatabaseManager, sql: RawSQL
+) -> None:
+    calls: list[int] = []
+
+    async def fetch() -> dict[str, int]:
+        calls.append(1)
+        await asyncio.sleep(0.2)
+        return {"price": len(calls)}
+
+    async def ask() -> object:
+        async with db.get_async_session() as session:
+            return await cache.async_get_or_fetch(session, "AAPL", "stock_info", fetch)
+
+    first = asyncio.create_task(ask())
+    await asyncio.sleep(0.05)  # the first task is fetching
+    waiting = [asyncio.create_task(ask()) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    first.cancel()
+    results = await asyncio.gather(*waiting)
+    assert first.cancelled()
+    assert results == [{"price": 2}] * 3  # one of them fetched again; the others shared it
+    assert len(calls) == 2
+    assert sql.count("market_data_cache") == 1
