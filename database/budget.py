@@ -26,7 +26,9 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from sqlalchemy.pool import Pool, QueuePool
 from sqlalchemy.util import await_
+from sqlalchemy.util import queue as sqla_queue
 
 from database.exceptions import PoolExhaustedError
 
@@ -37,7 +39,7 @@ _POLL_FIRST, _POLL_MAX = 0.002, 0.05
 class Reclaimer(Protocol):
     """What a budget needs of a connection owner (the DatabaseManager)."""
 
-    def reclaim_idle(self) -> None: ...
+    def reclaim_idle(self, waiting: EngineConnections | None) -> None: ...
 
 
 class ConnectionBudget:
@@ -82,12 +84,18 @@ class ConnectionBudget:
             self._open = max(0, self._open - 1)
             self._condition.notify_all()
 
-    def _reclaim(self) -> None:
+    def _reclaim(self, waiting: EngineConnections | None) -> None:
         for reclaimer in list(self._reclaimers.keys()):
-            reclaimer.reclaim_idle()
+            reclaimer.reclaim_idle(waiting)
 
     def _wait(
-        self, limit: int, timeout: float, sleep: Callable[[float], None], *, blocking: bool
+        self,
+        limit: int,
+        timeout: float,
+        sleep: Callable[[float], None],
+        *,
+        blocking: bool,
+        waiting: EngineConnections | None,
     ) -> bool:
         """Wait in line for a place; False when ``timeout`` passed first."""
         with self._condition:
@@ -99,7 +107,7 @@ class ConnectionBudget:
         delay = _POLL_FIRST
         try:
             while True:
-                self._reclaim()
+                self._reclaim(waiting)
                 with self._condition:
                     if self._take(limit, ticket):
                         return True
@@ -117,21 +125,36 @@ class ConnectionBudget:
                     self._queue.remove(ticket)
                     self._condition.notify_all()
 
-    def acquire(self, pool_size: int, max_overflow: int, timeout: float) -> None:
-        """Take one connection's place, waiting (blocking the thread) up to ``timeout``."""
-        if not self._wait(
-            self._limit(pool_size + max_overflow), timeout, time.sleep, blocking=True
-        ):
+    def acquire(
+        self,
+        pool_size: int,
+        max_overflow: int,
+        timeout: float,
+        waiting: EngineConnections | None = None,
+    ) -> None:
+        """Take one connection's place, waiting (blocking the thread) up to ``timeout``.
+
+        ``waiting``: the engine that asks (its own idle connections are not reclaimed).
+        """
+        limit = self._limit(pool_size + max_overflow)
+        if not self._wait(limit, timeout, time.sleep, blocking=True, waiting=waiting):
             raise PoolExhaustedError(pool_size, max_overflow, timeout)
 
-    def acquire_in_loop(self, pool_size: int, max_overflow: int, timeout: float) -> None:
+    def acquire_in_loop(
+        self,
+        pool_size: int,
+        max_overflow: int,
+        timeout: float,
+        waiting: EngineConnections | None = None,
+    ) -> None:
         """:meth:`acquire` for an async engine: waits with ``asyncio.sleep``, never blocking
         the event loop (it runs inside SQLAlchemy's greenlet, so it may await)."""
 
         def sleep(seconds: float) -> None:
             await_(asyncio.sleep(seconds))
 
-        if not self._wait(self._limit(pool_size + max_overflow), timeout, sleep, blocking=False):
+        limit = self._limit(pool_size + max_overflow)
+        if not self._wait(limit, timeout, sleep, blocking=False, waiting=waiting):
             raise PoolExhaustedError(pool_size, max_overflow, timeout)
 
 
@@ -230,6 +253,27 @@ class EngineConnections:
             self._in_use.clear()
         for _ in range(count):
             self.budget.release()
+
+
+def close_idle(pool: Pool) -> None:
+    """Close a queue pool's idle connections, keeping its count of connections right.
+
+    ``Pool.dispose()`` would close them too, but it also resets the pool's
+    count of open connections, letting it open more than its size while the
+    others are in use; this does what the pool itself does with a connection
+    returned to a full queue (close it, count it gone).
+    """
+    if not isinstance(pool, QueuePool):
+        return
+    while True:
+        try:
+            record = pool._pool.get(False)
+        except sqla_queue.Empty:  # SQLAlchemy's own queue, not the standard library's
+            return
+        try:
+            record.close()
+        finally:
+            pool._dec_overflow()
 
 
 _budgets: dict[str, ConnectionBudget] = {}

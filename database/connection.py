@@ -30,7 +30,7 @@ from sqlalchemy.util import greenlet_spawn
 from sqlalchemy.util.concurrency import in_greenlet
 
 from database import monitoring
-from database.budget import EngineConnections, budget_for
+from database.budget import EngineConnections, budget_for, close_idle
 from database.config import DatabaseSettings, DriverUrls, driver_urls
 from database.exceptions import (
     OUTCOME_UNKNOWN,
@@ -243,9 +243,9 @@ class DatabaseManager:
         # A connection this caller opened before and that never reached it failed in set-up.
         connections.failed_set_ups(mine=True)
         if connections.in_loop:
-            self._budget.acquire_in_loop(s.pool_size, s.max_overflow, s.pool_timeout)
+            self._budget.acquire_in_loop(s.pool_size, s.max_overflow, s.pool_timeout, connections)
         else:
-            self._budget.acquire(s.pool_size, s.max_overflow, s.pool_timeout)
+            self._budget.acquire(s.pool_size, s.max_overflow, s.pool_timeout, connections)
         try:
             connection = dialect.connect(*cargs, **cparams)
         except BaseException as error:
@@ -270,31 +270,31 @@ class DatabaseManager:
             )
         return DatabaseUnavailableError(url.host, url.port or 5432, reason, retryable=retryable)
 
-    def reclaim_idle(self) -> None:
+    def reclaim_idle(self, waiting: EngineConnections | None = None) -> None:
         """Close idle pooled connections, so that a caller waiting for the budget can have one.
 
-        The sync pool's at once; an async pool's in its own loop (the pool's
-        close awaits the driver).
+        Not those of the engine that waits (it has none idle, or it would not
+        wait). The sync pool's at once; an async pool's in its own loop (closing
+        awaits the driver).
         """
         engine, tracked = self._engine, self._sync_connections
-        if engine is not None:
-            engine.pool.dispose()
-        if tracked is not None:
+        if engine is not None and tracked is not None and tracked is not waiting:
             tracked.failed_set_ups(mine=False)
+            close_idle(engine.pool)
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         for slot in list(self._loops.values()):
-            if slot.disposed:
+            if slot.disposed or slot.connections is waiting:
                 continue
             slot.connections.failed_set_ups(mine=False)
             pool = slot.engine.sync_engine.pool
             if slot.loop is running:
                 if in_greenlet():
-                    pool.dispose()
+                    close_idle(pool)
             elif slot.loop.is_running():
-                asyncio.run_coroutine_threadsafe(greenlet_spawn(pool.dispose), slot.loop)
+                asyncio.run_coroutine_threadsafe(greenlet_spawn(close_idle, pool), slot.loop)
 
     def _stop_timer(self, conn: Connection, _cursor: Any, statement: str, *_: Any) -> None:
         started = conn.info.get(_TIMER)

@@ -299,7 +299,7 @@ async def test_past_the_budget_callers_wait_then_get_a_typed_pool_error(fault_ur
                 async with manager.get_async_session() as session:
                     await session.execute(text("SELECT 1"))
             waited = time.monotonic() - started
-            with pytest.raises(PoolExhaustedError), manager.engine.connect() as other:
+            with pytest.raises(PoolExhaustedError), manager.get_session() as other:
                 other.execute(text("SELECT 1"))  # the sync pool's own second connection
         assert waited >= 0.3
         assert (caught.value.pool_size, caught.value.max_overflow) == (1, 0)
