@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import sqlite3
 import statistics
 import sys
@@ -282,6 +283,8 @@ async def bench_cache_hits(url: str, backend: str, rounds: int, hits: int = 20_0
 
 
 def main() -> None:
+    # A million-bar merge is slow by design: keep the slow-query log out of the figures.
+    logging.getLogger("database").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

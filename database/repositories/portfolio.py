@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import uuid
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
 from sqlalchemy import Insert, Select, select
@@ -73,9 +73,11 @@ class Trade:
             if held == 0:
                 position.average_cost = self.price
             elif position.average_cost is not None:  # an unknown cost stays unknown
-                total = held * position.average_cost + self.shares * self.price
-                places = Decimal(1).scaleb(-MONEY.scale)
-                position.average_cost = (total / after).quantize(places, ROUND_HALF_UP)
+                # Exact products (up to 18 + 18 digits) before the one rounding, half up.
+                with localcontext(prec=60):
+                    total = held * position.average_cost + self.shares * self.price
+                    places = Decimal(1).scaleb(-MONEY.scale)
+                    position.average_cost = (total / after).quantize(places, ROUND_HALF_UP)
         position.shares = after
 
 
