@@ -252,7 +252,9 @@ def _integrity(orig: BaseException, model: str, table: FromClause | None) -> Dat
         field, constraint = _unique_fields(table, str(orig)) if table is not None else ("key", None)
         return DuplicateError(model, field, constraint)
     name = None
-    if match := (_SQLITE_CHECK.search(message) or _CONSTRAINT_NAME.search(message)):
+    if "FOREIGN KEY constraint failed" in message:
+        name = None  # SQLite does not say which
+    elif match := (_SQLITE_CHECK.search(message) or _CONSTRAINT_NAME.search(message)):
         name = match["name"]
     return IntegrityError(f"{model}: {message}", name)
 
@@ -300,6 +302,9 @@ def translate(
     if isinstance(error, orm_exc.StaleDataError):
         match = _STALE_TABLE.search(str(error))
         return StaleDataError(match["table"] if match else model, None)
+    if isinstance(error, orm_exc.ObjectDeletedError):  # a stale copy of a row since deleted
+        name = table.name if isinstance(table, Table) else model
+        return StaleDataError(name, None)
     if isinstance(error, sa_exc.TimeoutError):  # the pool's own limit
         if match := _POOL_LIMIT.search(str(error)):
             size, overflow = int(match["size"]), max(0, int(match["overflow"]))

@@ -113,7 +113,12 @@ def run_transaction(
     while True:
         try:
             with manager.get_session() as session:
-                return fn(session)
+                result = fn(session)
+                if inspect.isawaitable(result):
+                    if inspect.iscoroutine(result):
+                        result.close()  # never awaited: say so, rather than warn later
+                    raise ValidationError("fn", fn, "is async: use async_run_transaction")
+                return result
         except DatabaseError as error:
             if _give_up(error, attempt, retries):
                 raise

@@ -269,3 +269,26 @@ def test_invalidating_analyses_makes_copies_read_before_stale(
     with pytest.raises(StaleDataError), db.get_session() as session:
         analyses.update(session, result, summary="still valid, surely")
     assert sql.scalar("SELECT summary FROM analysis_results") is None
+
+
+def test_a_stale_copy_of_a_deleted_row_stays_stale(
+    db: DatabaseManager, position: Position, sql: RawSQL
+) -> None:
+    positions = PortfolioRepository().positions
+    with db.get_session() as session:
+        mine = positions.get_by_id(session, position.id)
+    assert mine is not None
+    sql.execute("DELETE FROM positions")
+    for _ in range(2):
+        with pytest.raises(StaleDataError) as caught, db.get_session() as session:
+            positions.update(session, mine, shares=11)
+        assert caught.value.table == "positions"
+    assert sql.count("positions") == 0
+
+
+def test_run_transaction_refuses_an_async_function(db: DatabaseManager) -> None:
+    async def unit(session: object) -> None:
+        raise AssertionError("never run")
+
+    with pytest.raises(ValidationError, match="async_run_transaction"):
+        run_transaction(unit, database=db)
