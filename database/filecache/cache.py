@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, select
 
 from database import codec
 from database.connection import DatabaseManager
+from database.exceptions import ValidationError
 from database.filecache.files import (
     DEFAULT_EXPIRATION,
     SUFFIX,
@@ -61,6 +62,11 @@ class FileCache:
         self.default_expiration = default_expiration
 
     def _path(self, key: str) -> Path:
+        """The key's file, which must lie in the cache folder itself: a key is a file name."""
+        if not isinstance(key, str) or not key or key in (".", ".."):
+            raise ValidationError("key", key, "must be a non-empty file name")
+        if any(bad in key for bad in ("/", "\\", "\0")) or Path(key).is_absolute():
+            raise ValidationError("key", key, "must not name another folder (no / or \\)")
         return self.directory / f"{key}{SUFFIX}"
 
     def get(self, key: str, expiration: float | None = None) -> Any:
