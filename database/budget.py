@@ -88,16 +88,13 @@ class ConnectionBudget:
         for reclaimer in list(self._reclaimers.keys()):
             reclaimer.reclaim_idle(waiting)
 
-    def _wait(
-        self,
-        limit: int,
-        timeout: float,
-        sleep: Callable[[float], None],
-        *,
-        blocking: bool,
-        waiting: EngineConnections | None,
-    ) -> bool:
-        """Wait in line for a place; False when ``timeout`` passed first."""
+    def _wait(self, limit: int, timeout: float, waiting: EngineConnections) -> bool:
+        """Wait in line for a place; False when ``timeout`` passed first.
+
+        A thread blocks on the lock's condition; an event loop's engine (inside
+        SQLAlchemy's greenlet, so it may await) sleeps with ``asyncio.sleep``
+        instead, never blocking its loop.
+        """
         with self._condition:
             if self._take(limit, None):
                 return True
@@ -114,10 +111,10 @@ class ConnectionBudget:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return False
-                    if blocking:
+                    if not waiting.in_loop:
                         self._condition.wait(min(remaining, _POLL_MAX))
                         continue
-                sleep(min(delay, remaining))
+                await_(asyncio.sleep(min(delay, remaining)))
                 delay = min(delay * 2, _POLL_MAX)
         finally:
             with self._condition:
@@ -126,35 +123,11 @@ class ConnectionBudget:
                     self._condition.notify_all()
 
     def acquire(
-        self,
-        pool_size: int,
-        max_overflow: int,
-        timeout: float,
-        waiting: EngineConnections | None = None,
+        self, pool_size: int, max_overflow: int, timeout: float, waiting: EngineConnections
     ) -> None:
-        """Take one connection's place, waiting (blocking the thread) up to ``timeout``.
-
-        ``waiting``: the engine that asks (its own idle connections are not reclaimed).
-        """
-        limit = self._limit(pool_size + max_overflow)
-        if not self._wait(limit, timeout, time.sleep, blocking=True, waiting=waiting):
-            raise PoolExhaustedError(pool_size, max_overflow, timeout)
-
-    def acquire_in_loop(
-        self,
-        pool_size: int,
-        max_overflow: int,
-        timeout: float,
-        waiting: EngineConnections | None = None,
-    ) -> None:
-        """:meth:`acquire` for an async engine: waits with ``asyncio.sleep``, never blocking
-        the event loop (it runs inside SQLAlchemy's greenlet, so it may await)."""
-
-        def sleep(seconds: float) -> None:
-            await_(asyncio.sleep(seconds))
-
-        limit = self._limit(pool_size + max_overflow)
-        if not self._wait(limit, timeout, sleep, blocking=False, waiting=waiting):
+        """Take one connection's place for the engine ``waiting`` (whose own idle
+        connections are not reclaimed), waiting its turn up to ``timeout``."""
+        if not self._wait(self._limit(pool_size + max_overflow), timeout, waiting):
             raise PoolExhaustedError(pool_size, max_overflow, timeout)
 
 

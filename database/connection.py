@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from sqlalchemy import Connection, Dialect, Engine, create_engine, event, inspect, text
@@ -242,10 +242,7 @@ class DatabaseManager:
         s = self.settings
         # A connection this caller opened before and that never reached it failed in set-up.
         connections.failed_set_ups(mine=True)
-        if connections.in_loop:
-            self._budget.acquire_in_loop(s.pool_size, s.max_overflow, s.pool_timeout, connections)
-        else:
-            self._budget.acquire(s.pool_size, s.max_overflow, s.pool_timeout, connections)
+        self._budget.acquire(s.pool_size, s.max_overflow, s.pool_timeout, connections)
         try:
             connection = dialect.connect(*cargs, **cparams)
         except BaseException as error:
@@ -442,23 +439,15 @@ class DatabaseManager:
         Every database error leaving the block is one of :mod:`database.exceptions`.
         """
         async with self._loop_engine().sessions() as session:
+            ending = _Ending()
             try:
                 yield session
-            except BaseException as error:
-                typed = self._typed(error, session.sync_session)
-                await _quietly(session.rollback())
-                _raise(error, typed)
-            writing = _written_keys(session.sync_session)
-            try:
+                ending.flushing(session.sync_session)
                 await session.flush()
-            except Exception as error:
-                typed = self._typed(error, session.sync_session, writing)
-                await _quietly(session.rollback())
-                _raise(error, typed)
-            try:
+                ending.committing()
                 await session.commit()
-            except Exception as error:
-                typed = self._typed(error, session.sync_session, at_commit=True)
+            except BaseException as error:
+                typed = self._typed(error, ending)
                 await _quietly(session.rollback())
                 _raise(error, typed)
 
@@ -467,34 +456,19 @@ class DatabaseManager:
         """The sync counterpart of :meth:`get_async_session`."""
         _, sessions = self._sync()
         with sessions() as session:
+            ending = _Ending()
             try:
                 yield session
-            except BaseException as error:
-                typed = self._typed(error, session)
-                _quietly_sync(session.rollback)
-                _raise(error, typed)
-            writing = _written_keys(session)
-            try:
+                ending.flushing(session)
                 session.flush()
-            except Exception as error:
-                typed = self._typed(error, session, writing)
-                _quietly_sync(session.rollback)
-                _raise(error, typed)
-            try:
+                ending.committing()
                 session.commit()
-            except Exception as error:
-                typed = self._typed(error, session, at_commit=True)
+            except BaseException as error:
+                typed = self._typed(error, ending)
                 _quietly_sync(session.rollback)
                 _raise(error, typed)
 
-    def _typed(
-        self,
-        error: BaseException,
-        session: Session,
-        writing: dict[str, list[Any]] | None = None,
-        *,
-        at_commit: bool = False,
-    ) -> DatabaseError | None:
+    def _typed(self, error: BaseException, ending: _Ending) -> DatabaseError | None:
         """``error`` as the package's own, naming this server; None if it is not a database's."""
         if not isinstance(error, Exception):
             return None  # cancellation, KeyboardInterrupt: not ours to change
@@ -505,13 +479,13 @@ class DatabaseManager:
             return None
         if isinstance(translated, DatabaseUnavailableError):
             # Lost during COMMIT, the outcome is unknown: not safe to run again.
-            reason, retryable = translated.reason, translated.retryable and not at_commit
+            reason, retryable = translated.reason, translated.retryable and not ending.at_commit
             if not retryable and OUTCOME_UNKNOWN not in reason:
                 reason += OUTCOME_UNKNOWN
             translated = self._unavailable(reason, retryable=retryable)
         if isinstance(translated, StaleDataError) and translated.key is None:
             table = translated.table or "?"
-            keys = (writing or {}).get(table, [])
+            keys = ending.writing.get(table, [])
             translated = StaleDataError(table, keys[0] if len(keys) == 1 else None)
         return translated
 
@@ -658,6 +632,20 @@ def _raise(error: BaseException, typed: DatabaseError | None) -> NoReturn:
         raise error
     cause = error.__cause__ if isinstance(error, DatabaseError) and error.__cause__ else error
     raise typed from cause
+
+
+@dataclass
+class _Ending:
+    """How far a session block got: the body, its last flush (and what that wrote), COMMIT."""
+
+    writing: dict[str, list[Any]] = field(default_factory=dict)
+    at_commit: bool = False
+
+    def flushing(self, session: Session) -> None:
+        self.writing = _written_keys(session)
+
+    def committing(self) -> None:
+        self.at_commit = True
 
 
 def _written_keys(session: Session) -> dict[str, list[Any]]:

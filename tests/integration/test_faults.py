@@ -121,13 +121,20 @@ def assert_unavailable(error: BaseException, *, retryable: bool = True) -> None:
     assert "127.0.0.1" in str(error)
 
 
-async def execute(mode: str, manager: DatabaseManager, statement: str) -> None:
-    """Run one statement in a session of the sync or the async form, and commit."""
-    if mode == "sync":
-        with manager.get_session() as session:
+def execute_sync(manager: DatabaseManager, *statements: str) -> None:
+    """Run statements in one session of the sync form, and commit."""
+    with manager.get_session() as session:
+        for statement in statements:
             session.execute(text(statement))
-    else:
-        async with manager.get_async_session() as session:
+
+
+async def execute(mode: str, manager: DatabaseManager, *statements: str) -> None:
+    """Run statements in one session of the sync or the async form, and commit."""
+    if mode == "sync":
+        execute_sync(manager, *statements)
+        return
+    async with manager.get_async_session() as session:
+        for statement in statements:
             await session.execute(text(statement))
 
 
@@ -542,11 +549,6 @@ def test_closing_while_sessions_are_in_use_never_exceeds_the_budget(
     assert manager.open_connections == 0
 
 
-def execute_sync(manager: DatabaseManager, statement: str) -> None:
-    with manager.get_session() as session:
-        session.execute(text(statement))
-
-
 @pytest.mark.usefixtures("slow_commit")
 @pytest.mark.parametrize("mode", ["sync", "async"])
 async def test_a_commit_lost_inside_the_block_is_not_run_again(
@@ -598,14 +600,7 @@ async def test_a_server_error_is_not_mistaken_for_a_lost_connection(
     with pytest.raises(QueryError) as caught:
         await execute(mode, manager, "SELECT currval(pg_get_serial_sequence('x', 'y'))")
     with pytest.raises(QueryError) as caught:
-        if mode == "sync":
-            with manager.get_session() as session:
-                session.execute(text("CREATE TEMPORARY SEQUENCE probe"))
-                session.execute(text("SELECT currval('probe')"))
-        else:
-            async with manager.get_async_session() as session:
-                await session.execute(text("CREATE TEMPORARY SEQUENCE probe"))
-                await session.execute(text("SELECT currval('probe')"))
+        await execute(mode, manager, "CREATE TEMPORARY SEQUENCE probe", "SELECT currval('probe')")
     assert not caught.value.retryable
 
 
