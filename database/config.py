@@ -51,6 +51,8 @@ class DatabaseSettings(BaseSettings):
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
     slow_query_ms: float = Field(default=500.0, gt=0)
     statement_timeout_ms: int = Field(default=0, ge=0)  # 0: statements may run as long as they need
+    # PostgreSQL row-level security on the user-owned tables (migration 0004).
+    row_security: bool = False
 
     @classmethod
     def from_env(cls, **overrides: Any) -> DatabaseSettings:

@@ -29,7 +29,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.util import greenlet_spawn
 from sqlalchemy.util.concurrency import in_greenlet
 
-from database import monitoring
+from database import monitoring, ownership
 from database.budget import EngineConnections, budget_for, close_idle
 from database.config import DatabaseSettings, DriverUrls, driver_urls
 from database.exceptions import (
@@ -42,6 +42,7 @@ from database.exceptions import (
     translate_errors,
 )
 from database.models import Base
+from database.row_security import WALL, RowSecurity
 from database.transactions import sqlite_begin
 
 logger = logging.getLogger(__name__)
@@ -147,6 +148,15 @@ class DatabaseManager:
         self._loops: dict[asyncio.AbstractEventLoop, _LoopEngine] = {}
         self._lock = threading.Lock()
         self._budget = budget_for(self.urls.safe())
+        self._wall: RowSecurity | None = None
+        if self.settings.row_security:
+            if self.urls.is_sqlite:
+                logger.warning(
+                    "DB_ROW_SECURITY=on has no effect on SQLite, which has no row-level "
+                    "security: the repositories' ownership checks are its only wall"
+                )
+            else:
+                self._wall = RowSecurity(self.urls.safe())
         self.checkouts = 0
         self.checkouts_at_capacity = 0
         self._checked_out = 0
@@ -431,14 +441,25 @@ class DatabaseManager:
 
     # -- sessions --------------------------------------------------------------
 
+    def _open_for(self, session: Session, user_id: Any, system: bool) -> None:
+        ownership.bind(session.info, user_id=user_id, system=system)
+        if self._wall is not None:
+            session.info[WALL] = self._wall
+
     @contextlib.asynccontextmanager
-    async def get_async_session(self) -> AsyncIterator[AsyncSession]:
+    async def get_async_session(
+        self, *, user_id: Any = None, system: bool = False
+    ) -> AsyncIterator[AsyncSession]:
         """An AsyncSession that commits on success, rolls back on error, always closes.
 
         No transaction is begun eagerly: ``async with session.begin():`` works inside.
         Every database error leaving the block is one of :mod:`database.exceptions`.
+        ``user_id`` opens it for that user: the repositories scope every
+        portfolio-scoped call to the user, and with ``DB_ROW_SECURITY=on`` so does
+        PostgreSQL. ``system=True`` opens it for maintenance, across all users.
         """
         async with self._loop_engine().sessions() as session:
+            self._open_for(session.sync_session, user_id, system)
             ending = _Ending()
             try:
                 yield session
@@ -452,10 +473,11 @@ class DatabaseManager:
                 _raise(error, typed)
 
     @contextlib.contextmanager
-    def get_session(self) -> Iterator[Session]:
+    def get_session(self, *, user_id: Any = None, system: bool = False) -> Iterator[Session]:
         """The sync counterpart of :meth:`get_async_session`."""
         _, sessions = self._sync()
         with sessions() as session:
+            self._open_for(session, user_id, system)
             ending = _Ending()
             try:
                 yield session

@@ -103,10 +103,12 @@ def _account(
     )
     for ticker, shares, cost, allocation, _ in HOLDINGS:
         values = {"shares": shares, "average_cost": cost, "allocation_percentage": allocation}
-        if portfolios.positions.exists(session, portfolio_id=portfolio.id, ticker=ticker):
-            portfolios.update_position(session, portfolio.id, ticker, **values)
+        if portfolios.positions.exists(
+            session, portfolio_id=portfolio.id, ticker=ticker, user_id=user.id
+        ):
+            portfolios.update_position(session, portfolio.id, ticker, user_id=user.id, **values)
         else:
-            portfolios.add_position(session, portfolio.id, ticker=ticker, **values)
+            portfolios.add_position(session, portfolio.id, user_id=user.id, ticker=ticker, **values)
     return user, portfolio
 
 
@@ -115,7 +117,7 @@ def run_demo(manager: DatabaseManager) -> DemoResult:
     migrate.upgrade(manager.urls.sync_url.render_as_string(hide_password=False))
     users, portfolios, prices = UserRepository(), PortfolioRepository(), PriceHistoryRepository()
     analyses, cache = AnalysisRepository(), MarketDataRepository()
-    with manager.get_session() as session:
+    with manager.get_session(system=True) as session:
         bars = _load_prices(session, prices)
         user, portfolio = _account(session, users, portfolios)
         closes = prices.get_latest_closes(session, [ticker for ticker, *_ in HOLDINGS])
@@ -149,9 +151,9 @@ def run_demo(manager: DatabaseManager) -> DemoResult:
                 ttl=dt.timedelta(days=1),
                 data_source="sample",
             )
-        loaded = portfolios.get_with_positions(session, portfolio.id)
+        loaded = portfolios.get_with_positions(session, portfolio.id, user_id=user.id)
         assert loaded is not None
-        analysis_count = analyses.count(session, portfolio_id=portfolio.id)
+        analysis_count = analyses.count(session, portfolio_id=portfolio.id, user_id=user.id)
         cache_count = cache.count(session, data_source="sample")
     holdings = []
     values = {p.ticker: p.shares * closes[p.ticker].close for p in loaded.positions}

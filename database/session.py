@@ -49,14 +49,20 @@ def close_database() -> None:
 
 
 @contextlib.asynccontextmanager
-async def get_async_database_session() -> AsyncIterator[AsyncSession]:
-    """An AsyncSession on the process-wide database: commit, or roll back, then close."""
-    async with get_database().get_async_session() as session:
+async def get_async_database_session(
+    *, user_id: Any = None, system: bool = False
+) -> AsyncIterator[AsyncSession]:
+    """An AsyncSession on the process-wide database: commit, or roll back, then close.
+
+    ``user_id=`` opens it for one user (their portfolios only); ``system=True``
+    for maintenance across users (see :meth:`DatabaseManager.get_async_session`).
+    """
+    async with get_database().get_async_session(user_id=user_id, system=system) as session:
         yield session
 
 
 @contextlib.contextmanager
-def get_database_session() -> Iterator[Session]:
+def get_database_session(*, user_id: Any = None, system: bool = False) -> Iterator[Session]:
     """A Session on the process-wide database: commit, or roll back, then close."""
-    with get_database().get_session() as session:
+    with get_database().get_session(user_id=user_id, system=system) as session:
         yield session

@@ -125,7 +125,7 @@ class _Collector:
 def collect(manager: DatabaseManager) -> Snapshot:
     """Take a snapshot (freshness queries run on ``manager``'s sync engine)."""
     now = utcnow()
-    with manager.get_session() as session:
+    with manager.get_session(system=True) as session:
         latest = dict(
             session.execute(
                 select(PriceHistory.ticker, func.max(PriceHistory.date)).group_by(

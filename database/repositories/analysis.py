@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import uuid
 from typing import Any
 
-from sqlalchemy import Delete, Select, Update, delete, or_, select, update
+from sqlalchemy import ColumnElement, Delete, Select, Update, delete, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from database.exceptions import InvalidCriteriaError
-from database.models import AnalysisResult, AnalysisType
+from database.exceptions import InvalidCriteriaError, NotFoundError
+from database.models import AnalysisResult, AnalysisType, Portfolio
 from database.models.base import utcnow
 from database.monitoring import analysis_cache
 from database.repositories.base import BaseRepository
+from database.repositories.portfolio import owned_portfolios
 from database.validation import to_utc
 
 
@@ -32,8 +34,34 @@ def _rowcount(result: Any) -> int:
 
 
 class AnalysisRepository(BaseRepository[AnalysisResult]):
+    """Cached analysis results.
+
+    A result with a ``portfolio_id`` belongs to that portfolio's owner: with an
+    acting user (``user_id=`` or the session's), every method sees and changes
+    only the user's portfolios' results and the shared ones (no portfolio).
+    """
+
+    _scoped = True
+    _owner_columns = frozenset({"portfolio_id"})
+
     def __init__(self) -> None:
         super().__init__(AnalysisResult)
+
+    def _owned_by(self, user: uuid.UUID) -> ColumnElement[bool]:
+        return or_(
+            AnalysisResult.portfolio_id.is_(None),
+            AnalysisResult.portfolio_id.in_(owned_portfolios(user)),
+        )
+
+    def _owned_new(self, user: uuid.UUID, instance: AnalysisResult) -> Select[Any] | bool:
+        if instance.portfolio_id is None:
+            return True
+        return select(
+            exists().where(Portfolio.id == instance.portfolio_id, Portfolio.user_id == user)
+        )
+
+    def _refuse(self, instance: AnalysisResult) -> None:
+        raise NotFoundError("Portfolio", instance.portfolio_id)
 
     # -- statements ------------------------------------------------------------------
 
@@ -44,6 +72,7 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
         portfolio_id: Any | None,
         strategy: str | None,
         now: dt.datetime | None,
+        scope: builtins.list[ColumnElement[bool]],
     ) -> Select[AnalysisResult]:
         moment = to_utc(now, "now") if now is not None else utcnow()
         criteria: dict[str, Any] = {"ticker": ticker, "analysis_type": analysis_type}
@@ -53,21 +82,27 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
             criteria["strategy"] = strategy
         return (
             select(AnalysisResult)
-            .where(*self.criteria.where(criteria))
+            .where(*self.criteria.where(criteria), *scope)
             .where(or_(AnalysisResult.expires_at.is_(None), AnalysisResult.expires_at > moment))
             .order_by(AnalysisResult.calculated_at.desc(), AnalysisResult.id)
             .limit(1)
         )
 
     def _history_statement(
-        self, ticker: str, analysis_type: AnalysisType | str | None, limit: int
+        self,
+        ticker: str,
+        analysis_type: AnalysisType | str | None,
+        limit: int,
+        scope: builtins.list[ColumnElement[bool]],
     ) -> Select[AnalysisResult]:
         criteria: dict[str, Any] = {"ticker": ticker}
         if analysis_type is not None:
             criteria["analysis_type"] = analysis_type
-        return self._select_statement(criteria, order_by="-calculated_at", limit=limit)
+        return self._select_statement(criteria, order_by="-calculated_at", limit=limit, scope=scope)
 
-    def _invalidate_statement(self, filters: dict[str, Any]) -> Update:
+    def _invalidate_statement(
+        self, filters: dict[str, Any], scope: builtins.list[ColumnElement[bool]]
+    ) -> Update:
         filters = {k: v for k, v in filters.items() if v is not None}
         if not filters:
             raise InvalidCriteriaError(
@@ -78,24 +113,27 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
         now = utcnow()
         return (
             update(AnalysisResult)
-            .where(*self.criteria.where(filters))
+            .where(*self.criteria.where(filters), *scope)
             .where(or_(AnalysisResult.expires_at.is_(None), AnalysisResult.expires_at > now))
             .values(expires_at=now, updated_at=now, version=AnalysisResult.version + 1)
             .execution_options(synchronize_session="fetch")
         )
 
     @staticmethod
-    def _expired_statement(now: dt.datetime | None) -> Delete:
+    def _expired_statement(
+        now: dt.datetime | None, scope: builtins.list[ColumnElement[bool]]
+    ) -> Delete:
         moment = to_utc(now, "now") if now is not None else utcnow()
         return (
             delete(AnalysisResult)
-            .where(AnalysisResult.expires_at <= moment)
+            .where(AnalysisResult.expires_at <= moment, *scope)
             .execution_options(synchronize_session="fetch")
         )
 
     # -- operations ------------------------------------------------------------------
 
     def save(self, session: Session, **values: Any) -> AnalysisResult:
+        """Store a result; one for a portfolio needs the acting user to own it."""
         return self.create(session, **values)
 
     async def async_save(self, session: AsyncSession, **values: Any) -> AnalysisResult:
@@ -110,9 +148,12 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
         portfolio_id: Any | None = None,
         strategy: str | None = None,
         now: dt.datetime | None = None,
+        user_id: Any = None,
     ) -> AnalysisResult | None:
         """The newest result that has not expired (``expires_at`` unset or in the future)."""
-        statement = self._latest_statement(ticker, analysis_type, portfolio_id, strategy, now)
+        statement = self._latest_statement(
+            ticker, analysis_type, portfolio_id, strategy, now, self._scope(session, user_id)
+        )
         with self._translating():
             return _counted(analysis_type, session.scalars(statement).first())
 
@@ -125,8 +166,11 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
         portfolio_id: Any | None = None,
         strategy: str | None = None,
         now: dt.datetime | None = None,
+        user_id: Any = None,
     ) -> AnalysisResult | None:
-        statement = self._latest_statement(ticker, analysis_type, portfolio_id, strategy, now)
+        statement = self._latest_statement(
+            ticker, analysis_type, portfolio_id, strategy, now, self._scope(session, user_id)
+        )
         with self._translating():
             return _counted(analysis_type, (await session.scalars(statement)).first())
 
@@ -137,9 +181,11 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
         analysis_type: AnalysisType | str | None = None,
         *,
         limit: int = 50,
+        user_id: Any = None,
     ) -> builtins.list[AnalysisResult]:
         """Results for a ticker, newest first, expired ones included."""
-        statement = self._history_statement(ticker, analysis_type, limit)
+        scope = self._scope(session, user_id)
+        statement = self._history_statement(ticker, analysis_type, limit, scope)
         with self._translating():
             return builtins.list(session.scalars(statement))
 
@@ -150,8 +196,10 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
         analysis_type: AnalysisType | str | None = None,
         *,
         limit: int = 50,
+        user_id: Any = None,
     ) -> builtins.list[AnalysisResult]:
-        statement = self._history_statement(ticker, analysis_type, limit)
+        scope = self._scope(session, user_id)
+        statement = self._history_statement(ticker, analysis_type, limit, scope)
         with self._translating():
             return builtins.list(await session.scalars(statement))
 
@@ -163,16 +211,16 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
         analysis_type: AnalysisType | str | None = None,
         portfolio_id: Any | None = None,
         strategy: str | None = None,
+        user_id: Any = None,
     ) -> int:
         """Expire the matching still-valid results now; returns how many."""
-        statement = self._invalidate_statement(
-            {
-                "ticker": ticker,
-                "analysis_type": analysis_type,
-                "portfolio_id": portfolio_id,
-                "strategy": strategy,
-            }
-        )
+        filters = {
+            "ticker": ticker,
+            "analysis_type": analysis_type,
+            "portfolio_id": portfolio_id,
+            "strategy": strategy,
+        }
+        statement = self._invalidate_statement(filters, self._scope(session, user_id))
         with self._translating():
             return _rowcount(session.execute(statement))
 
@@ -184,25 +232,29 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
         analysis_type: AnalysisType | str | None = None,
         portfolio_id: Any | None = None,
         strategy: str | None = None,
+        user_id: Any = None,
     ) -> int:
-        statement = self._invalidate_statement(
-            {
-                "ticker": ticker,
-                "analysis_type": analysis_type,
-                "portfolio_id": portfolio_id,
-                "strategy": strategy,
-            }
-        )
+        filters = {
+            "ticker": ticker,
+            "analysis_type": analysis_type,
+            "portfolio_id": portfolio_id,
+            "strategy": strategy,
+        }
+        statement = self._invalidate_statement(filters, self._scope(session, user_id))
         with self._translating():
             return _rowcount(await session.execute(statement))
 
-    def delete_expired(self, session: Session, *, now: dt.datetime | None = None) -> int:
+    def delete_expired(
+        self, session: Session, *, now: dt.datetime | None = None, user_id: Any = None
+    ) -> int:
         """Delete every expired result in one statement; returns how many."""
+        statement = self._expired_statement(now, self._scope(session, user_id))
         with self._translating():
-            return _rowcount(session.execute(self._expired_statement(now)))
+            return _rowcount(session.execute(statement))
 
     async def async_delete_expired(
-        self, session: AsyncSession, *, now: dt.datetime | None = None
+        self, session: AsyncSession, *, now: dt.datetime | None = None, user_id: Any = None
     ) -> int:
+        statement = self._expired_statement(now, self._scope(session, user_id))
         with self._translating():
-            return _rowcount(await session.execute(self._expired_statement(now)))
+            return _rowcount(await session.execute(statement))

@@ -10,11 +10,12 @@ from __future__ import annotations
 import builtins
 import functools
 import inspect
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
-from sqlalchemy import Delete, Select, Uuid, delete, exists, func, select
+from sqlalchemy import ColumnElement, Delete, Select, Uuid, delete, exists, func, select
 from sqlalchemy import inspect as inspect_instance
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, object_session
@@ -29,6 +30,7 @@ from database.exceptions import (
     translate_errors,
 )
 from database.models.base import Base
+from database.ownership import acting_users
 from database.repositories.criteria import Criteria, to_uuid
 
 ModelT = TypeVar("ModelT", bound=Base)
@@ -116,6 +118,66 @@ class BaseRepository(Generic[ModelT]):
     def _key(self, key: Any) -> Any:
         return to_uuid(key) if self._uuid_key else key
 
+    # -- ownership (see database.ownership) -----------------------------------------
+
+    # Whether a user owns each row (the subclass then defines ``_owned_by``), and
+    # the columns that tie a row to its owner, which update() cannot change.
+    _scoped: ClassVar[bool] = False
+    _owner_columns: ClassVar[frozenset[str]] = frozenset()
+
+    def _owned_by(self, user: uuid.UUID) -> ColumnElement[bool]:
+        """The condition of the rows ``user`` owns (scoped repositories only)."""
+        raise NotImplementedError
+
+    def _owned_new(self, user: uuid.UUID, instance: ModelT) -> Select[Any] | bool:
+        """Whether ``user`` may create ``instance``: an answer or a query of one."""
+        return True
+
+    def _scope(self, session: Session | AsyncSession, user_id: Any) -> list[ColumnElement[bool]]:
+        """The conditions limiting a statement to the acting user's rows (none: unscoped)."""
+        if not self._scoped:
+            if user_id is not None:
+                raise ValidationError(
+                    "user_id", user_id, f"{self.model.__name__} rows are not owned by a user"
+                )
+            return []  # a session opened for a user still reads shared tables
+        return [self._owned_by(user) for user in acting_users(session, user_id)]
+
+    def _acting(self, values: dict[str, Any]) -> Any:
+        """Take the acting user out of keyword values, unless it is a column of the model."""
+        if not self._scoped or "user_id" in self.criteria.columns:
+            return None
+        return values.pop("user_id", None)
+
+    def _creation_checks(
+        self, session: Session | AsyncSession, user_id: Any, instances: Iterable[ModelT]
+    ) -> builtins.list[tuple[ModelT, Select[Any]]]:
+        """Ownership queries to run before inserting; refuses a foreign owner at once."""
+        queries = []
+        for user in acting_users(session, user_id):
+            for instance in instances:
+                verdict = self._owned_new(user, instance)
+                if isinstance(verdict, Select):
+                    queries.append((instance, verdict))
+                elif not verdict:
+                    self._refuse(instance)
+        return queries
+
+    def _refuse(self, instance: ModelT) -> None:
+        """Creating under another user's parent looks exactly like a missing parent."""
+        raise NotFoundError(self.model.__name__, getattr(instance, "id", None))
+
+    def _by_key_statement(self, key: Any, scope: builtins.list[ColumnElement[bool]]) -> Select[Any]:
+        return select(self.model).where(*self._key_conditions(key), *scope)
+
+    def _owned_statement_of(
+        self, instance: ModelT, scope: builtins.list[ColumnElement[bool]]
+    ) -> Select[bool]:
+        key = inspect_instance(instance).identity or tuple(
+            getattr(instance, column.key) for column in self._primary_key
+        )
+        return select(exists().where(*self._key_conditions(key), *scope))
+
     @contextmanager
     def _writing(self, instance: ModelT) -> Iterator[None]:
         """Translate errors of a flush that writes ``instance``; a stale write names its key."""
@@ -151,6 +213,8 @@ class BaseRepository(Generic[ModelT]):
                 raise ValidationError(
                     name, value, f"is not an updatable field of {self.model.__name__}"
                 )
+            if attribute in self._owner_columns:
+                raise ValidationError(name, value, "cannot be changed: it decides who owns the row")
             setattr(instance, attribute, value)
         return instance
 
@@ -161,12 +225,13 @@ class BaseRepository(Generic[ModelT]):
         order_by: str | Iterable[str] | None = None,
         offset: int = 0,
         limit: int | None = None,
+        scope: builtins.list[ColumnElement[bool]] = (),  # type: ignore[assignment]
     ) -> Select[ModelT]:
         if offset < 0:
             raise ValidationError("offset", offset, "must be at least 0")
         if limit is not None and limit < 0:
             raise ValidationError("limit", limit, "must be at least 0")
-        statement = select(self.model).where(*self.criteria.where(criteria))
+        statement = select(self.model).where(*self.criteria.where(criteria), *scope)
         statement = statement.order_by(*self.criteria.order_by(order_by), *self._primary_key)
         if offset:
             statement = statement.offset(offset)
@@ -174,22 +239,34 @@ class BaseRepository(Generic[ModelT]):
             statement = statement.limit(limit)
         return statement
 
-    def _count_statement(self, criteria: Mapping[str, Any]) -> Select[int]:
-        return select(func.count()).select_from(self.model).where(*self.criteria.where(criteria))
+    def _count_statement(
+        self, criteria: Mapping[str, Any], scope: builtins.list[ColumnElement[bool]]
+    ) -> Select[int]:
+        return (
+            select(func.count())
+            .select_from(self.model)
+            .where(*self.criteria.where(criteria), *scope)
+        )
 
-    def _exists_statement(self, criteria: Mapping[str, Any]) -> Select[bool]:
-        return select(exists().where(*self.criteria.where(criteria)))
+    def _exists_statement(
+        self, criteria: Mapping[str, Any], scope: builtins.list[ColumnElement[bool]]
+    ) -> Select[bool]:
+        return select(exists().where(*self.criteria.where(criteria), *scope))
 
-    def _delete_statement(self, key: Any) -> Delete:
+    def _key_conditions(self, key: Any) -> builtins.list[ColumnElement[bool]]:
         keys = key if isinstance(key, tuple) else (self._key(key),)
         if len(keys) != len(self._primary_key):
             raise ValidationError(
                 "id", key, f"{self.model.__name__} has a {len(self._primary_key)}-part key"
             )
-        conditions = [
-            column == value for column, value in zip(self._primary_key, keys, strict=True)
-        ]
-        return delete(self.model).where(*conditions).execution_options(synchronize_session="fetch")
+        return [column == value for column, value in zip(self._primary_key, keys, strict=True)]
+
+    def _delete_statement(self, key: Any, scope: builtins.list[ColumnElement[bool]]) -> Delete:
+        return (
+            delete(self.model)
+            .where(*self._key_conditions(key), *scope)
+            .execution_options(synchronize_session="fetch")
+        )
 
     @staticmethod
     def _missing(instance: ModelT | None, model: type[ModelT], key: Any) -> ModelT:
@@ -199,35 +276,63 @@ class BaseRepository(Generic[ModelT]):
 
     # -- create ----------------------------------------------------------------------
 
+    def _check_creation(
+        self, session: Session, user_id: Any, instances: builtins.list[ModelT]
+    ) -> None:
+        for instance, query in self._creation_checks(session, user_id, instances):
+            with self._translating():
+                allowed = session.scalar(query)
+            if not allowed:
+                self._refuse(instance)
+
+    async def _async_check_creation(
+        self, session: AsyncSession, user_id: Any, instances: builtins.list[ModelT]
+    ) -> None:
+        for instance, query in self._creation_checks(session, user_id, instances):
+            with self._translating():
+                allowed = await session.scalar(query)
+            if not allowed:
+                self._refuse(instance)
+
     def create(self, session: Session, **values: Any) -> ModelT:
-        """Insert one row and return it (flushed, with its id)."""
+        """Insert one row and return it (flushed, with its id).
+
+        For user-owned rows, ``user_id=`` (or the session's user) must own the
+        parent: a position in another user's portfolio is a NotFoundError.
+        """
+        user_id = self._acting(values)
         instance = self._new(values)
+        self._check_creation(session, user_id, [instance])
         session.add(instance)
         with self._translating():
             session.flush()
         return instance
 
     async def async_create(self, session: AsyncSession, **values: Any) -> ModelT:
+        user_id = self._acting(values)
         instance = self._new(values)
+        await self._async_check_creation(session, user_id, [instance])
         session.add(instance)
         with self._translating():
             await session.flush()
         return instance
 
     def bulk_create(
-        self, session: Session, items: Iterable[Mapping[str, Any]]
+        self, session: Session, items: Iterable[Mapping[str, Any]], *, user_id: Any = None
     ) -> builtins.list[ModelT]:
         """Insert many rows: every row is checked first, then one INSERT per batch."""
         instances = [self._new(values) for values in items]
+        self._check_creation(session, user_id, instances)
         session.add_all(instances)
         with self._translating():
             session.flush()
         return instances
 
     async def async_bulk_create(
-        self, session: AsyncSession, items: Iterable[Mapping[str, Any]]
+        self, session: AsyncSession, items: Iterable[Mapping[str, Any]], *, user_id: Any = None
     ) -> builtins.list[ModelT]:
         instances = [self._new(values) for values in items]
+        await self._async_check_creation(session, user_id, instances)
         session.add_all(instances)
         with self._translating():
             await session.flush()
@@ -235,37 +340,50 @@ class BaseRepository(Generic[ModelT]):
 
     # -- read --------------------------------------------------------------------------
 
-    def get_by_id(self, session: Session, id: Any) -> ModelT | None:
+    def get_by_id(self, session: Session, id: Any, *, user_id: Any = None) -> ModelT | None:
+        """The row with this key; None if it is missing or the acting user does not own it."""
+        scope = self._scope(session, user_id)
         with self._translating():
-            return session.get(self.model, self._key(id))
+            if not scope:
+                return session.get(self.model, self._key(id))
+            return session.scalars(self._by_key_statement(id, scope)).first()
 
-    async def async_get_by_id(self, session: AsyncSession, id: Any) -> ModelT | None:
+    async def async_get_by_id(
+        self, session: AsyncSession, id: Any, *, user_id: Any = None
+    ) -> ModelT | None:
+        scope = self._scope(session, user_id)
         with self._translating():
-            return await session.get(self.model, self._key(id))
+            if not scope:
+                return await session.get(self.model, self._key(id))
+            return (await session.scalars(self._by_key_statement(id, scope))).first()
 
     def get_by_criteria(self, session: Session, **criteria: Any) -> builtins.list[ModelT]:
         """Every row matching all criteria (``field=v``, ``field__gte=v``, ...)."""
-        statement = self._select_statement(criteria)
+        scope = self._scope(session, self._acting(criteria))
+        statement = self._select_statement(criteria, scope=scope)
         with self._translating():
             return builtins.list(session.scalars(statement))
 
     async def async_get_by_criteria(
         self, session: AsyncSession, **criteria: Any
     ) -> builtins.list[ModelT]:
-        statement = self._select_statement(criteria)
+        scope = self._scope(session, self._acting(criteria))
+        statement = self._select_statement(criteria, scope=scope)
         with self._translating():
             return builtins.list(await session.scalars(statement))
 
     def get_one_by_criteria(self, session: Session, **criteria: Any) -> ModelT | None:
         """The first matching row (in primary-key order), or None."""
-        statement = self._select_statement(criteria, limit=1)
+        scope = self._scope(session, self._acting(criteria))
+        statement = self._select_statement(criteria, limit=1, scope=scope)
         with self._translating():
             return session.scalars(statement).first()
 
     async def async_get_one_by_criteria(
         self, session: AsyncSession, **criteria: Any
     ) -> ModelT | None:
-        statement = self._select_statement(criteria, limit=1)
+        scope = self._scope(session, self._acting(criteria))
+        statement = self._select_statement(criteria, limit=1, scope=scope)
         with self._translating():
             return (await session.scalars(statement)).first()
 
@@ -279,7 +397,10 @@ class BaseRepository(Generic[ModelT]):
         **criteria: Any,
     ) -> builtins.list[ModelT]:
         """A page of rows: ``order_by="-created_at"`` sorts descending."""
-        statement = self._select_statement(criteria, order_by=order_by, offset=offset, limit=limit)
+        scope = self._scope(session, self._acting(criteria))
+        statement = self._select_statement(
+            criteria, order_by=order_by, offset=offset, limit=limit, scope=scope
+        )
         with self._translating():
             return builtins.list(session.scalars(statement))
 
@@ -292,81 +413,141 @@ class BaseRepository(Generic[ModelT]):
         order_by: str | Iterable[str] | None = None,
         **criteria: Any,
     ) -> builtins.list[ModelT]:
-        statement = self._select_statement(criteria, order_by=order_by, offset=offset, limit=limit)
+        scope = self._scope(session, self._acting(criteria))
+        statement = self._select_statement(
+            criteria, order_by=order_by, offset=offset, limit=limit, scope=scope
+        )
         with self._translating():
             return builtins.list(await session.scalars(statement))
 
     def count(self, session: Session, **criteria: Any) -> int:
-        statement = self._count_statement(criteria)
+        scope = self._scope(session, self._acting(criteria))
+        statement = self._count_statement(criteria, scope)
         with self._translating():
             return session.scalar(statement) or 0
 
     async def async_count(self, session: AsyncSession, **criteria: Any) -> int:
-        statement = self._count_statement(criteria)
+        scope = self._scope(session, self._acting(criteria))
+        statement = self._count_statement(criteria, scope)
         with self._translating():
             return await session.scalar(statement) or 0
 
     def exists(self, session: Session, **criteria: Any) -> bool:
-        statement = self._exists_statement(criteria)
+        scope = self._scope(session, self._acting(criteria))
+        statement = self._exists_statement(criteria, scope)
         with self._translating():
             return bool(session.scalar(statement))
 
     async def async_exists(self, session: AsyncSession, **criteria: Any) -> bool:
-        statement = self._exists_statement(criteria)
+        scope = self._scope(session, self._acting(criteria))
+        statement = self._exists_statement(criteria, scope)
         with self._translating():
             return bool(await session.scalar(statement))
 
     # -- update / delete ---------------------------------------------------------------
 
-    def update(self, session: Session, instance_or_id: ModelT | Any, **values: Any) -> ModelT:
-        """Change only the given fields; raises NotFoundError for an unknown id."""
-        instance = (
-            instance_or_id
-            if isinstance(instance_or_id, self.model)
-            else self._missing(self.get_by_id(session, instance_or_id), self.model, instance_or_id)
-        )
+    def _owned_instance(
+        self, session: Session, instance_or_id: ModelT | Any, user_id: Any
+    ) -> ModelT:
+        """The row to change, read (or, for an object, checked) within the acting user's rows."""
+        scope = self._scope(session, user_id)
+        if not isinstance(instance_or_id, self.model):
+            found = self.get_by_id(session, instance_or_id, user_id=user_id)
+            return self._missing(found, self.model, instance_or_id)
+        if scope:
+            with self._translating():
+                owned = session.scalar(self._owned_statement_of(instance_or_id, scope))
+            if not owned:
+                raise NotFoundError(self.model.__name__, getattr(instance_or_id, "id", None))
+        return instance_or_id
+
+    async def _async_owned_instance(
+        self, session: AsyncSession, instance_or_id: ModelT | Any, user_id: Any
+    ) -> ModelT:
+        scope = self._scope(session, user_id)
+        if not isinstance(instance_or_id, self.model):
+            found = await self.async_get_by_id(session, instance_or_id, user_id=user_id)
+            return self._missing(found, self.model, instance_or_id)
+        if scope:
+            with self._translating():
+                owned = await session.scalar(self._owned_statement_of(instance_or_id, scope))
+            if not owned:
+                raise NotFoundError(self.model.__name__, getattr(instance_or_id, "id", None))
+        return instance_or_id
+
+    def update(
+        self, session: Session, instance_or_id: ModelT | Any, *, user_id: Any = None, **values: Any
+    ) -> ModelT:
+        """Change only the given fields; NotFoundError for an unknown id or another user's row."""
+        return self._change(session, self._owned_instance(session, instance_or_id, user_id), values)
+
+    async def async_update(
+        self,
+        session: AsyncSession,
+        instance_or_id: ModelT | Any,
+        *,
+        user_id: Any = None,
+        **values: Any,
+    ) -> ModelT:
+        instance = await self._async_owned_instance(session, instance_or_id, user_id)
+        return await self._async_change(session, instance, values)
+
+    def _change(self, session: Session, instance: ModelT, values: Mapping[str, Any]) -> ModelT:
+        """Set the fields and write them (the row's ownership is already checked)."""
         self._apply(instance, values)
         with self._writing(instance):
             self._attach(session, instance)
             session.flush()
         return instance
 
-    async def async_update(
-        self, session: AsyncSession, instance_or_id: ModelT | Any, **values: Any
+    async def _async_change(
+        self, session: AsyncSession, instance: ModelT, values: Mapping[str, Any]
     ) -> ModelT:
-        instance = (
-            instance_or_id
-            if isinstance(instance_or_id, self.model)
-            else self._missing(
-                await self.async_get_by_id(session, instance_or_id), self.model, instance_or_id
-            )
-        )
         self._apply(instance, values)
         with self._writing(instance):
             self._attach(session.sync_session, instance)
             await session.flush()
         return instance
 
-    def delete(self, session: Session, instance_or_id: ModelT | Any) -> bool:
-        """Delete one row (children go by ON DELETE CASCADE); False if it was not there."""
+    def delete(
+        self, session: Session, instance_or_id: ModelT | Any, *, user_id: Any = None
+    ) -> bool:
+        """Delete one row (children go by ON DELETE CASCADE).
+
+        False if it was not there, or is not the acting user's to delete.
+        """
+        scope = self._scope(session, user_id)
         if isinstance(instance_or_id, self.model):
-            with self._writing(instance_or_id):
-                session.delete(instance_or_id)
-                session.flush()
-            return True
-        statement = self._delete_statement(instance_or_id)
+            if scope and not session.scalar(self._owned_statement_of(instance_or_id, scope)):
+                return False
+            return self._remove(session, instance_or_id)
+        statement = self._delete_statement(instance_or_id, scope)
         with self._translating():
             return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
 
-    async def async_delete(self, session: AsyncSession, instance_or_id: ModelT | Any) -> bool:
+    async def async_delete(
+        self, session: AsyncSession, instance_or_id: ModelT | Any, *, user_id: Any = None
+    ) -> bool:
+        scope = self._scope(session, user_id)
         if isinstance(instance_or_id, self.model):
-            with self._writing(instance_or_id):
-                await session.delete(instance_or_id)
-                await session.flush()
-            return True
-        statement = self._delete_statement(instance_or_id)
+            if scope and not await session.scalar(self._owned_statement_of(instance_or_id, scope)):
+                return False
+            return await self._async_remove(session, instance_or_id)
+        statement = self._delete_statement(instance_or_id, scope)
         with self._translating():
             return bool((await session.execute(statement)).rowcount)  # type: ignore[attr-defined]
+
+    def _remove(self, session: Session, instance: ModelT) -> bool:
+        with self._writing(instance):
+            session.delete(instance)
+            session.flush()
+        return True
+
+    async def _async_remove(self, session: AsyncSession, instance: ModelT) -> bool:
+        with self._writing(instance):
+            await session.delete(instance)
+            await session.flush()
+        return True
 
 
 _guard_public_methods(BaseRepository)

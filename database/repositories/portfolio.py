@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
-from sqlalchemy import Insert, Select, select
+from sqlalchemy import ColumnElement, Insert, Select, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, joinedload
 
@@ -81,63 +81,112 @@ class Trade:
         position.shares = after
 
 
+def owned_portfolios(user: uuid.UUID) -> Select[uuid.UUID]:
+    """The ids of the portfolios ``user`` owns, as a subquery of a scoped statement."""
+    return select(Portfolio.id).where(Portfolio.user_id == user)
+
+
 class PositionRepository(BaseRepository[Position]):
+    """Positions; a user reaches only those in their own portfolios."""
+
+    _scoped = True
+    _owner_columns = frozenset({"portfolio_id"})
+
     def __init__(self) -> None:
         super().__init__(Position)
 
+    def _owned_by(self, user: uuid.UUID) -> ColumnElement[bool]:
+        return Position.portfolio_id.in_(owned_portfolios(user))
+
+    def _owned_new(self, user: uuid.UUID, instance: Position) -> Select[Any] | bool:
+        return select(
+            exists().where(Portfolio.id == instance.portfolio_id, Portfolio.user_id == user)
+        )
+
+    def _refuse(self, instance: Position) -> None:
+        raise NotFoundError("Portfolio", instance.portfolio_id)
+
 
 class PortfolioRepository(BaseRepository[Portfolio]):
+    """Portfolios and their positions, scoped to the acting user.
+
+    Every method takes ``user_id=`` (the acting user; the session's user by
+    default, see :mod:`database.ownership`) and checks ownership in the SQL
+    statement that reads or changes the rows: another user's portfolio or
+    position looks exactly like a missing one (None, False or NotFoundError).
+    """
+
+    _scoped = True
+    _owner_columns = frozenset({"user_id"})
+
     def __init__(self) -> None:
         super().__init__(Portfolio)
         self.positions = PositionRepository()
 
+    def _owned_by(self, user: uuid.UUID) -> ColumnElement[bool]:
+        return Portfolio.user_id == user
+
+    def _owned_new(self, user: uuid.UUID, instance: Portfolio) -> Select[Any] | bool:
+        return instance.user_id == user
+
+    def _refuse(self, instance: Portfolio) -> None:
+        raise NotFoundError("User", instance.user_id)
+
     # -- statements ------------------------------------------------------------------
 
-    @staticmethod
-    def _user_portfolios_statement(user_id: Any, include_inactive: bool) -> Select[Portfolio]:
-        statement = select(Portfolio).where(Portfolio.user_id == to_uuid(user_id, "user_id"))
+    def _user_portfolios_statement(
+        self, scope: builtins.list[ColumnElement[bool]], user_id: Any, include_inactive: bool
+    ) -> Select[Portfolio]:
+        statement = select(Portfolio).where(
+            Portfolio.user_id == to_uuid(user_id, "user_id"), *scope
+        )
         if not include_inactive:
             statement = statement.where(Portfolio.is_active.is_(True))
         return statement.order_by(Portfolio.name)
 
     @staticmethod
-    def _owned_statement(portfolio_id: Any, user_id: Any | None) -> Select[Portfolio]:
-        statement = select(Portfolio).where(Portfolio.id == to_uuid(portfolio_id, "portfolio_id"))
-        if user_id is not None:
-            statement = statement.where(Portfolio.user_id == to_uuid(user_id, "user_id"))
-        return statement
+    def _owned_statement(
+        portfolio_id: Any, scope: builtins.list[ColumnElement[bool]]
+    ) -> Select[Portfolio]:
+        return select(Portfolio).where(
+            Portfolio.id == to_uuid(portfolio_id, "portfolio_id"), *scope
+        )
 
     def _with_positions_statement(
-        self, portfolio_id: Any, user_id: Any | None
+        self, portfolio_id: Any, scope: builtins.list[ColumnElement[bool]]
     ) -> Select[Portfolio]:
         # One round trip: the positions come in the same query (LEFT OUTER JOIN).
         return (
-            self._owned_statement(portfolio_id, user_id)
+            self._owned_statement(portfolio_id, scope)
             .options(joinedload(Portfolio.positions))
             .execution_options(populate_existing=True)
         )
 
     @staticmethod
-    def _position_statement(portfolio_id: Any, ticker: str) -> Select[Position]:
+    def _position_statement(
+        portfolio_id: Any, ticker: str, scope: builtins.list[ColumnElement[bool]]
+    ) -> Select[Position]:
         return select(Position).where(
             Position.portfolio_id == to_uuid(portfolio_id, "portfolio_id"),
             Position.ticker == normalize_ticker(ticker),
+            *scope,
         )
 
     @staticmethod
     def _locked_position_statement(
-        portfolio_id: Any, ticker: str, user_id: Any | None
+        portfolio_id: Any, ticker: str, scope: builtins.list[ColumnElement[bool]]
     ) -> Select[Position]:
         # FOR UPDATE on PostgreSQL; on SQLite the transaction holds the write lock.
-        statement = select(Position).where(
-            Position.portfolio_id == to_uuid(portfolio_id, "portfolio_id"),
-            Position.ticker == ticker,
-        )
-        if user_id is not None:
-            statement = statement.join(Portfolio).where(
-                Portfolio.user_id == to_uuid(user_id, "user_id")
+        return (
+            select(Position)
+            .where(
+                Position.portfolio_id == to_uuid(portfolio_id, "portfolio_id"),
+                Position.ticker == ticker,
+                *scope,
             )
-        return statement.with_for_update(of=Position).execution_options(populate_existing=True)
+            .with_for_update(of=Position)
+            .execution_options(populate_existing=True)
+        )
 
     @staticmethod
     def _open_position_statement(dialect: str, portfolio_id: Any, ticker: str) -> Insert:
@@ -174,41 +223,41 @@ class PortfolioRepository(BaseRepository[Portfolio]):
     def get_user_portfolios(
         self, session: Session, user_id: Any, *, include_inactive: bool = False
     ) -> builtins.list[Portfolio]:
+        statement = self._user_portfolios_statement(
+            self._scope(session, None), user_id, include_inactive
+        )
         with self._translating():
-            return builtins.list(
-                session.scalars(self._user_portfolios_statement(user_id, include_inactive))
-            )
+            return builtins.list(session.scalars(statement))
 
     async def async_get_user_portfolios(
         self, session: AsyncSession, user_id: Any, *, include_inactive: bool = False
     ) -> builtins.list[Portfolio]:
-        statement = self._user_portfolios_statement(user_id, include_inactive)
+        statement = self._user_portfolios_statement(
+            self._scope(session, None), user_id, include_inactive
+        )
         with self._translating():
             return builtins.list(await session.scalars(statement))
 
     def get_for_user(self, session: Session, portfolio_id: Any, user_id: Any) -> Portfolio | None:
         """The portfolio if ``user_id`` owns it; another user's looks exactly like a missing one."""
-        with self._translating():
-            return session.scalars(self._owned_statement(portfolio_id, user_id)).first()
+        return self.get_by_id(session, portfolio_id, user_id=user_id)
 
     async def async_get_for_user(
         self, session: AsyncSession, portfolio_id: Any, user_id: Any
     ) -> Portfolio | None:
-        statement = self._owned_statement(portfolio_id, user_id)
-        with self._translating():
-            return (await session.scalars(statement)).first()
+        return await self.async_get_by_id(session, portfolio_id, user_id=user_id)
 
     def get_with_positions(
         self, session: Session, portfolio_id: Any, *, user_id: Any | None = None
     ) -> Portfolio | None:
-        statement = self._with_positions_statement(portfolio_id, user_id)
+        statement = self._with_positions_statement(portfolio_id, self._scope(session, user_id))
         with self._translating():
             return session.scalars(statement).unique().first()
 
     async def async_get_with_positions(
         self, session: AsyncSession, portfolio_id: Any, *, user_id: Any | None = None
     ) -> Portfolio | None:
-        statement = self._with_positions_statement(portfolio_id, user_id)
+        statement = self._with_positions_statement(portfolio_id, self._scope(session, user_id))
         with self._translating():
             return (await session.scalars(statement)).unique().first()
 
@@ -230,37 +279,60 @@ class PortfolioRepository(BaseRepository[Portfolio]):
 
     # -- positions -------------------------------------------------------------------
 
-    def add_position(self, session: Session, portfolio_id: Any, **values: Any) -> Position:
+    def add_position(
+        self, session: Session, portfolio_id: Any, *, user_id: Any = None, **values: Any
+    ) -> Position:
         """Add a holding; a second one for the same ticker is a DuplicateError."""
         return self.positions.create(
-            session, portfolio_id=to_uuid(portfolio_id, "portfolio_id"), **values
+            session, portfolio_id=to_uuid(portfolio_id, "portfolio_id"), user_id=user_id, **values
         )
 
     async def async_add_position(
-        self, session: AsyncSession, portfolio_id: Any, **values: Any
+        self, session: AsyncSession, portfolio_id: Any, *, user_id: Any = None, **values: Any
     ) -> Position:
         return await self.positions.async_create(
-            session, portfolio_id=to_uuid(portfolio_id, "portfolio_id"), **values
+            session, portfolio_id=to_uuid(portfolio_id, "portfolio_id"), user_id=user_id, **values
+        )
+
+    def _held(
+        self, session: Session | AsyncSession, portfolio_id: Any, ticker: str, user_id: Any
+    ) -> Select[Position]:
+        return self._position_statement(
+            portfolio_id, ticker, self.positions._scope(session, user_id)
         )
 
     def update_position(
-        self, session: Session, portfolio_id: Any, ticker: str, **values: Any
+        self,
+        session: Session,
+        portfolio_id: Any,
+        ticker: str,
+        *,
+        user_id: Any = None,
+        **values: Any,
     ) -> Position:
+        """Change a holding's fields; NotFoundError if the (owned) portfolio does not hold it."""
+        statement = self._held(session, portfolio_id, ticker, user_id)
         with self._translating():
-            position = session.scalars(self._position_statement(portfolio_id, ticker)).first()
+            position = session.scalars(statement).first()
         if position is None:
             raise NotFoundError("Position", f"{ticker} in portfolio {portfolio_id}")
-        return self.positions.update(session, position, **values)
+        return self.positions._change(session, position, values)
 
     async def async_update_position(
-        self, session: AsyncSession, portfolio_id: Any, ticker: str, **values: Any
+        self,
+        session: AsyncSession,
+        portfolio_id: Any,
+        ticker: str,
+        *,
+        user_id: Any = None,
+        **values: Any,
     ) -> Position:
-        statement = self._position_statement(portfolio_id, ticker)
+        statement = self._held(session, portfolio_id, ticker, user_id)
         with self._translating():
             position = (await session.scalars(statement)).first()
         if position is None:
             raise NotFoundError("Position", f"{ticker} in portfolio {portfolio_id}")
-        return await self.positions.async_update(session, position, **values)
+        return await self.positions._async_change(session, position, values)
 
     def adjust_position(
         self,
@@ -270,7 +342,7 @@ class PortfolioRepository(BaseRepository[Portfolio]):
         *,
         shares: Any,
         price: Any = None,
-        user_id: Any | None = None,
+        user_id: Any = None,
     ) -> Position:
         """Buy (``shares`` > 0) or sell (< 0) atomically; safe under any concurrency.
 
@@ -280,8 +352,9 @@ class PortfolioRepository(BaseRepository[Portfolio]):
         raises ValidationError; selling a ticker not held, NotFoundError.
         """
         trade = Trade.of(ticker, shares, price)
+        scope = self.positions._scope(session, user_id)
         begin_write(session)
-        statement = self._locked_position_statement(portfolio_id, trade.ticker, user_id)
+        statement = self._locked_position_statement(portfolio_id, trade.ticker, scope)
         with self._translating():
             position = session.scalars(statement).first()
             if (
@@ -308,9 +381,10 @@ class PortfolioRepository(BaseRepository[Portfolio]):
         *,
         shares: Any,
         price: Any = None,
-        user_id: Any | None = None,
+        user_id: Any = None,
     ) -> Position:
         trade = Trade.of(ticker, shares, price)  # checked before the session is touched
+        self.positions._scope(session, user_id)  # and the acting user
         await async_begin_write(session)
         return await session.run_sync(
             lambda sync: self.adjust_position(
@@ -318,19 +392,26 @@ class PortfolioRepository(BaseRepository[Portfolio]):
             )
         )
 
-    def _may_open(self, session: Session, portfolio_id: Any, user_id: Any | None) -> bool:
-        """Whether a position may be opened in the portfolio (owned by ``user_id`` if given)."""
-        if user_id is None:
+    def _may_open(self, session: Session, portfolio_id: Any, user_id: Any) -> bool:
+        """Whether a position may be opened in the portfolio (one the acting user owns)."""
+        scope = self._scope(session, user_id)
+        if not scope:
             return True  # the foreign key rejects a missing portfolio
-        return session.scalars(self._owned_statement(portfolio_id, user_id)).first() is not None
+        return session.scalars(self._owned_statement(portfolio_id, scope)).first() is not None
 
-    def remove_position(self, session: Session, portfolio_id: Any, ticker: str) -> bool:
-        """Delete the holding; False if the portfolio did not hold the ticker."""
-        position = session.scalars(self._position_statement(portfolio_id, ticker)).first()
-        return position is not None and self.positions.delete(session, position)
+    def remove_position(
+        self, session: Session, portfolio_id: Any, ticker: str, *, user_id: Any = None
+    ) -> bool:
+        """Delete the holding; False if the (owned) portfolio did not hold the ticker."""
+        statement = self._held(session, portfolio_id, ticker, user_id)
+        with self._translating():
+            position = session.scalars(statement).first()
+        return position is not None and self.positions._remove(session, position)
 
     async def async_remove_position(
-        self, session: AsyncSession, portfolio_id: Any, ticker: str
+        self, session: AsyncSession, portfolio_id: Any, ticker: str, *, user_id: Any = None
     ) -> bool:
-        position = (await session.scalars(self._position_statement(portfolio_id, ticker))).first()
-        return position is not None and await self.positions.async_delete(session, position)
+        statement = self._held(session, portfolio_id, ticker, user_id)
+        with self._translating():
+            position = (await session.scalars(statement)).first()
+        return position is not None and await self.positions._async_remove(session, position)

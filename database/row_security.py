@@ -1,0 +1,78 @@
+"""PostgreSQL's row-level security: the second wall around user-owned rows.
+
+With ``DB_ROW_SECURITY=on``, every transaction of a session that is not a
+system session starts with one statement that takes the role
+``buffetbot_user`` and names the acting user, both ``LOCAL`` to the
+transaction (so nothing outlives it on a pooled connection)::
+
+    SELECT set_config('role', 'buffetbot_user', true), set_config('app.user_id', '<id>', true)
+
+The policies of migration 0004 then limit that role to the user's portfolios,
+positions and analysis results, whatever SQL the session runs; a session
+opened for no user sees none of them. A system session
+(``get_session(system=True)``) keeps the login role and sees every row.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from sqlalchemy import Connection, event, text
+from sqlalchemy.orm import Session, SessionTransaction
+
+from database.exceptions import ConfigurationError
+from database.ownership import ACTING_USER, SYSTEM
+
+log = logging.getLogger(__name__)
+
+ROLE = "buffetbot_user"
+WALL = "buffetbot.row_security"
+_ENTER = text("SELECT set_config('role', :role, true), set_config('app.user_id', :user_id, true)")
+_READY = text(
+    "SELECT count(*) FILTER (WHERE c.relrowsecurity), "
+    "       pg_has_role(current_user, r.oid, 'MEMBER') "
+    "FROM pg_class c, pg_roles r "
+    "WHERE c.oid IN ('portfolios'::regclass, 'positions'::regclass, "
+    "                'analysis_results'::regclass) AND r.rolname = :role "
+    "GROUP BY r.oid"
+)
+
+
+class RowSecurity:
+    """One manager's wall: checks once that the database has it, then enters it per transaction."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self._ready = False
+        self._lock = threading.Lock()
+
+    def enter(self, connection: Connection, user: Any) -> None:
+        if not self._ready:
+            self._check(connection)
+        connection.execute(_ENTER, {"role": ROLE, "user_id": "" if user is None else str(user)})
+
+    def _check(self, connection: Connection) -> None:
+        with self._lock:
+            if self._ready:
+                return
+            row = connection.execute(_READY, {"role": ROLE}).first()
+            if row is None or row[0] != 3:
+                raise ConfigurationError(
+                    f"DB_ROW_SECURITY=on, but {self.database} has no row-level security "
+                    f"policies or no role {ROLE}: run `buffetbot-db upgrade` (migration 0004)"
+                )
+            if not row[1]:
+                raise ConfigurationError(
+                    f"DB_ROW_SECURITY=on, but the login role may not take the role {ROLE}: "
+                    f"GRANT {ROLE} TO <the application's role>"
+                )
+            self._ready = True
+
+
+@event.listens_for(Session, "after_begin")
+def _enter_wall(session: Session, _transaction: SessionTransaction, connection: Connection) -> None:
+    wall: RowSecurity | None = session.info.get(WALL)
+    if wall is not None and not session.info.get(SYSTEM):
+        wall.enter(connection, session.info.get(ACTING_USER))

@@ -1,0 +1,287 @@
+"""PostgreSQL's row-level security (``DB_ROW_SECURITY=on``): the second wall.
+
+Raw SQL in a session opened for one user cannot read, insert, update or delete
+another user's portfolios, positions or portfolio analyses; a plain session
+sees none of them; a system session sees them all; shared tables stay shared;
+the maintenance commands still work. The repositories' own checks are not in
+play here: everything goes through ``text()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from database import DatabaseManager, migrate
+from database.exceptions import ConfigurationError, DatabaseError
+from database.models import AnalysisResult, AnalysisType, Portfolio, Position, User
+from database.repositories import (
+    AnalysisRepository,
+    PortfolioRepository,
+    PriceHistoryRepository,
+)
+from tests.conftest import RawSQL, recreate_database
+
+pytestmark = pytest.mark.postgresql_only
+
+OWNED_TABLES = ("portfolios", "positions", "analysis_results")
+
+
+@pytest.fixture
+def walled(database_url: str) -> Iterator[DatabaseManager]:
+    manager = DatabaseManager(database_url, row_security=True, pool_size=3, max_overflow=2)
+    yield manager
+    manager.close()
+
+
+@pytest.fixture
+def two_users(db: DatabaseManager) -> dict[str, Any]:
+    """Ada and Bob, each with a portfolio, a position and a portfolio analysis; one shared one."""
+    made: dict[str, Any] = {}
+    with db.get_session() as session:
+        for name in ("ada", "bob"):
+            user = User(email=f"{name}@example.com", username=f"{name}_{name}", hashed_password="h")
+            session.add(user)
+            session.flush()
+            portfolio = Portfolio(user_id=user.id, name=f"{name}'s")
+            session.add(portfolio)
+            session.flush()
+            session.add(Position(portfolio_id=portfolio.id, ticker="AAPL", shares=10))
+            session.add(
+                AnalysisResult(
+                    portfolio_id=portfolio.id,
+                    ticker="AAPL",
+                    analysis_type=AnalysisType.RISK_ANALYSIS,
+                    summary=name,
+                )
+            )
+            made[name], made[f"{name}_portfolio"] = user, portfolio
+        session.add(
+            AnalysisResult(ticker="AAPL", analysis_type=AnalysisType.VALUE_ANALYSIS, summary="all")
+        )
+    return made
+
+
+def everything(sql: RawSQL) -> list[Any]:
+    """Every row of the owned tables, read by the superuser (whom no policy limits)."""
+    return [sql.rows(f"SELECT * FROM {table} ORDER BY id") for table in OWNED_TABLES]  # noqa: S608
+
+
+def visible(session: Any) -> dict[str, list[str]]:
+    return {
+        "portfolios": list(session.scalars(text("SELECT name FROM portfolios ORDER BY name"))),
+        "positions": [str(p) for p in session.scalars(text("SELECT portfolio_id FROM positions"))],
+        "analysis_results": list(
+            session.scalars(text("SELECT summary FROM analysis_results ORDER BY summary"))
+        ),
+    }
+
+
+def test_a_users_session_sees_only_their_rows_and_the_shared_ones(
+    walled: DatabaseManager, two_users: dict[str, Any]
+) -> None:
+    with walled.get_session(user_id=two_users["ada"].id) as session:
+        seen = visible(session)
+        assert seen["portfolios"] == ["ada's"]
+        assert seen["positions"] == [str(two_users["ada_portfolio"].id)]
+        assert seen["analysis_results"] == ["ada", "all"]
+        # Shared tables are shared: every user is listed for sign-in.
+        assert session.scalar(text("SELECT count(*) FROM users")) == 2
+
+
+async def test_the_async_form_is_walled_as_well(
+    walled: DatabaseManager, two_users: dict[str, Any]
+) -> None:
+    async with walled.get_async_session(user_id=two_users["bob"].id) as session:
+        names = (await session.scalars(text("SELECT name FROM portfolios"))).all()
+        summaries = (await session.scalars(text("SELECT summary FROM analysis_results"))).all()
+    assert names == ["bob's"]
+    assert sorted(summaries) == ["all", "bob"]
+
+
+def test_raw_sql_cannot_change_another_users_rows(
+    walled: DatabaseManager, two_users: dict[str, Any], sql: RawSQL
+) -> None:
+    before = everything(sql)
+    bob, bobs = two_users["bob"], two_users["bob_portfolio"]
+    with walled.get_session(user_id=two_users["ada"].id) as session:
+        changes = [
+            session.execute(
+                text("UPDATE portfolios SET name = 'taken' WHERE user_id = :u"), {"u": bob.id}
+            ),
+            session.execute(
+                text("UPDATE positions SET shares = 0 WHERE portfolio_id = :p"), {"p": bobs.id}
+            ),
+            session.execute(
+                text("DELETE FROM analysis_results WHERE portfolio_id = :p"), {"p": bobs.id}
+            ),
+            session.execute(text("DELETE FROM positions")),
+            session.execute(text("DELETE FROM portfolios WHERE user_id = :u"), {"u": bob.id}),
+        ]
+        assert [change.rowcount for change in changes] == [0, 0, 0, 1, 0]  # only ada's position
+        session.rollback()
+    assert everything(sql) == before
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO portfolios (id, user_id, name, risk_tolerance, target_cash_percentage)"
+        " VALUES (gen_random_uuid(), :bob, 'planted', 'moderate', 0)",
+        "INSERT INTO positions (id, portfolio_id, ticker, shares)"
+        " VALUES (gen_random_uuid(), :bobs, 'MSFT', 1)",
+        "INSERT INTO analysis_results (id, portfolio_id, ticker, analysis_type, calculated_at)"
+        " VALUES (gen_random_uuid(), :bobs, 'MSFT', 'risk_analysis', now())",
+        # Moving one's own row into another user's portfolio is an insert there too.
+        "UPDATE positions SET portfolio_id = :bobs",
+        "UPDATE portfolios SET user_id = :bob",
+    ],
+)
+def test_raw_sql_cannot_plant_rows_for_another_user(
+    walled: DatabaseManager, two_users: dict[str, Any], sql: RawSQL, statement: str
+) -> None:
+    before = everything(sql)
+    params = {"bob": two_users["bob"].id, "bobs": two_users["bob_portfolio"].id}
+    with (
+        pytest.raises(DatabaseError) as caught,
+        walled.get_session(user_id=two_users["ada"].id) as session,
+    ):
+        session.execute(text(statement), params)
+    assert "row-level security" in str(caught.value)
+    assert everything(sql) == before
+
+
+def test_a_plain_session_sees_no_user_owned_rows(
+    walled: DatabaseManager, two_users: dict[str, Any], sql: RawSQL
+) -> None:
+    with walled.get_session() as session:
+        assert visible(session) == {"portfolios": [], "positions": [], "analysis_results": ["all"]}
+        assert session.execute(text("DELETE FROM portfolios")).rowcount == 0
+        assert PortfolioRepository().list(session) == []
+    assert sql.count("portfolios") == 2
+
+
+def test_a_system_session_sees_every_row(
+    walled: DatabaseManager, two_users: dict[str, Any]
+) -> None:
+    with walled.get_session(system=True) as session:
+        seen = visible(session)
+        assert seen["portfolios"] == ["ada's", "bob's"]
+        assert len(seen["positions"]) == 2
+        assert seen["analysis_results"] == ["ada", "all", "bob"]
+        assert session.scalar(text("SELECT current_user")) != "buffetbot_user"
+
+
+def test_nothing_outlives_the_transaction_on_a_pooled_connection(
+    walled: DatabaseManager, two_users: dict[str, Any]
+) -> None:
+    for _ in range(3):  # one connection, reused: the role and user go with each COMMIT
+        with walled.get_session(user_id=two_users["ada"].id) as session:
+            assert session.scalar(text("SELECT current_user")) == "buffetbot_user"
+        with walled.get_session(system=True) as session:
+            assert session.scalar(text("SELECT current_setting('app.user_id', true)")) in (
+                None,
+                "",
+            )
+            assert session.scalar(text("SELECT current_user")) != "buffetbot_user"
+    assert walled.engine.pool.checkedin() == 1  # type: ignore[attr-defined]
+
+
+def test_the_repositories_work_inside_the_wall(
+    walled: DatabaseManager, two_users: dict[str, Any]
+) -> None:
+    ada = two_users["ada"]
+    portfolios, analyses = PortfolioRepository(), AnalysisRepository()
+    with walled.get_session(user_id=ada.id) as session:
+        mine = portfolios.create(session, user_id=ada.id, name="Second")
+        portfolios.add_position(session, mine.id, ticker="MSFT", shares=5, average_cost=100)
+        portfolios.adjust_position(session, mine.id, "MSFT", shares=5, price=200)
+        analyses.save(session, portfolio_id=mine.id, ticker="MSFT", analysis_type="risk_analysis")
+        summary = portfolios.get_summary(session, mine.id)
+        assert summary.total_cost_basis == 1500
+        assert [p.name for p in portfolios.get_user_portfolios(session, ada.id)] == [
+            "Second",
+            "ada's",
+        ]
+        # Shared market data is written through COPY and a temporary table, as the role.
+        bars = [
+            {"ticker": "MSFT", "date": "2024-01-02", "open": 1, "high": 2, "low": 1, "close": 2}
+        ]
+        assert PriceHistoryRepository().upsert(session, bars).inserted == 1
+        assert portfolios.get_by_id(session, two_users["bob_portfolio"].id) is None
+
+
+async def test_the_repositories_work_inside_the_wall_async(
+    walled: DatabaseManager, two_users: dict[str, Any]
+) -> None:
+    bob = two_users["bob"]
+    portfolios = PortfolioRepository()
+    async with walled.get_async_session(user_id=bob.id) as session:
+        mine = await portfolios.async_create(session, user_id=bob.id, name="Async")
+        await portfolios.async_adjust_position(session, mine.id, "NVDA", shares=2, price=10)
+        found = await portfolios.async_get_with_positions(session, mine.id)
+        assert found is not None
+        assert [p.ticker for p in found.positions] == ["NVDA"]
+        theirs = two_users["ada_portfolio"].id
+        assert await portfolios.async_get_with_positions(session, theirs) is None
+    await asyncio.sleep(0)
+
+
+def test_a_database_without_the_policies_is_refused(
+    postgres_server_url: str,
+) -> None:
+    url = recreate_database(postgres_server_url, "buffetbot_no_wall")
+    migrate.upgrade(url, "0003")
+    manager = DatabaseManager(url, row_security=True)
+    try:
+        with pytest.raises(ConfigurationError) as caught, manager.get_session() as session:
+            session.execute(text("SELECT 1"))
+        assert "buffetbot-db upgrade" in str(caught.value)
+    finally:
+        manager.close()
+
+
+def test_the_maintenance_commands_work_inside_the_wall(
+    database_url: str, db: DatabaseManager, two_users: dict[str, Any], tmp_path: Path
+) -> None:
+    with db.get_session() as session:  # a user's expired result, for cleanup to find
+        session.add(
+            AnalysisResult(
+                portfolio_id=two_users["ada_portfolio"].id,
+                ticker="MSFT",
+                analysis_type=AnalysisType.RISK_ANALYSIS,
+                expires_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+            )
+        )
+    command = str(Path(sys.executable).with_name("buffetbot-db"))
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_"))}
+    environment["DB_ROW_SECURITY"] = "on"
+    cache = tmp_path / "cache"
+    cache.mkdir()
+
+    def run(*arguments: str) -> str:
+        result = subprocess.run(
+            [command, "--url", database_url, *arguments],
+            capture_output=True,
+            text=True,
+            env=environment,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, f"{arguments}: {result.stdout}\n{result.stderr}"
+        return result.stdout
+
+    assert json.loads(run("stats", "--json"))["freshness"]["expired_analysis_results"] == 1
+    assert json.loads(run("cleanup", "--json"))["analysis_results"] == 1
+    run("import-cache", str(cache))
+    assert "My Portfolio" in run("demo")
