@@ -13,6 +13,7 @@ from rich.table import Table
 from database.cli.app import Options, app, console, errors, run
 from database.filecache import ImportReport, import_directory
 from database.filecache.importer import cache_files
+from database.filecache.limits import DEFAULT_MAX_ALLOCATION, DEFAULT_MAX_FILE_SIZE, MiB
 from database.repositories import AnalysisRepository, MarketDataRepository, OptionsDataRepository
 
 
@@ -28,6 +29,24 @@ def import_cache(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Files per transaction.")
     ] = 500,
+    max_file_size: Annotated[
+        int,
+        typer.Option(
+            "--max-file-size",
+            min=1,
+            metavar="MIB",
+            help="Reject (unread) a file larger than this many MiB.",
+        ),
+    ] = DEFAULT_MAX_FILE_SIZE // MiB,
+    max_allocation: Annotated[
+        int,
+        typer.Option(
+            "--max-allocation",
+            min=1,
+            metavar="MIB",
+            help="Reject a pickle whose opcodes would allocate more than this many MiB.",
+        ),
+    ] = DEFAULT_MAX_ALLOCATION // MiB,
     as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
 ) -> None:
     """Import the old file cache; safe to run again (it imports nothing twice)."""
@@ -45,6 +64,8 @@ def import_cache(
                     include_expired=include_expired,
                     batch_size=batch_size,
                     on_progress=lambda n: progress.advance(task, n),
+                    max_file_size=max_file_size * MiB,
+                    max_allocation=max_allocation * MiB,
                 )
         finally:
             manager.close()
@@ -77,7 +98,7 @@ def cleanup(
     def clean(options: Options) -> dict[str, int]:
         manager = options.manager()
         try:
-            with manager.get_session() as session:
+            with manager.get_session(system=True) as session:
                 return {
                     "cache_entries": MarketDataRepository().delete_expired(session),
                     "analysis_results": AnalysisRepository().delete_expired(session),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,13 @@ from database.exceptions import ValidationError
 from database.filecache.files import (
     DEFAULT_EXPIRATION,
     SUFFIX,
+    CacheFile,
     CacheFileError,
     read_cache_file,
     write_cache_file,
 )
+from database.filecache.folder import clear_entries, file_sizes, open_folder, remove_entry
+from database.filecache.limits import DEFAULT_MAX_ALLOCATION, DEFAULT_MAX_FILE_SIZE, PickleLimits
 from database.models import DataType, MarketDataCache
 from database.models.base import utcnow
 from database.monitoring import market_data_cache as statistics
@@ -50,66 +54,99 @@ def database_key(key: str) -> str:
 
 
 class FileCache:
-    """The old cache itself: one safe-to-read pickle per key in ``directory``."""
+    """The old cache itself: one safe-to-read pickle per key in ``directory``.
+
+    Nothing reaches outside the folder (see :mod:`database.filecache.folder`):
+    a key is a file name, entries that are symbolic links are never followed
+    (read as missing, replaced on ``set``, removed themselves on ``delete`` and
+    ``clear``), and a file over ``max_file_size`` or whose pickle would allocate
+    more than ``max_allocation`` bytes reads as missing.
+    """
 
     def __init__(
         self,
         directory: str | Path = "buffetbot/cache",
         *,
         default_expiration: float = DEFAULT_EXPIRATION,
+        max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+        max_allocation: int = DEFAULT_MAX_ALLOCATION,
     ):
         self.directory = Path(directory)
         self.default_expiration = default_expiration
+        self.limits = PickleLimits(max_file_size=max_file_size, max_allocation=max_allocation)
 
-    def _path(self, key: str) -> Path:
-        """The key's file, which must lie in the cache folder itself: a key is a file name."""
+    @staticmethod
+    def _name(key: str) -> str:
+        """The key's file name in the cache folder: a key is a file name, nothing more."""
         if not isinstance(key, str) or not key or key in (".", ".."):
             raise ValidationError("key", key, "must be a non-empty file name")
         if any(bad in key for bad in ("/", "\\", "\0")) or Path(key).is_absolute():
             raise ValidationError("key", key, "must not name another folder (no / or \\)")
-        return self.directory / f"{key}{SUFFIX}"
+        try:
+            too_long = len(os.fsencode(key + SUFFIX)) > 255
+        except UnicodeError:
+            raise ValidationError("key", key, "must be encodable as a file name") from None
+        if too_long:
+            raise ValidationError("key", key, "is too long for a file name")
+        return key + SUFFIX
+
+    def read(self, key: str) -> CacheFile | None:
+        """The key's entry, fresh or not; None if missing, unreadable, unsafe or too large."""
+        name = self._name(key)
+        try:
+            with open_folder(self.directory) as folder:
+                return read_cache_file(folder, name, self.limits)
+        except (OSError, CacheFileError):
+            return None
 
     def get(self, key: str, expiration: float | None = None) -> Any:
-        try:
-            entry = read_cache_file(self._path(key))
-        except CacheFileError:
-            return None
-        if time.time() - entry.timestamp > (expiration or entry.expiration):
+        entry = self.read(key)
+        if entry is None or time.time() - entry.timestamp > (expiration or entry.expiration):
             return None
         return entry.data
 
     def remaining(self, key: str) -> float | None:
         """Seconds the entry stays fresh, or None if missing or unreadable."""
-        try:
-            entry = read_cache_file(self._path(key))
-        except CacheFileError:
-            return None
-        return entry.timestamp + entry.expiration - time.time()
+        entry = self.read(key)
+        return None if entry is None else entry.timestamp + entry.expiration - time.time()
 
     def set(self, key: str, value: Any, expiration: float | None = None) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        write_cache_file(self._path(key), value, time.time(), expiration or self.default_expiration)
+        name = self._name(key)
+        with open_folder(self.directory, create=True) as folder:
+            write_cache_file(
+                folder,
+                name,
+                value,
+                timestamp=time.time(),
+                expiration=expiration or self.default_expiration,
+            )
 
     def delete(self, key: str) -> bool:
+        name = self._name(key)
         try:
-            self._path(key).unlink()
+            with open_folder(self.directory) as folder:
+                return remove_entry(folder, name)
         except FileNotFoundError:
             return False
-        return True
 
     def clear(self) -> int:
-        files = list(self.directory.glob(f"*{SUFFIX}")) if self.directory.exists() else []
-        for path in files:
-            path.unlink(missing_ok=True)
-        return len(files)
+        try:
+            with open_folder(self.directory) as folder:
+                return clear_entries(folder, SUFFIX)
+        except FileNotFoundError:
+            return 0
 
     def get_stats(self) -> dict[str, Any]:
-        files = list(self.directory.glob(f"*{SUFFIX}")) if self.directory.exists() else []
+        try:
+            with open_folder(self.directory) as folder:
+                sizes = file_sizes(folder, SUFFIX)
+        except FileNotFoundError:
+            sizes = {}
         return {
             "backend": "file",
             "directory": str(self.directory),
-            "entries": len(files),
-            "size_bytes": sum(p.stat().st_size for p in files),
+            "entries": len(sizes),
+            "size_bytes": sum(sizes.values()),
         }
 
 

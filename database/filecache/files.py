@@ -6,9 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import pickle
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from database.filecache.folder import read_entry, write_entry
+from database.filecache.limits import PickleLimitError, PickleLimits
 from database.filecache.safe_pickle import safe_loads
 
 DEFAULT_EXPIRATION = 3600
@@ -38,14 +39,18 @@ class CacheFile:
         return self.expires_at <= (now or dt.datetime.now(dt.UTC))
 
 
-def read_cache_file(path: Path) -> CacheFile:
-    """Load one cache file safely; CacheFileError says what is wrong with it."""
+def read_cache_file(folder: int, name: str, limits: PickleLimits | None = None) -> CacheFile:
+    """Load the file ``name`` of the open cache ``folder`` safely, within ``limits``
+    (see :mod:`database.filecache.folder`); CacheFileError says what is wrong with it."""
+    limits = limits or PickleLimits()
     try:
-        raw = path.read_bytes()
+        raw = read_entry(folder, name, limits)
     except OSError as error:
         raise CacheFileError(f"unreadable: {error.strerror or error}") from None
+    except PickleLimitError as error:
+        raise CacheFileError(str(error)) from None
     try:
-        entry = safe_loads(raw)
+        entry = safe_loads(raw, limits)
     except (
         pickle.UnpicklingError,
         EOFError,
@@ -67,13 +72,16 @@ def read_cache_file(path: Path) -> CacheFile:
     if not isinstance(timestamp, int | float) or not isinstance(expiration, int | float | None):
         raise CacheFileError("timestamp and expiration must be numbers")
     return CacheFile(
-        path.stem, entry["data"], float(timestamp), float(expiration or DEFAULT_EXPIRATION)
+        name.removesuffix(SUFFIX),
+        entry["data"],
+        float(timestamp),
+        float(expiration or DEFAULT_EXPIRATION),
     )
 
 
-def write_cache_file(path: Path, data: Any, timestamp: float, expiration: float) -> None:
-    """Write an entry in the old format (used while both caches are written)."""
+def write_cache_file(
+    folder: int, name: str, data: Any, *, timestamp: float, expiration: float
+) -> None:
+    """Write an entry in the old format (used while both caches are written), atomically."""
     payload = {"data": data, "timestamp": timestamp, "expiration": expiration}
-    temporary = path.with_suffix(".tmp")
-    temporary.write_bytes(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
-    temporary.replace(path)
+    write_entry(folder, name, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))

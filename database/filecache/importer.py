@@ -1,7 +1,10 @@
 """Bulk import of an old cache directory into ``market_data_cache``.
 
 Files are read (safely) and checked one by one; a bad one is reported and
-skipped. Entries are written in batches, each in one transaction with one
+skipped: corrupt, unsafe, a symbolic link (never followed), over
+``max_file_size``, or a pickle whose opcodes would allocate more than
+``max_allocation`` (see :mod:`database.filecache.limits`). Entries are
+written in batches, each in one transaction with one
 ``INSERT ... ON CONFLICT DO NOTHING``, so a second run imports nothing new. The
 rows go in key order, so concurrent imports lock keys in the same order; on
 SQLite each batch's transaction begins as a writer (``begin_write``).
@@ -9,7 +12,8 @@ SQLite each batch's transaction begins as a writer (``begin_write``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,8 @@ from database.connection import DatabaseManager
 from database.exceptions import ValidationError
 from database.filecache.cache import FILE_CACHE_TICKER, database_key
 from database.filecache.files import SUFFIX, CacheFile, CacheFileError, read_cache_file
+from database.filecache.folder import entry_names, open_folder
+from database.filecache.limits import DEFAULT_MAX_ALLOCATION, DEFAULT_MAX_FILE_SIZE, PickleLimits
 from database.models import DataType, MarketDataCache
 from database.models.base import utcnow
 from database.repositories.upsert import native_insert
@@ -44,13 +50,15 @@ class ImportReport:
         return self.imported + self.already_present + self.expired + len(self.rejected)
 
 
-def cache_files(directory: Path) -> list[Path]:
-    return sorted(directory.glob(f"*{SUFFIX}"))
+def cache_files(directory: Path) -> list[str]:
+    """The names of the files an import of ``directory`` would read."""
+    with open_folder(directory) as folder:
+        return entry_names(folder, SUFFIX)
 
 
-def _batches(paths: list[Path], size: int) -> Iterator[list[Path]]:
-    for start in range(0, len(paths), size):
-        yield paths[start : start + size]
+def _batches(names: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(names), size):
+        yield names[start : start + size]
 
 
 def _row(entry: CacheFile) -> dict[str, Any]:
@@ -76,28 +84,38 @@ def import_directory(
     include_expired: bool = False,
     batch_size: int = BATCH_SIZE,
     on_progress: Callable[[int], None] | None = None,
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+    max_allocation: int = DEFAULT_MAX_ALLOCATION,
 ) -> ImportReport:
-    """Import every ``*.cache`` file of ``directory``; ``on_progress(n)`` after each batch."""
-    folder = Path(directory)
-    if not folder.is_dir():
-        raise ValidationError("directory", str(directory), "is not a directory")
+    """Import every ``*.cache`` file of ``directory``; ``on_progress(n)`` after each batch.
+
+    A file over ``max_file_size`` bytes, or whose pickle would allocate more
+    than ``max_allocation`` bytes, is rejected unread (with the reason) and the
+    import goes on.
+    """
+    limits = PickleLimits(max_file_size=max_file_size, max_allocation=max_allocation)
     report = ImportReport()
-    for batch in _batches(cache_files(folder), batch_size):
-        rows: list[dict[str, Any]] = []
-        for path in batch:
-            try:
-                entry = read_cache_file(path)
-                if entry.is_expired() and not include_expired:
-                    report.expired += 1
-                    continue
-                rows.append(_row(entry))
-            except (CacheFileError, ValidationError) as error:
-                report.rejected.append((path.name, str(error)))
-        if rows:
-            _write_batch(manager, rows, report)
-        report.batches += 1
-        if on_progress is not None:
-            on_progress(len(batch))
+    with ExitStack() as stack:  # one descriptor for the whole run: every read stays in it
+        try:
+            folder = stack.enter_context(open_folder(Path(directory)))
+        except OSError:
+            raise ValidationError("directory", str(directory), "is not a directory") from None
+        for batch in _batches(entry_names(folder, SUFFIX), batch_size):
+            rows: list[dict[str, Any]] = []
+            for name in batch:
+                try:
+                    entry = read_cache_file(folder, name, limits)
+                    if entry.is_expired() and not include_expired:
+                        report.expired += 1
+                        continue
+                    rows.append(_row(entry))
+                except (CacheFileError, ValidationError) as error:
+                    report.rejected.append((name, str(error)))
+            if rows:
+                _write_batch(manager, rows, report)
+            report.batches += 1
+            if on_progress is not None:
+                on_progress(len(batch))
     return report
 
 
@@ -105,7 +123,7 @@ def _write_batch(
     manager: DatabaseManager, rows: list[dict[str, Any]], report: ImportReport
 ) -> None:
     keys = [row["cache_key"] for row in rows]
-    with manager.get_session() as session:  # one transaction per batch
+    with manager.get_session(system=True) as session:  # a transaction per batch
         begin_write(session)
         present = set(
             session.scalars(

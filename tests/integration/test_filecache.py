@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import pickle
 import time
+import tracemalloc
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,68 @@ def _stored_time(sql: RawSQL, moment: dt.datetime) -> object:
     from database.types import sqlite_timestamp
 
     return sqlite_timestamp(moment) if sql.backend == "sqlite" else moment
+
+
+BOMB = b"\x80\x02cbuiltins\nbytearray\n\x8a\x04\x00\x00\x00@\x85R."  # bytearray(1 << 30)
+DECLARED_BOMB = b"\x80\x05\x96" + (1 << 30).to_bytes(8, "little") + b"."
+
+
+def test_bombs_are_rejected_with_a_reason_and_the_good_files_import(
+    db: DatabaseManager, tmp_path: Path, sql: RawSQL
+) -> None:
+    folder = tmp_path / "bombs"
+    folder.mkdir()
+    for number in range(20):
+        (folder / f"bomb-{number:02}.cache").write_bytes(BOMB)
+    (folder / "declared.cache").write_bytes(DECLARED_BOMB)
+    for number in range(5):
+        write(folder / f"{make_key('quote', number)}.cache", old_entry({"n": number}))
+    tracemalloc.start()
+    try:
+        report = import_directory(db, folder)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20  # far below one bomb's 1 GiB, let alone 21 of them
+    assert report.imported == 5
+    reasons = dict(report.rejected)
+    assert len(reasons) == 21
+    assert "builtins.bytearray(1073741824) would allocate 1.0 GiB" in reasons["bomb-00.cache"]
+    assert "bytearray8" in reasons["declared.cache"]
+    assert sql.count("market_data_cache") == 5
+
+
+def test_the_import_limits_are_keyword_arguments(db: DatabaseManager, tmp_path: Path) -> None:
+    folder = tmp_path / "limits"
+    folder.mkdir()
+    write(folder / "small.cache", old_entry("x"))
+    write(folder / "large.cache", old_entry("x" * 10_000))
+    report = import_directory(db, folder, max_file_size=4096)
+    assert report.imported == 1
+    assert "over the 4.0 KiB file size limit" in dict(report.rejected)["large.cache"]
+    strict = import_directory(db, folder, max_allocation=1024)
+    assert strict.imported == 0
+    assert all("over the 1.0 KiB limit" in reason for _, reason in strict.rejected)
+    with pytest.raises(ValidationError, match="max_allocation"):
+        import_directory(db, folder, max_allocation=0)
+
+
+def test_the_import_follows_no_symlink_out_of_the_folder(
+    db: DatabaseManager, tmp_path: Path, sql: RawSQL
+) -> None:
+    secret = tmp_path / "secret.cache"
+    write(secret, old_entry({"outside": True}))
+    before = secret.read_bytes()
+    folder = tmp_path / "linked"
+    folder.mkdir()
+    (folder / f"{make_key('quote', 1)}.cache").symlink_to(secret)
+    (folder / "subdir.cache").symlink_to(tmp_path, target_is_directory=True)
+    write(folder / f"{make_key('quote', 2)}.cache", old_entry({"inside": True}))
+    report = import_directory(db, folder)
+    assert report.imported == 1
+    reasons = dict(report.rejected)
+    assert "symbolic link, not followed" in reasons[f"{make_key('quote', 1)}.cache"]
+    assert "symbolic link, not followed" in reasons["subdir.cache"]
+    assert secret.read_bytes() == before
+    assert DatabaseCache(db).get(make_key("quote", 1)) is None
+    assert sql.count("market_data_cache") == 1
