@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -98,6 +98,8 @@ def run_transaction(
     backoff: float = 0.02,
     max_backoff: float = 1.0,
     database: DatabaseManager | None = None,
+    user_id: Any = None,
+    system: bool = False,
 ) -> T:
     """Run ``fn(session)`` in a fresh session and commit; retry what is safe to retry.
 
@@ -105,14 +107,15 @@ def run_transaction(
     (read, decide, write): each attempt starts from a fresh session and sees
     the data as it is then. After ``retries`` retries the last error propagates;
     errors that are not retryable propagate at once. ``database`` defaults to
-    the process-wide manager.
+    the process-wide manager; ``user_id`` and ``system`` open each session as
+    :meth:`DatabaseManager.get_session` does.
     """
     _check_retries(retries, backoff, max_backoff)
     manager = _manager(database)
     attempt = 0
     while True:
         try:
-            with manager.get_session() as session:
+            with manager.get_session(user_id=user_id, system=system) as session:
                 result = fn(session)
                 if inspect.isawaitable(result):
                     if inspect.iscoroutine(result):
@@ -133,6 +136,8 @@ async def async_run_transaction(
     backoff: float = 0.02,
     max_backoff: float = 1.0,
     database: DatabaseManager | None = None,
+    user_id: Any = None,
+    system: bool = False,
 ) -> T:
     """:func:`run_transaction` for async code: ``await fn(session)`` in a fresh AsyncSession."""
     _check_retries(retries, backoff, max_backoff)
@@ -140,7 +145,7 @@ async def async_run_transaction(
     attempt = 0
     while True:
         try:
-            async with manager.get_async_session() as session:
+            async with manager.get_async_session(user_id=user_id, system=system) as session:
                 result = fn(session)
                 if not inspect.isawaitable(result):
                     raise ValidationError("fn", fn, "must be an async function (or return one)")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from database import DatabaseManager
+from database import DatabaseManager, async_run_transaction, run_transaction
 from database.exceptions import NotFoundError, ValidationError
 from database.models import AnalysisResult, AnalysisType, Portfolio, Position, User
 from database.repositories import AnalysisRepository, PortfolioRepository, UserRepository
@@ -279,3 +279,19 @@ async def test_another_users_portfolio_analyses_are_hidden(
     assert owned is not None
     assert owned.id == analysis.id
     assert await uow(analyses.invalidate, portfolio_id=portfolio.id, user_id=owner.id) == 1
+
+
+async def test_run_transaction_opens_every_attempt_for_the_user(
+    db: DatabaseManager, portfolio: Portfolio, owner: User, stranger: User
+) -> None:
+    def read(session: Any) -> Portfolio | None:
+        return portfolios.get_by_id(session, portfolio.id)
+
+    async def async_read(session: Any) -> Portfolio | None:
+        return await portfolios.async_get_by_id(session, portfolio.id)
+
+    assert run_transaction(read, database=db, user_id=stranger.id) is None
+    assert run_transaction(read, database=db, user_id=owner.id) is not None
+    assert await async_run_transaction(async_read, database=db, user_id=stranger.id) is None
+    found = await async_run_transaction(async_read, database=db, user_id=owner.id)
+    assert found is not None
