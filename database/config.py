@@ -40,7 +40,8 @@ class DatabaseSettings(BaseSettings):
     user: str = "postgres"
     password: SecretStr = SecretStr("postgres")
     sqlite_path: str = "buffetbot.db"
-    echo: bool | Literal["debug"] = False  # "debug" also logs result rows
+    # true: statements without parameters; "debug": parameters and rows, secrets redacted
+    echo: bool | Literal["debug"] = False
     pool_size: int = Field(default=20, ge=1)
     max_overflow: int = Field(default=30, ge=0)
     pool_pre_ping: bool = True

@@ -29,7 +29,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.util import greenlet_spawn
 from sqlalchemy.util.concurrency import in_greenlet
 
-from database import monitoring, ownership
+from database import monitoring, ownership, redaction
 from database.budget import EngineConnections, budget_for, close_idle
 from database.config import DatabaseSettings, DriverUrls, driver_urls
 from database.exceptions import (
@@ -42,7 +42,8 @@ from database.exceptions import (
     translate_errors,
 )
 from database.models import Base
-from database.row_security import WALL, RowSecurity
+from database.ownership import WALL
+from database.row_security import RowSecurity, autocommit_refused
 from database.transactions import sqlite_begin
 
 logger = logging.getLogger(__name__)
@@ -155,6 +156,8 @@ class DatabaseManager:
                     "DB_ROW_SECURITY=on has no effect on SQLite, which has no row-level "
                     "security: the repositories' ownership checks are its only wall"
                 )
+            elif options.get("isolation_level") == "AUTOCOMMIT":
+                raise autocommit_refused()
             else:
                 self._wall = RowSecurity(self.urls.safe())
         self.checkouts = 0
@@ -185,7 +188,8 @@ class DatabaseManager:
     def _engine_options(self) -> dict[str, Any]:
         s = self.settings
         return {
-            "echo": s.echo,
+            # Parameters are logged under DB_ECHO=debug only, with secret columns redacted.
+            **redaction.engine_log_options(s.echo),
             # Each pool queues its own callers up to the budget; the budget
             # (database.budget) caps all the pools of the process together.
             "pool_size": s.pool_size,
@@ -215,6 +219,7 @@ class DatabaseManager:
 
     def _prepare(self, engine: Engine, connections: EngineConnections) -> None:
         """Connection set-up shared by the sync engine and the async one's sync core."""
+        redaction.install(engine, Base.metadata)
         event.listen(engine, "do_connect", functools.partial(self._connect, connections))
         event.listen(engine, "close", lambda conn, _rec: connections.closed(conn))
         event.listen(engine, "close_detached", connections.closed)
