@@ -22,6 +22,7 @@ from database.exceptions import ValidationError
 
 ACTING_USER = "buffetbot.acting_user"
 SYSTEM = "buffetbot.system"
+WALL = "buffetbot.row_security"  # set on the sessions of a manager with DB_ROW_SECURITY=on
 
 
 def _user(value: Any) -> uuid.UUID:
@@ -63,6 +64,15 @@ def acting_users(session: Session | AsyncSession, user_id: Any) -> list[uuid.UUI
     users: list[uuid.UUID] = []
     if (bound := session_user(session)) is not None:
         users.append(bound)
+    elif user_id is not None and session.info.get(WALL) and not is_system(session):
+        # PostgreSQL already shows this session no user's rows: the call would
+        # find nothing, so say why instead.
+        raise ValidationError(
+            "user_id",
+            user_id,
+            "with DB_ROW_SECURITY=on, open the session for the user "
+            "(get_session(user_id=...)): a session for no user sees no user's rows",
+        )
     if user_id is not None:
         given = _user(user_id)
         if given not in users:

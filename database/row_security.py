@@ -23,12 +23,11 @@ from sqlalchemy import Connection, event, text
 from sqlalchemy.orm import Session, SessionTransaction
 
 from database.exceptions import ConfigurationError
-from database.ownership import ACTING_USER, SYSTEM
+from database.ownership import ACTING_USER, SYSTEM, WALL
 
 log = logging.getLogger(__name__)
 
 ROLE = "buffetbot_user"
-WALL = "buffetbot.row_security"
 _ENTER = text("SELECT set_config('role', :role, true), set_config('app.user_id', :user_id, true)")
 _READY = text(
     "SELECT count(*) FILTER (WHERE c.relrowsecurity), "
@@ -49,6 +48,8 @@ class RowSecurity:
         self._lock = threading.Lock()
 
     def enter(self, connection: Connection, user: Any) -> None:
+        if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            raise autocommit_refused()
         if not self._ready:
             self._check(connection)
         connection.execute(_ENTER, {"role": ROLE, "user_id": "" if user is None else str(user)})
@@ -69,6 +70,13 @@ class RowSecurity:
                     f"GRANT {ROLE} TO <the application's role>"
                 )
             self._ready = True
+
+
+def autocommit_refused() -> ConfigurationError:
+    return ConfigurationError(
+        "DB_ROW_SECURITY=on needs transactions: under AUTOCOMMIT the role and the "
+        "user would last one statement only; use system=True for work that needs it"
+    )
 
 
 @event.listens_for(Session, "after_begin")

@@ -37,8 +37,9 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
     """Cached analysis results.
 
     A result with a ``portfolio_id`` belongs to that portfolio's owner: with an
-    acting user (``user_id=`` or the session's), every method sees and changes
-    only the user's portfolios' results and the shared ones (no portfolio).
+    acting user (``user_id=`` or the session's), every method sees the user's
+    portfolios' results and the shared ones (no portfolio), may add either, and
+    changes, invalidates or deletes only the user's own.
     """
 
     _scoped = True
@@ -47,11 +48,10 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
     def __init__(self) -> None:
         super().__init__(AnalysisResult)
 
-    def _owned_by(self, user: uuid.UUID) -> ColumnElement[bool]:
-        return or_(
-            AnalysisResult.portfolio_id.is_(None),
-            AnalysisResult.portfolio_id.in_(owned_portfolios(user)),
-        )
+    def _owned_by(self, user: uuid.UUID, *, writing: bool = False) -> ColumnElement[bool]:
+        owned = AnalysisResult.portfolio_id.in_(owned_portfolios(user))
+        # Shared results (no portfolio) are read by every user, changed by none.
+        return owned if writing else or_(AnalysisResult.portfolio_id.is_(None), owned)
 
     def _owned_new(self, user: uuid.UUID, instance: AnalysisResult) -> Select[Any] | bool:
         if instance.portfolio_id is None:
@@ -220,7 +220,7 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
             "portfolio_id": portfolio_id,
             "strategy": strategy,
         }
-        statement = self._invalidate_statement(filters, self._scope(session, user_id))
+        statement = self._invalidate_statement(filters, self._scope(session, user_id, writing=True))
         with self._translating():
             return _rowcount(session.execute(statement))
 
@@ -240,7 +240,7 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
             "portfolio_id": portfolio_id,
             "strategy": strategy,
         }
-        statement = self._invalidate_statement(filters, self._scope(session, user_id))
+        statement = self._invalidate_statement(filters, self._scope(session, user_id, writing=True))
         with self._translating():
             return _rowcount(await session.execute(statement))
 
@@ -248,13 +248,13 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
         self, session: Session, *, now: dt.datetime | None = None, user_id: Any = None
     ) -> int:
         """Delete every expired result in one statement; returns how many."""
-        statement = self._expired_statement(now, self._scope(session, user_id))
+        statement = self._expired_statement(now, self._scope(session, user_id, writing=True))
         with self._translating():
             return _rowcount(session.execute(statement))
 
     async def async_delete_expired(
         self, session: AsyncSession, *, now: dt.datetime | None = None, user_id: Any = None
     ) -> int:
-        statement = self._expired_statement(now, self._scope(session, user_id))
+        statement = self._expired_statement(now, self._scope(session, user_id, writing=True))
         with self._translating():
             return _rowcount(await session.execute(statement))

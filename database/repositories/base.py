@@ -125,15 +125,17 @@ class BaseRepository(Generic[ModelT]):
     _scoped: ClassVar[bool] = False
     _owner_columns: ClassVar[frozenset[str]] = frozenset()
 
-    def _owned_by(self, user: uuid.UUID) -> ColumnElement[bool]:
-        """The condition of the rows ``user`` owns (scoped repositories only)."""
+    def _owned_by(self, user: uuid.UUID, *, writing: bool = False) -> ColumnElement[bool]:
+        """The rows ``user`` may read, or change (``writing``); scoped repositories only."""
         raise NotImplementedError
 
     def _owned_new(self, user: uuid.UUID, instance: ModelT) -> Select[Any] | bool:
         """Whether ``user`` may create ``instance``: an answer or a query of one."""
         return True
 
-    def _scope(self, session: Session | AsyncSession, user_id: Any) -> list[ColumnElement[bool]]:
+    def _scope(
+        self, session: Session | AsyncSession, user_id: Any, *, writing: bool = False
+    ) -> list[ColumnElement[bool]]:
         """The conditions limiting a statement to the acting user's rows (none: unscoped)."""
         if not self._scoped:
             if user_id is not None:
@@ -141,7 +143,8 @@ class BaseRepository(Generic[ModelT]):
                     "user_id", user_id, f"{self.model.__name__} rows are not owned by a user"
                 )
             return []  # a session opened for a user still reads shared tables
-        return [self._owned_by(user) for user in acting_users(session, user_id)]
+        users = acting_users(session, user_id)
+        return [self._owned_by(user, writing=writing) for user in users]
 
     def _acting(self, values: dict[str, Any]) -> Any:
         """Take the acting user out of keyword values, unless it is a column of the model."""
@@ -450,9 +453,13 @@ class BaseRepository(Generic[ModelT]):
         self, session: Session, instance_or_id: ModelT | Any, user_id: Any
     ) -> ModelT:
         """The row to change, read (or, for an object, checked) within the acting user's rows."""
-        scope = self._scope(session, user_id)
+        scope = self._scope(session, user_id, writing=True)
         if not isinstance(instance_or_id, self.model):
-            found = self.get_by_id(session, instance_or_id, user_id=user_id)
+            with self._translating():
+                if scope:
+                    found = session.scalars(self._by_key_statement(instance_or_id, scope)).first()
+                else:
+                    found = session.get(self.model, self._key(instance_or_id))
             return self._missing(found, self.model, instance_or_id)
         if scope:
             with self._translating():
@@ -464,9 +471,14 @@ class BaseRepository(Generic[ModelT]):
     async def _async_owned_instance(
         self, session: AsyncSession, instance_or_id: ModelT | Any, user_id: Any
     ) -> ModelT:
-        scope = self._scope(session, user_id)
+        scope = self._scope(session, user_id, writing=True)
         if not isinstance(instance_or_id, self.model):
-            found = await self.async_get_by_id(session, instance_or_id, user_id=user_id)
+            with self._translating():
+                if scope:
+                    statement = self._by_key_statement(instance_or_id, scope)
+                    found = (await session.scalars(statement)).first()
+                else:
+                    found = await session.get(self.model, self._key(instance_or_id))
             return self._missing(found, self.model, instance_or_id)
         if scope:
             with self._translating():
@@ -516,7 +528,7 @@ class BaseRepository(Generic[ModelT]):
 
         False if it was not there, or is not the acting user's to delete.
         """
-        scope = self._scope(session, user_id)
+        scope = self._scope(session, user_id, writing=True)
         if isinstance(instance_or_id, self.model):
             if scope and not session.scalar(self._owned_statement_of(instance_or_id, scope)):
                 return False
@@ -528,7 +540,7 @@ class BaseRepository(Generic[ModelT]):
     async def async_delete(
         self, session: AsyncSession, instance_or_id: ModelT | Any, *, user_id: Any = None
     ) -> bool:
-        scope = self._scope(session, user_id)
+        scope = self._scope(session, user_id, writing=True)
         if isinstance(instance_or_id, self.model):
             if scope and not await session.scalar(self._owned_statement_of(instance_or_id, scope)):
                 return False

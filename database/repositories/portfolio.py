@@ -81,6 +81,12 @@ class Trade:
         position.shares = after
 
 
+def _required(user_id: Any) -> Any:
+    if user_id is None:
+        raise ValidationError("user_id", user_id, "is required: whose portfolio is it?")
+    return user_id
+
+
 def owned_portfolios(user: uuid.UUID) -> Select[uuid.UUID]:
     """The ids of the portfolios ``user`` owns, as a subquery of a scoped statement."""
     return select(Portfolio.id).where(Portfolio.user_id == user)
@@ -95,7 +101,7 @@ class PositionRepository(BaseRepository[Position]):
     def __init__(self) -> None:
         super().__init__(Position)
 
-    def _owned_by(self, user: uuid.UUID) -> ColumnElement[bool]:
+    def _owned_by(self, user: uuid.UUID, *, writing: bool = False) -> ColumnElement[bool]:
         return Position.portfolio_id.in_(owned_portfolios(user))
 
     def _owned_new(self, user: uuid.UUID, instance: Position) -> Select[Any] | bool:
@@ -123,7 +129,7 @@ class PortfolioRepository(BaseRepository[Portfolio]):
         super().__init__(Portfolio)
         self.positions = PositionRepository()
 
-    def _owned_by(self, user: uuid.UUID) -> ColumnElement[bool]:
+    def _owned_by(self, user: uuid.UUID, *, writing: bool = False) -> ColumnElement[bool]:
         return Portfolio.user_id == user
 
     def _owned_new(self, user: uuid.UUID, instance: Portfolio) -> Select[Any] | bool:
@@ -240,12 +246,12 @@ class PortfolioRepository(BaseRepository[Portfolio]):
 
     def get_for_user(self, session: Session, portfolio_id: Any, user_id: Any) -> Portfolio | None:
         """The portfolio if ``user_id`` owns it; another user's looks exactly like a missing one."""
-        return self.get_by_id(session, portfolio_id, user_id=user_id)
+        return self.get_by_id(session, portfolio_id, user_id=_required(user_id))
 
     async def async_get_for_user(
         self, session: AsyncSession, portfolio_id: Any, user_id: Any
     ) -> Portfolio | None:
-        return await self.async_get_by_id(session, portfolio_id, user_id=user_id)
+        return await self.async_get_by_id(session, portfolio_id, user_id=_required(user_id))
 
     def get_with_positions(
         self, session: Session, portfolio_id: Any, *, user_id: Any | None = None

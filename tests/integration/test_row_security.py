@@ -19,11 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from database import DatabaseManager, migrate
-from database.exceptions import ConfigurationError, DatabaseError
+from database.exceptions import ConfigurationError, DatabaseError, ValidationError
 from database.models import AnalysisResult, AnalysisType, Portfolio, Position, User
 from database.repositories import (
     AnalysisRepository,
@@ -95,8 +97,8 @@ def test_a_users_session_sees_only_their_rows_and_the_shared_ones(
         assert seen["portfolios"] == ["ada's"]
         assert seen["positions"] == [str(two_users["ada_portfolio"].id)]
         assert seen["analysis_results"] == ["ada", "all"]
-        # Shared tables are shared: every user is listed for sign-in.
-        assert session.scalar(text("SELECT count(*) FROM users")) == 2
+        # A user's session reaches its own account only.
+        assert list(session.scalars(text("SELECT username FROM users"))) == ["ada_ada"]
 
 
 async def test_the_async_form_is_walled_as_well(
@@ -285,3 +287,104 @@ def test_the_maintenance_commands_work_inside_the_wall(
     assert json.loads(run("cleanup", "--json"))["analysis_results"] == 1
     run("import-cache", str(cache))
     assert "My Portfolio" in run("demo")
+
+
+def test_accounts_are_walled_too(
+    walled: DatabaseManager, two_users: dict[str, Any], sql: RawSQL
+) -> None:
+    ada, bob = two_users["ada"], two_users["bob"]
+    before = sql.rows("SELECT id, email, hashed_password FROM users ORDER BY id")
+    with walled.get_session(user_id=ada.id) as session:
+        taken = session.execute(
+            text("UPDATE users SET email = 'mine@example.com' WHERE id = :b"), {"b": bob.id}
+        )
+        gone = session.execute(text("DELETE FROM users WHERE id = :b"), {"b": bob.id})
+        assert (taken.rowcount, gone.rowcount) == (0, 0)
+    # A session for no user signs users in and up (it reads and updates
+    # accounts) but deletes none, so no cascade reaches anyone's portfolios.
+    with walled.get_session() as session:
+        assert session.scalar(text("SELECT count(*) FROM users")) == 2
+        assert session.execute(text("DELETE FROM users")).rowcount == 0
+    assert sql.rows("SELECT id, email, hashed_password FROM users ORDER BY id") == before
+    assert sql.count("portfolios") == 2
+    with walled.get_session(user_id=bob.id) as session:  # one's own account, though
+        assert session.execute(text("DELETE FROM users WHERE id = :b"), {"b": bob.id}).rowcount
+
+
+def test_shared_results_are_read_and_added_by_users_but_changed_by_none(
+    walled: DatabaseManager, two_users: dict[str, Any], sql: RawSQL
+) -> None:
+    analyses = AnalysisRepository()
+    with walled.get_session(user_id=two_users["ada"].id) as session:
+        assert analyses.invalidate(session, ticker="AAPL") == 1  # ada's own result only
+        assert analyses.count(session, summary="all") == 1
+        shared_id = analyses.get_one_by_criteria(session, summary="all").id
+        assert analyses.delete(session, shared_id) is False
+        changed = session.execute(text("UPDATE analysis_results SET summary = 'x'"))
+        assert changed.rowcount == 1  # ada's own result, not the shared one
+        analyses.save(session, ticker="MSFT", analysis_type="value_analysis", summary="new")
+        session.rollback()
+    assert sql.scalar("SELECT count(*) FROM analysis_results WHERE expires_at IS NULL") == 3
+
+
+def test_a_plain_session_given_a_user_id_says_how_to_open_one(
+    walled: DatabaseManager, two_users: dict[str, Any]
+) -> None:
+    portfolios = PortfolioRepository()
+    with pytest.raises(ValidationError) as caught, walled.get_session() as session:
+        portfolios.get_by_id(session, two_users["ada_portfolio"].id, user_id=two_users["ada"].id)
+    assert "get_session(user_id=" in str(caught.value)
+
+
+def test_autocommit_cannot_bypass_the_wall(database_url: str, two_users: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        DatabaseManager(database_url, row_security=True, isolation_level="AUTOCOMMIT")
+    manager = DatabaseManager(database_url, row_security=True)
+    try:
+        with (
+            pytest.raises(ConfigurationError),
+            manager.get_session(user_id=two_users["ada"].id) as session,
+        ):
+            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    finally:
+        manager.close()
+
+
+def test_an_application_role_without_createrole_migrates_and_is_told_what_to_grant(
+    postgres_server_url: str, postgres_url: str
+) -> None:
+    """The usual production set-up: the application's role owns its database, no more."""
+    # postgres_url is migrated: buffetbot_user exists on the cluster.
+    server = make_url(postgres_server_url).set(drivername="postgresql")
+    role, name = "buffetbot_app_owner", "buffetbot_app_db"
+    admin = server.render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"CREATE DATABASE {name} OWNER {role}")
+    url = server.set(username=role, password=None, database=name)
+    app_url = url.render_as_string(hide_password=False)
+    try:
+        migrate.upgrade(app_url)  # without CREATEROLE or admin on buffetbot_user
+        manager = DatabaseManager(app_url, row_security=True)
+        try:
+            with pytest.raises(ConfigurationError) as caught, manager.get_session() as session:
+                session.execute(text("SELECT 1"))
+            assert "GRANT buffetbot_user TO" in str(caught.value)
+        finally:
+            manager.close()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"GRANT buffetbot_user TO {role}")
+        manager = DatabaseManager(app_url, row_security=True)
+        try:
+            with manager.get_session() as session:
+                assert session.scalar(text("SELECT current_user")) == "buffetbot_user"
+                assert session.scalar(text("SELECT count(*) FROM portfolios")) == 0
+        finally:
+            manager.close()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            conn.execute(f"REVOKE buffetbot_user FROM {role}")
+            conn.execute(f"DROP ROLE IF EXISTS {role}")

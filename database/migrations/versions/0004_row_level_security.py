@@ -1,11 +1,13 @@
 """Row-level security on the user-owned tables (PostgreSQL only).
 
-Policies on portfolios, positions and analysis_results let the role
+Policies on users, portfolios, positions and analysis_results let the role
 ``buffetbot_user`` see and change only the rows of the user named by the
 transaction's ``app.user_id`` setting (analysis results without a portfolio are
-shared). The application takes that role per transaction (``SET LOCAL``) when
-``DB_ROW_SECURITY=on``; every other role, the tables' owner included, is not
-limited, so maintenance and the seed's plain sessions work as before.
+shared for reading and adding; a session for no user reaches accounts, for
+sign-up and sign-in, but no portfolio data). The application takes that role
+per transaction (``SET LOCAL``) when ``DB_ROW_SECURITY=on``; every other role,
+the tables' owner included, is not limited, so maintenance and the seed's
+plain sessions work as before.
 
 ``buffetbot_user`` is a cluster-wide NOLOGIN role: it is created if missing
 (which needs CREATEROLE; without it the policies are still made and the
@@ -27,17 +29,30 @@ down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Written out, not formatted: a migration's SQL is frozen text.
-OWNED = {
-    "portfolios": "user_id = buffetbot_acting_user()",
-    "positions": (
-        "portfolio_id IN (SELECT id FROM portfolios WHERE user_id = buffetbot_acting_user())"
-    ),
-    "analysis_results": (
-        "portfolio_id IS NULL OR portfolio_id IN "
-        "(SELECT id FROM portfolios WHERE user_id = buffetbot_acting_user())"
-    ),
-}
+# A migration's SQL is frozen text: written out, from constants only.
+ACTING = "buffetbot_acting_user()"
+OWNED_PORTFOLIO = (
+    "portfolio_id IN (SELECT id FROM portfolios WHERE user_id = buffetbot_acting_user())"
+)
+SHARED_OR_OWNED = "portfolio_id IS NULL OR " + OWNED_PORTFOLIO
+# (table, command, USING, WITH CHECK): the rows each policy lets buffetbot_user reach.
+POLICIES = (
+    # A user's session reaches its own account; a session for no user (sign-up,
+    # sign-in) reaches accounts but no portfolio data, and deletes none.
+    ("users", "SELECT", f"{ACTING} IS NULL OR id = {ACTING}", None),
+    ("users", "INSERT", None, f"{ACTING} IS NULL"),
+    ("users", "UPDATE", f"{ACTING} IS NULL OR id = {ACTING}", f"{ACTING} IS NULL OR id = {ACTING}"),
+    ("users", "DELETE", f"id = {ACTING}", None),
+    ("portfolios", "ALL", f"user_id = {ACTING}", f"user_id = {ACTING}"),
+    ("positions", "ALL", OWNED_PORTFOLIO, OWNED_PORTFOLIO),
+    # Results without a portfolio are shared: anyone reads and adds them, and
+    # only the system changes or deletes them.
+    ("analysis_results", "SELECT", SHARED_OR_OWNED, None),
+    ("analysis_results", "INSERT", None, SHARED_OR_OWNED),
+    ("analysis_results", "UPDATE", OWNED_PORTFOLIO, OWNED_PORTFOLIO),
+    ("analysis_results", "DELETE", OWNED_PORTFOLIO, None),
+)
+TABLES = ("users", "portfolios", "positions", "analysis_results")
 
 ACTING_USER = """
 CREATE FUNCTION buffetbot_acting_user() RETURNS uuid LANGUAGE sql STABLE
@@ -72,7 +87,15 @@ BEGIN
         GRANT SELECT, INSERT, UPDATE, DELETE ON users, portfolios, positions,
             analysis_results, price_history, options_data, market_data_cache TO buffetbot_user;
         IF NOT pg_has_role(current_user, 'buffetbot_user', 'MEMBER') THEN
-            EXECUTE format('GRANT buffetbot_user TO %I', current_user);
+            BEGIN
+                EXECUTE format('GRANT buffetbot_user TO %I', current_user);
+            EXCEPTION
+                WHEN insufficient_privilege THEN
+                    RAISE WARNING 'an administrator must GRANT buffetbot_user TO % '
+                        'before DB_ROW_SECURITY=on is used', current_user;
+                WHEN unique_violation THEN
+                    NULL;  -- granted at the same moment by a migration of another database
+            END;
         END IF;
     END IF;
 END
@@ -92,26 +115,33 @@ $$
 """
 
 
+def _policy(table: str, command: str, using: str | None, check: str | None) -> str:
+    # Only buffetbot_user is limited; every other role reaches every row.
+    name = f"{table}_{command.lower()}_by_owner"
+    clauses = f" USING (current_user <> 'buffetbot_user' OR {using})" if using else ""
+    if check:
+        clauses += f" WITH CHECK (current_user <> 'buffetbot_user' OR {check})"
+    return f"CREATE POLICY {name} ON {table} FOR {command}{clauses}"
+
+
 def upgrade() -> None:
     if op.get_context().dialect.name != "postgresql":
         return  # SQLite has no row-level security: the repositories are its only wall
     op.execute(ACTING_USER)
     op.execute(CREATE_ROLE)
     op.execute(GRANTS)
-    for table, owned in OWNED.items():
+    for table in TABLES:
         op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
-        # Only buffetbot_user is limited; every other role sees every row.
-        condition = f"current_user <> 'buffetbot_user' OR {owned}"
-        op.execute(
-            f"CREATE POLICY {table}_owner ON {table} USING ({condition}) WITH CHECK ({condition})"
-        )
+    for policy in POLICIES:
+        op.execute(_policy(*policy))
 
 
 def downgrade() -> None:
     if op.get_context().dialect.name != "postgresql":
         return
-    for table in reversed(OWNED):
-        op.execute(f"DROP POLICY {table}_owner ON {table}")
+    for table, command, *_ in POLICIES:
+        op.execute(f"DROP POLICY {table}_{command.lower()}_by_owner ON {table}")
+    for table in TABLES:
         op.execute(f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY")
     op.execute(REVOKES)
     op.execute("DROP FUNCTION buffetbot_acting_user()")
