@@ -3,7 +3,8 @@
 JSON-native values (str, int, finite float, bool, None, lists, dicts with
 string keys) are stored as themselves. Everything else becomes a small tagged
 object ``{"__type__": ..., ...}``: Decimal, date, datetime, timedelta, tuple,
-set, non-finite floats, numpy scalars, pandas Timestamps, Series and
+set, non-finite floats, text PostgreSQL's jsonb cannot hold (NUL, unpaired
+surrogates: stored as code points), numpy scalars, pandas Timestamps, Series and
 DataFrames (with their index, column labels and dtypes, so a yfinance
 statement frame whose columns are Timestamps comes back equal). Decoding
 builds only these types: nothing stored can make it call arbitrary code.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -23,11 +25,14 @@ import pandas as pd
 from database.exceptions import ValidationError
 
 TAG = "__type__"
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def encode(value: Any) -> Any:
     """A JSON-serialisable form of ``value`` that :func:`decode` turns back into it."""
-    if value is None or isinstance(value, bool | str):
+    if isinstance(value, str):
+        return value if _storable(value) else {TAG: "str", "value": [ord(c) for c in value]}
+    if value is None or isinstance(value, bool):
         return value
     if isinstance(value, np.generic):
         return {TAG: "numpy", "dtype": str(value.dtype), "value": encode(value.item())}
@@ -37,6 +42,8 @@ def encode(value: Any) -> Any:
         return value if math.isfinite(value) else {TAG: "float", "value": repr(value)}
     if isinstance(value, Decimal):
         return {TAG: "decimal", "value": str(value)}
+    if value is pd.NaT:  # a datetime too, without an isoformat to read back
+        return {TAG: "nat"}
     if isinstance(value, pd.Timestamp):
         return {TAG: "timestamp", "value": value.isoformat()} if value is not pd.NaT else None
     if isinstance(value, dt.datetime):
@@ -51,7 +58,7 @@ def encode(value: Any) -> Any:
         items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
         return {TAG: type(value).__name__, "value": [encode(item) for item in items]}
     if isinstance(value, dict):
-        if all(isinstance(k, str) for k in value) and TAG not in value:
+        if all(isinstance(k, str) and _storable(k) for k in value) and TAG not in value:
             return {k: encode(v) for k, v in value.items()}
         return {TAG: "dict", "value": [[encode(k), encode(v)] for k, v in value.items()]}
     if isinstance(value, np.ndarray):
@@ -90,6 +97,8 @@ def decode(value: Any) -> Any:
     payload: Any = value.get("value")
     decoders: dict[str, Callable[[], Any]] = {
         "float": lambda: float(payload),
+        "str": lambda: "".join(map(chr, payload)),
+        "nat": lambda: pd.NaT,
         "decimal": lambda: Decimal(payload),
         "timestamp": lambda: pd.Timestamp(payload),
         "datetime": lambda: dt.datetime.fromisoformat(payload),
@@ -113,6 +122,10 @@ def decode(value: Any) -> Any:
     if kind not in decoders:
         raise ValidationError("data", kind, "is not a known cached type")
     return decoders[kind]()
+
+
+def _storable(text: str) -> bool:
+    return _UNSTORABLE.search(text) is None
 
 
 def _decode_ndarray(encoded: dict[str, Any]) -> np.ndarray[Any, Any]:

@@ -88,6 +88,17 @@ class ValidationError(DatabaseError, ValueError):
         self.reason = reason
 
 
+class UnknownFieldError(ValidationError):
+    """A constructor or ``create()`` got a keyword that is not a column of the model.
+
+    Relationship names, ``metadata``, ``registry`` and dunder names included.
+    """
+
+    def __init__(self, model: str, name: str, value: Any) -> None:
+        ValidationError.__init__(self, name, value, f"is not a column of {model}")
+        self.model = model
+
+
 class InvalidCriteriaError(DatabaseError, ValueError):
     """A filter or ordering named a field or operator the model does not have."""
 

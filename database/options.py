@@ -19,8 +19,8 @@ from typing import Any
 import pandas as pd
 
 from database.exceptions import ValidationError
-from database.models import OptionType
-from database.validation import normalize_ticker, to_utc
+from database.models import OptionsData, OptionType
+from database.validation import normalize_ticker, to_date, to_utc
 
 OCC_SYMBOL = re.compile(
     r"^(?P<root>[A-Z0-9]{1,6})(?P<expiry>\d{6})(?P<type>[CP])(?P<strike>\d{8})$"
@@ -98,6 +98,8 @@ def _decimal(value: Any) -> Decimal:
 
 
 def _whole(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number")
     number = float(value)
     if not number.is_integer():
         raise ValueError("must be a whole number")
@@ -109,17 +111,34 @@ def _timestamp(value: Any) -> dt.datetime:
     return to_utc(stamp.to_pydatetime(), "last_trade_date")
 
 
+def _as_stored(values: dict[str, Any]) -> dict[str, Any]:
+    """The values as the ``options_data`` columns hold them, through the model's own
+    checks (lengths, NUL, precision, ranges), so both backends get the same values."""
+    contract = OptionsData(**values)
+    return {name: getattr(contract, name) for name in values}
+
+
 def _records(
     calls: pd.DataFrame | None, puts: pd.DataFrame | None, rows: Iterable[Mapping[str, Any]] | None
 ) -> list[tuple[OptionType | None, dict[str, Any]]]:
     records: list[tuple[OptionType | None, dict[str, Any]]] = []
     for option_type, frame in ((OptionType.CALL, calls), (OptionType.PUT, puts)):
+        name = option_type.value + "s"
+        if frame is not None and not isinstance(frame, pd.DataFrame):
+            raise ValidationError(name, type(frame).__name__, "must be a DataFrame")
         if frame is not None:
             records += [
                 (option_type, {str(k): v for k, v in row.items()})
                 for row in frame.to_dict(orient="records")
             ]
-    records += [(None, dict(row)) for row in rows or ()]
+    if rows is None:
+        return records
+    if isinstance(rows, str | bytes | Mapping) or not isinstance(rows, Iterable):
+        raise ValidationError("rows", type(rows).__name__, "must be an iterable of dict rows")
+    for number, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise ValidationError(f"rows[{number}]", type(row).__name__, "must be a dict")
+        records.append((None, dict(row)))
     return records
 
 
@@ -147,6 +166,8 @@ def prepare_contracts(
 ) -> tuple[list[dict[str, Any]], list[RejectedContract]]:
     """Checked contract values ready for ``options_data``, and the rejected rows."""
     underlying = normalize_ticker(ticker)
+    if expiration is not None:
+        to_date(expiration, "expiration")
     contracts: list[dict[str, Any]] = []
     rejected: list[RejectedContract] = []
     for number, (frame_type, raw) in enumerate(_records(calls, puts, rows)):
@@ -195,7 +216,12 @@ def prepare_contracts(
             if values["strike"] == 0:
                 field = "strike"
                 raise ValueError("must be greater than 0")
-        except (ValueError, InvalidOperation, TypeError) as error:
+            values = _as_stored(values)
+        except ValidationError as error:
+            value = row.get(error.field, error.value)
+            rejected.append(RejectedContract(number, symbol, error.field, value, error.reason))
+            continue
+        except (ValueError, InvalidOperation, TypeError, OverflowError) as error:
             reason = str(error) if str(error).startswith(("must", "is ")) else "is not valid"
             rejected.append(RejectedContract(number, symbol, field, row.get(field), reason))
             continue

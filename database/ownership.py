@@ -19,20 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from database.exceptions import ValidationError
+from database.validation import to_uuid
 
 ACTING_USER = "buffetbot.acting_user"
 SYSTEM = "buffetbot.system"
 WALL = "buffetbot.row_security"  # set on the sessions of a manager with DB_ROW_SECURITY=on
-
-
-def _user(value: Any) -> uuid.UUID:
-    # Not criteria.to_uuid: the repositories import this module.
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise ValidationError("user_id", value, "is not a UUID") from None
 
 
 def bind(info: dict[Any, Any], *, user_id: Any = None, system: bool = False) -> None:
@@ -44,7 +35,7 @@ def bind(info: dict[Any, Any], *, user_id: Any = None, system: bool = False) -> 
             "user_id", user_id, "a system session acts for every user, not for one"
         )
     if user_id is not None:
-        info[ACTING_USER] = _user(user_id)
+        info[ACTING_USER] = to_uuid(user_id, "user_id")
     if system:
         info[SYSTEM] = True
 
@@ -74,7 +65,7 @@ def acting_users(session: Session | AsyncSession, user_id: Any) -> list[uuid.UUI
             "(get_session(user_id=...)): a session for no user sees no user's rows",
         )
     if user_id is not None:
-        given = _user(user_id)
+        given = to_uuid(user_id, "user_id")
         if given not in users:
             users.append(given)
     return users

@@ -12,7 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -96,6 +97,38 @@ class PriceValidationError(ValidationError):
         self.rejected = rejected
 
 
+@contextmanager
+def unreadable_as_validation_error(field: str = "data") -> Iterator[None]:
+    """What pandas and numpy raise on input they cannot convert (an unhashable
+    ticker, a date out of range, a signalling NaN...) as a ValidationError."""
+    try:
+        yield
+    except ValidationError:
+        raise
+    except (
+        TypeError,
+        ValueError,
+        OverflowError,
+        KeyError,
+        AttributeError,
+        ArithmeticError,
+        NotImplementedError,
+    ) as e:
+        raise ValidationError(
+            field, type(e).__name__, f"cannot be read as price bars: {e}"
+        ) from None
+
+
+def check_bar_source(data: Any) -> None:
+    """A yfinance DataFrame, or an iterable of dict rows (not a str, not one dict)."""
+    if isinstance(data, pd.DataFrame):
+        return
+    if isinstance(data, str | bytes | Mapping) or not isinstance(data, Iterable):
+        raise ValidationError(
+            "data", type(data).__name__, "must be a DataFrame or an iterable of dict rows"
+        )
+
+
 def _canonical_columns(columns: Iterable[Any]) -> dict[Any, str]:
     mapping: dict[Any, str] = {}
     for column in columns:
@@ -116,17 +149,22 @@ def _as_dates(values: pd.Series) -> pd.Series:
         return pd.Series(values.dt.normalize(), index=values.index)
     converted: list[Any] = []
     for value in values:
-        if isinstance(value, dt.datetime):
-            converted.append(pd.Timestamp(value.replace(tzinfo=None)).normalize())
-        elif isinstance(value, dt.date):
-            converted.append(pd.Timestamp(value))
-        else:
-            stamp: Any
-            try:
+        stamp: Any
+        try:
+            if isinstance(value, dt.datetime):
+                stamp = pd.Timestamp(value.replace(tzinfo=None)).normalize()
+            elif isinstance(value, dt.date):
                 stamp = pd.Timestamp(value)
-            except (ValueError, TypeError):
-                stamp = pd.NaT
-            converted.append(stamp.tz_localize(None).normalize() if stamp.tzinfo else stamp)
+            elif isinstance(value, bool | int | float):
+                stamp = pd.NaT  # not read as nanoseconds since 1970
+            else:
+                stamp = pd.Timestamp(value)
+                stamp = stamp.tz_localize(None).normalize() if stamp.tzinfo else stamp
+        except (ValueError, TypeError, OverflowError):
+            stamp = pd.NaT  # out of pandas' range (1677-2262) or not a date: rejected
+        if stamp is not pd.NaT and not 1 <= stamp.year <= 9999:
+            stamp = pd.NaT  # "-0" parses as the year 0, which no date can hold
+        converted.append(stamp)
     return pd.Series(pd.to_datetime(converted), index=values.index)
 
 
@@ -137,12 +175,24 @@ def _numeric(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     missing = values.isna() | values.map(
         lambda v: isinstance(v, str) and v.strip().lower() in {"", "null", "nan"}
     )
-    numbers = pd.to_numeric(values.where(~missing), errors="coerce")
-    return numbers.astype("float64"), numbers.isna() & ~missing
+    # True is not a price of 1: bools (and anything else but numbers and text) are refused.
+    wrong = values.map(
+        lambda v: (
+            isinstance(v, bool | np.bool_)
+            or not isinstance(v, str | int | float | Decimal | np.number)
+        )
+    )
+    usable = values.where(~missing & ~wrong)
+    numbers = pd.to_numeric(usable.astype(object), errors="coerce")
+    return numbers.astype("float64"), (numbers.isna() | wrong) & ~missing
 
 
 def frame_from_rows(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(list(rows))
+    rows = list(rows)
+    for number, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise ValidationError(f"row {number}", type(row).__name__, "must be a dict")
+    frame = pd.DataFrame.from_records(rows)
     for column in frame.columns:
         if frame[column].map(lambda v: isinstance(v, Decimal)).any():
             frame[column] = frame[column].map(lambda v: float(v) if isinstance(v, Decimal) else v)
@@ -157,8 +207,17 @@ def prepare_bars(
 
     The valid frame has the columns of ``BAR_FIELDS``: ``date`` as
     ``datetime64`` at midnight, prices and actions as float64 (NaN = missing),
-    ``volume`` as float64 holding whole numbers.
+    ``volume`` as float64 holding whole numbers. Input it cannot read at all is
+    a ValidationError.
     """
+    check_bar_source(data)
+    with unreadable_as_validation_error():
+        return _prepare_bars(data, ticker)
+
+
+def _prepare_bars(
+    data: pd.DataFrame | Iterable[Mapping[str, Any]], ticker: str | None
+) -> tuple[pd.DataFrame, list[RejectedBar]]:
     frame = data.copy() if isinstance(data, pd.DataFrame) else frame_from_rows(data)
     if isinstance(data, pd.DataFrame) and not isinstance(frame.index, pd.RangeIndex):
         frame = frame.reset_index()

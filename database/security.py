@@ -14,9 +14,20 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
 
 
+def check_password_type(password: object) -> str:
+    """A password must be a str that UTF-8 can encode (the value is never echoed back)."""
+    if not isinstance(password, str):
+        raise ValidationError("password", "***", "must be a string")
+    try:
+        password.encode()
+    except UnicodeEncodeError:
+        raise ValidationError("password", "***", "must not contain unpaired surrogates") from None
+    return password
+
+
 def hash_password(password: str) -> str:
-    if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
-        # The value is never echoed back.
+    check_password_type(password)
+    if len(password) < MIN_PASSWORD_LENGTH:
         raise ValidationError(
             "password", "***", f"must be a string of at least {MIN_PASSWORD_LENGTH} characters"
         )
@@ -24,6 +35,7 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(hashed: str | None, password: str) -> bool:
+    check_password_type(password)
     try:
         return _hasher.verify(hashed or _DUMMY_HASH, password) and hashed is not None
     except (VerificationError, InvalidHashError):

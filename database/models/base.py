@@ -14,12 +14,27 @@ import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from sqlalchemy import Enum, MetaData, String, Uuid, event, func, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    Enum,
+    Integer,
+    MetaData,
+    String,
+    Uuid,
+    event,
+    func,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, declared_attr, mapped_column
+from sqlalchemy.types import TypeDecorator
 
-from database.exceptions import ValidationError
-from database.types import UTCDateTime
+from database import validation
+from database.exceptions import UnknownFieldError, ValidationError
+from database.types import ExactDecimal, UTCDateTime
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -47,14 +62,39 @@ class Base(AsyncAttrs, DeclarativeBase):
         for alias, attribute in self.__attribute_aliases__.items():
             if alias in kwargs:
                 kwargs[attribute] = kwargs.pop(alias)
+        settable = settable_fields(type(self))
+        for key in kwargs:
+            if key not in settable:
+                raise UnknownFieldError(type(self).__name__, key, kwargs[key])
         for key, value in kwargs.items():
-            if not hasattr(type(self), key):
-                raise TypeError(f"{key!r} is an invalid keyword argument for {type(self).__name__}")
             setattr(self, key, value)
 
     def __repr__(self) -> str:
         key = getattr(self, "id", None)
         return f"<{type(self).__name__} {key}>"
+
+
+def settable_fields(model: type[Base]) -> frozenset[str]:
+    """The keywords a constructor takes: mapped columns only (no relationships, no
+    ``metadata``/``registry``/dunder names) except the version counter, which the ORM
+    moves itself."""
+    cached = _settable.get(model)
+    if cached is None:
+        mapper = model.__mapper__
+        columns = {prop.key for prop in mapper.column_attrs}
+        if mapper.version_id_col is not None:
+            columns.discard(mapper.get_property_by_column(mapper.version_id_col).key)
+        cached = _settable[model] = frozenset(columns)
+    return cached
+
+
+_settable: dict[type[Any], frozenset[str]] = {}
+
+
+def is_secret(column: Any) -> bool:
+    """Columns marked ``info={"secret": True}`` (password hashes): never filtered,
+    ordered by or changed through ``update``."""
+    return bool(getattr(column, "info", {}).get("secret"))
 
 
 class UUIDPrimaryKey:
@@ -107,40 +147,78 @@ def enum_column_type(enum_class: type[enum.Enum], name: str) -> Enum:
     )
 
 
-def _enum_coercer(enum_class: type[enum.Enum]) -> Callable[[Any, str], Any]:
+Coercer = Callable[[Any, str], Any]
+
+
+def _enum_coercer(enum_class: type[enum.Enum]) -> Coercer:
     def coerce(value: Any, field: str) -> Any:
         if value is None or isinstance(value, enum_class):
             return value
         try:
             return enum_class(value.lower() if isinstance(value, str) else value)
-        except ValueError:
+        except (ValueError, TypeError):
             allowed = ", ".join(str(member.value) for member in enum_class)
             raise ValidationError(field, value, f"must be one of: {allowed}") from None
 
     return coerce
 
 
-def _string_coercer(length: int) -> Callable[[Any, str], Any]:
+def _text_coercer(length: int | None) -> Coercer:
     def coerce(value: Any, field: str) -> Any:
-        if value is None:
-            return value
-        if not isinstance(value, str):
-            raise ValidationError(field, value, "must be a string")
-        if len(value) > length:
-            raise ValidationError(field, value, f"is longer than {length} characters")
-        return value
+        return None if value is None else validation.to_text(value, field, max_length=length)
 
     return coerce
 
 
-def _coercer_for(column_type: Any) -> Callable[[Any, str], Any] | None:
+def _optional(check: Callable[[Any, str], Any]) -> Coercer:
+    def coerce(value: Any, field: str) -> Any:
+        return None if value is None else check(value, field)
+
+    return coerce
+
+
+def _int_coercer(column_type: Any) -> Coercer:
+    bounds = (
+        validation.BIGINT_RANGE if isinstance(column_type, BigInteger) else validation.INTEGER_RANGE
+    )
+    return _optional(lambda value, field: validation.to_int(value, field, bounds=bounds))
+
+
+def coercer_for(column_type: Any, *, criteria: bool = False) -> Coercer:
+    """The check a value for a column of this type goes through, naming the field.
+
+    ``criteria``: for a value compared with the column rather than stored in it:
+    decimals are checked for type and precision but not range (``shares__gt=-1``
+    is a fair question), and text for type only (no length, no ticker syntax).
+    """
+    if criteria and isinstance(column_type, TypeDecorator) and column_type.python_type is str:
+        return _text_coercer(None)
+    if criteria and isinstance(column_type, ExactDecimal):
+        scale, precision = column_type.scale, column_type.precision
+        return _optional(
+            lambda value, field: validation.to_decimal(
+                value, field, scale=scale, precision=precision
+            )
+        )
     if callable(getattr(column_type, "coerce", None)):
         return column_type.coerce  # type: ignore[no-any-return]
+    if isinstance(column_type, TypeDecorator):
+        column_type = column_type.impl_instance
     if isinstance(column_type, Enum) and column_type.enum_class is not None:
         return _enum_coercer(column_type.enum_class)
-    if isinstance(column_type, String) and column_type.length:
-        return _string_coercer(column_type.length)
-    return None
+    if isinstance(column_type, String):
+        return _text_coercer(None if criteria else column_type.length)
+    if isinstance(column_type, Boolean):
+        return _optional(validation.to_bool)
+    if isinstance(column_type, Integer):
+        return _int_coercer(column_type)
+    if isinstance(column_type, Date):
+        return _optional(validation.to_date)
+    if isinstance(column_type, Uuid):
+        return _optional(validation.to_uuid)
+    if isinstance(column_type, JSON):
+        return validation.to_json_object
+    raise TypeError(f"no coercer for the column type {column_type!r}")
 
 
 @event.listens_for(Mapper, "mapper_configured")
@@ -149,9 +227,7 @@ def _install_coercers(mapper: Mapper[Any], class_: type[Any]) -> None:
         return
     for attribute in mapper.column_attrs:
         column = attribute.columns[0]
-        coerce = _coercer_for(column.type)
-        if coerce is None:
-            continue
+        coerce = coercer_for(column.type)
         # A foreign key may stay unset until a relationship fills it in at flush.
         nullable = column.nullable or bool(column.foreign_keys)
 

@@ -25,7 +25,9 @@ class User(UUIDPrimaryKey, Timestamps, Versioned, Base):
 
     email: Mapped[str] = mapped_column(LowerCaseString(320), unique=True)
     username: Mapped[str] = mapped_column(String(50), unique=True)
-    hashed_password: Mapped[str] = mapped_column(String(255))
+    # Secret: never a criterion or an ordering, never changed through update();
+    # set by UserRepository.create_user / set_password (and a rehash at login).
+    hashed_password: Mapped[str] = mapped_column(String(255), info={"secret": True})
     first_name: Mapped[str | None] = mapped_column(String(100))
     last_name: Mapped[str | None] = mapped_column(String(100))
     preferences: Mapped[dict[str, Any] | None] = mapped_column(JSONObject)
@@ -43,7 +45,7 @@ class User(UUIDPrimaryKey, Timestamps, Versioned, Base):
 
     @validates("username")
     def _check_username(self, _key: str, value: Any) -> str:
-        if not isinstance(value, str) or not _USERNAME.match(value.strip()):
+        if not isinstance(value, str) or not _USERNAME.fullmatch(value.strip()):
             raise ValidationError(
                 "username", value, "must be 3-50 letters, digits, '.', '_' or '-'"
             )

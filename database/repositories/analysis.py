@@ -132,11 +132,11 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
 
     # -- operations ------------------------------------------------------------------
 
-    def save(self, session: Session, **values: Any) -> AnalysisResult:
+    def save(self, session: Session, /, **values: Any) -> AnalysisResult:
         """Store a result; one for a portfolio needs the acting user to own it."""
         return self.create(session, **values)
 
-    async def async_save(self, session: AsyncSession, **values: Any) -> AnalysisResult:
+    async def async_save(self, session: AsyncSession, /, **values: Any) -> AnalysisResult:
         return await self.async_create(session, **values)
 
     def get_latest_valid(

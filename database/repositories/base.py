@@ -31,7 +31,7 @@ from database.exceptions import (
 )
 from database.models.base import Base
 from database.ownership import acting_users
-from database.repositories.criteria import Criteria, to_uuid
+from database.repositories.criteria import Criteria, check_page, to_uuid
 
 ModelT = TypeVar("ModelT", bound=Base)
 
@@ -41,7 +41,7 @@ def _at_the_boundary(method: Callable[..., Any]) -> Callable[..., Any]:
     if inspect.iscoroutinefunction(method):
 
         @functools.wraps(method)
-        async def guarded_async(self: BaseRepository[Any], *args: Any, **kwargs: Any) -> Any:
+        async def guarded_async(self: BaseRepository[Any], /, *args: Any, **kwargs: Any) -> Any:
             try:
                 return await method(self, *args, **kwargs)
             except DatabaseError:
@@ -53,7 +53,7 @@ def _at_the_boundary(method: Callable[..., Any]) -> Callable[..., Any]:
         return guarded_async
 
     @functools.wraps(method)
-    def guarded(self: BaseRepository[Any], *args: Any, **kwargs: Any) -> Any:
+    def guarded(self: BaseRepository[Any], /, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except DatabaseError:
@@ -102,12 +102,8 @@ class BaseRepository(Generic[ModelT]):
             yield
 
     def _new(self, values: Mapping[str, Any]) -> ModelT:
-        """Build an instance; the models check every value as it is set."""
-        try:
-            instance = self.model(**values)
-        except TypeError as error:
-            field = next((k for k in values if not hasattr(self.model, k)), "?")
-            raise ValidationError(field, values.get(field), str(error)) from None
+        """Build an instance; the models check every value (and keyword) as it is set."""
+        instance = self.model(**values)
         # A new row has no children yet: mark its collections loaded (empty), so
         # reading them later never triggers a lazy load (MissingGreenlet in async).
         for relationship in self.model.__mapper__.relationships:
@@ -206,6 +202,9 @@ class BaseRepository(Generic[ModelT]):
             session.add(instance)
 
     def _apply(self, instance: ModelT, values: Mapping[str, Any]) -> ModelT:
+        """Set the fields, all checked first: a refused update changes no field at all."""
+        checked = {}
+        probe = self.model()  # a scratch instance: the models check values as they are set
         for name, value in values.items():
             attribute = self.model.__attribute_aliases__.get(name, name)
             if (
@@ -213,11 +212,15 @@ class BaseRepository(Generic[ModelT]):
                 or attribute in {c.key for c in self._primary_key}
                 or attribute == "version"  # the version counter moves by itself
             ):
+                shown = "***" if attribute in self.criteria.secret else value
                 raise ValidationError(
-                    name, value, f"is not an updatable field of {self.model.__name__}"
+                    name, shown, f"is not an updatable field of {self.model.__name__}"
                 )
             if attribute in self._owner_columns:
                 raise ValidationError(name, value, "cannot be changed: it decides who owns the row")
+            setattr(probe, attribute, value)
+            checked[attribute] = getattr(probe, attribute)
+        for attribute, value in checked.items():
             setattr(instance, attribute, value)
         return instance
 
@@ -230,10 +233,7 @@ class BaseRepository(Generic[ModelT]):
         limit: int | None = None,
         scope: builtins.list[ColumnElement[bool]] = (),  # type: ignore[assignment]
     ) -> Select[ModelT]:
-        if offset < 0:
-            raise ValidationError("offset", offset, "must be at least 0")
-        if limit is not None and limit < 0:
-            raise ValidationError("limit", limit, "must be at least 0")
+        offset, limit = check_page(offset, limit)
         statement = select(self.model).where(*self.criteria.where(criteria), *scope)
         statement = statement.order_by(*self.criteria.order_by(order_by), *self._primary_key)
         if offset:
@@ -254,7 +254,7 @@ class BaseRepository(Generic[ModelT]):
     def _exists_statement(
         self, criteria: Mapping[str, Any], scope: builtins.list[ColumnElement[bool]]
     ) -> Select[bool]:
-        return select(exists().where(*self.criteria.where(criteria), *scope))
+        return select(select(self.model).where(*self.criteria.where(criteria), *scope).exists())
 
     def _key_conditions(self, key: Any) -> builtins.list[ColumnElement[bool]]:
         keys = key if isinstance(key, tuple) else (self._key(key),)
@@ -297,7 +297,7 @@ class BaseRepository(Generic[ModelT]):
             if not allowed:
                 self._refuse(instance)
 
-    def create(self, session: Session, **values: Any) -> ModelT:
+    def create(self, session: Session, /, **values: Any) -> ModelT:
         """Insert one row and return it (flushed, with its id).
 
         For user-owned rows, ``user_id=`` (or the session's user) must own the
@@ -311,7 +311,7 @@ class BaseRepository(Generic[ModelT]):
             session.flush()
         return instance
 
-    async def async_create(self, session: AsyncSession, **values: Any) -> ModelT:
+    async def async_create(self, session: AsyncSession, /, **values: Any) -> ModelT:
         user_id = self._acting(values)
         instance = self._new(values)
         await self._async_check_creation(session, user_id, [instance])
@@ -360,7 +360,7 @@ class BaseRepository(Generic[ModelT]):
                 return await session.get(self.model, self._key(id))
             return (await session.scalars(self._by_key_statement(id, scope))).first()
 
-    def get_by_criteria(self, session: Session, **criteria: Any) -> builtins.list[ModelT]:
+    def get_by_criteria(self, session: Session, /, **criteria: Any) -> builtins.list[ModelT]:
         """Every row matching all criteria (``field=v``, ``field__gte=v``, ...)."""
         scope = self._scope(session, self._acting(criteria))
         statement = self._select_statement(criteria, scope=scope)
@@ -368,14 +368,14 @@ class BaseRepository(Generic[ModelT]):
             return builtins.list(session.scalars(statement))
 
     async def async_get_by_criteria(
-        self, session: AsyncSession, **criteria: Any
+        self, session: AsyncSession, /, **criteria: Any
     ) -> builtins.list[ModelT]:
         scope = self._scope(session, self._acting(criteria))
         statement = self._select_statement(criteria, scope=scope)
         with self._translating():
             return builtins.list(await session.scalars(statement))
 
-    def get_one_by_criteria(self, session: Session, **criteria: Any) -> ModelT | None:
+    def get_one_by_criteria(self, session: Session, /, **criteria: Any) -> ModelT | None:
         """The first matching row (in primary-key order), or None."""
         scope = self._scope(session, self._acting(criteria))
         statement = self._select_statement(criteria, limit=1, scope=scope)
@@ -383,7 +383,7 @@ class BaseRepository(Generic[ModelT]):
             return session.scalars(statement).first()
 
     async def async_get_one_by_criteria(
-        self, session: AsyncSession, **criteria: Any
+        self, session: AsyncSession, /, **criteria: Any
     ) -> ModelT | None:
         scope = self._scope(session, self._acting(criteria))
         statement = self._select_statement(criteria, limit=1, scope=scope)
@@ -393,6 +393,7 @@ class BaseRepository(Generic[ModelT]):
     def list(
         self,
         session: Session,
+        /,
         *,
         offset: int = 0,
         limit: int | None = None,
@@ -410,6 +411,7 @@ class BaseRepository(Generic[ModelT]):
     async def async_list(
         self,
         session: AsyncSession,
+        /,
         *,
         offset: int = 0,
         limit: int | None = None,
@@ -423,25 +425,25 @@ class BaseRepository(Generic[ModelT]):
         with self._translating():
             return builtins.list(await session.scalars(statement))
 
-    def count(self, session: Session, **criteria: Any) -> int:
+    def count(self, session: Session, /, **criteria: Any) -> int:
         scope = self._scope(session, self._acting(criteria))
         statement = self._count_statement(criteria, scope)
         with self._translating():
             return session.scalar(statement) or 0
 
-    async def async_count(self, session: AsyncSession, **criteria: Any) -> int:
+    async def async_count(self, session: AsyncSession, /, **criteria: Any) -> int:
         scope = self._scope(session, self._acting(criteria))
         statement = self._count_statement(criteria, scope)
         with self._translating():
             return await session.scalar(statement) or 0
 
-    def exists(self, session: Session, **criteria: Any) -> bool:
+    def exists(self, session: Session, /, **criteria: Any) -> bool:
         scope = self._scope(session, self._acting(criteria))
         statement = self._exists_statement(criteria, scope)
         with self._translating():
             return bool(session.scalar(statement))
 
-    async def async_exists(self, session: AsyncSession, **criteria: Any) -> bool:
+    async def async_exists(self, session: AsyncSession, /, **criteria: Any) -> bool:
         scope = self._scope(session, self._acting(criteria))
         statement = self._exists_statement(criteria, scope)
         with self._translating():
@@ -488,7 +490,13 @@ class BaseRepository(Generic[ModelT]):
         return instance_or_id
 
     def update(
-        self, session: Session, instance_or_id: ModelT | Any, *, user_id: Any = None, **values: Any
+        self,
+        session: Session,
+        instance_or_id: ModelT | Any,
+        /,
+        *,
+        user_id: Any = None,
+        **values: Any,
     ) -> ModelT:
         """Change only the given fields; NotFoundError for an unknown id or another user's row."""
         return self._change(session, self._owned_instance(session, instance_or_id, user_id), values)
@@ -497,6 +505,7 @@ class BaseRepository(Generic[ModelT]):
         self,
         session: AsyncSession,
         instance_or_id: ModelT | Any,
+        /,
         *,
         user_id: Any = None,
         **values: Any,

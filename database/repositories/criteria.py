@@ -2,25 +2,29 @@
 
 Only mapped column names and the operators below are accepted; anything else
 raises :class:`~database.exceptions.InvalidCriteriaError`, so a typo can never
-silently widen a query and no caller string ever becomes SQL.
+silently widen a query and no caller string ever becomes SQL. Secret columns
+(``info={"secret": True}``: password hashes) can be neither filtered nor ordered
+by. Every value is checked against its column's type (the same check as when the
+column is set, without its range), so a bad one is a
+:class:`~database.exceptions.ValidationError` naming the criterion, on either backend.
 """
 
 from __future__ import annotations
 
-import enum
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, Enum, Uuid
+from sqlalchemy import JSON, ColumnElement, Enum
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.sqltypes import String
 from sqlalchemy.types import TypeDecorator
 
 from database import validation
 from database.exceptions import InvalidCriteriaError, ValidationError
-from database.models.base import Base
-from database.types import ExactDecimal
+from database.models.base import Base, Coercer, coercer_for, is_secret
+from database.validation import to_uuid
+
+__all__ = ["Criteria", "check_page", "to_uuid"]
 
 Attribute = InstrumentedAttribute[Any]
 
@@ -37,6 +41,18 @@ _OPERATORS: dict[str, Callable[[Attribute, Any], ColumnElement[bool]]] = {
     "icontains": lambda column, value: column.icontains(value, autoescape=True),
 }
 _TEXT_ONLY = {"contains", "icontains"}
+_ORDERING = {"gt", "gte", "lt", "lte"}
+# Far below both backends' limits on bound parameters (SQLite 32766, PostgreSQL 65535).
+MAX_IN_ITEMS = 10_000
+
+
+def check_page(offset: Any, limit: Any) -> tuple[int, int | None]:
+    """``offset`` and ``limit`` of a page: whole numbers (not bools, not floats) from 0
+    to the BIGINT maximum; ``limit`` may be None (no limit)."""
+    checked_offset = validation.to_int(offset, "offset", bounds=(0, validation.BIGINT_RANGE[1]))
+    if limit is None:
+        return checked_offset, None
+    return checked_offset, validation.to_int(limit, "limit", bounds=(0, validation.BIGINT_RANGE[1]))
 
 
 class Criteria:
@@ -45,28 +61,47 @@ class Criteria:
     def __init__(self, model: type[Base]) -> None:
         self.model_name = model.__name__
         self.columns: dict[str, Attribute] = {}
+        self.secret: set[str] = set()
+        self._coercers: dict[str, Coercer] = {}
         for prop in model.__mapper__.column_attrs:
+            column = prop.columns[0]
+            if is_secret(column):
+                self.secret.add(prop.key)
+                continue
             self.columns[prop.key] = getattr(model, prop.key)
+            self._coercers[prop.key] = coercer_for(column.type, criteria=True)
         for alias, key in model.__attribute_aliases__.items():
             self.columns[alias] = self.columns[key]
+            self._coercers[alias] = self._coercers[key]
 
     def column(self, name: str) -> Attribute:
+        if name in self.secret:
+            raise InvalidCriteriaError(
+                self.model_name, name, "is a secret field: it cannot be filtered or ordered by"
+            )
         try:
             return self.columns[name]
-        except KeyError:
+        except (KeyError, TypeError):
             known = ", ".join(sorted(self.columns))
             raise InvalidCriteriaError(
-                self.model_name, name, f"no such field (fields: {known})"
+                self.model_name, str(name), f"no such field (fields: {known})"
             ) from None
 
     def where(self, criteria: Mapping[str, Any]) -> list[ColumnElement[bool]]:
         return [self._condition(name, value) for name, value in criteria.items()]
 
     def order_by(self, order_by: str | Iterable[str] | None) -> list[ColumnElement[Any]]:
-        """``"name"`` ascending, ``"-name"`` descending; several as a list."""
+        """``"name"`` ascending, ``"-name"`` descending; several as a list or tuple."""
         if order_by is None:
             return []
-        names = [order_by] if isinstance(order_by, str) else list(order_by)
+        if isinstance(order_by, str):
+            names: list[Any] = [order_by]
+        elif isinstance(order_by, list | tuple):
+            names = list(order_by)
+        else:
+            raise InvalidCriteriaError(
+                self.model_name, repr(order_by), "order_by takes a name or a list of names"
+            )
         clauses: list[ColumnElement[Any]] = []
         for name in names:
             if not isinstance(name, str):
@@ -81,6 +116,7 @@ class Criteria:
             field, operator = name, "eq"
         column = self.column(field)
         column_type = column.property.columns[0].type
+        coerce = self._coercers[field]
         if isinstance(column_type, JSON) and operator != "isnull":
             raise InvalidCriteriaError(self.model_name, name, "JSON fields only support __isnull")
         if operator in _TEXT_ONLY:
@@ -88,17 +124,22 @@ class Criteria:
                 raise InvalidCriteriaError(
                     self.model_name, name, f"__{operator} needs a text field"
                 )
-            if not isinstance(value, str):
-                raise ValidationError(name, value, "must be a string")
+            value = validation.to_text(value, name)
         elif operator == "isnull":
-            if not isinstance(value, bool):
-                raise ValidationError(name, value, "must be True or False")
+            value = validation.to_bool(value, name)
         elif operator == "in":
-            if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+            if not isinstance(value, list | tuple | set | frozenset):
                 raise ValidationError(name, value, "must be a list of values")
-            value = [_comparable(column_type, item, name) for item in value]
+            if len(value) > MAX_IN_ITEMS:
+                raise ValidationError(name, value, f"has more than {MAX_IN_ITEMS} values")
+            if any(item is None for item in value):
+                raise ValidationError(name, value, f"must not hold None (use {field}__isnull)")
+            value = [coerce(item, name) for item in value]
+        elif value is None:
+            if operator in _ORDERING:
+                raise ValidationError(name, value, f"cannot be None: __{operator} needs a value")
         else:
-            value = _comparable(column_type, value, name)
+            value = coerce(value, name)
         return _OPERATORS[operator](column, value)
 
 
@@ -106,32 +147,3 @@ def _is_text(column_type: Any) -> bool:
     if isinstance(column_type, TypeDecorator):
         column_type = column_type.impl_instance
     return isinstance(column_type, String) and not isinstance(column_type, Enum)
-
-
-def _comparable(column_type: Any, value: Any, field: str) -> Any:
-    """Check a criterion's value against the column type, naming the field if it fails."""
-    if value is None:
-        return None
-    if isinstance(column_type, Enum) and column_type.enum_class is not None:
-        enum_class: type[enum.Enum] = column_type.enum_class
-        try:
-            return enum_class(value.lower() if isinstance(value, str) else value)
-        except ValueError:
-            allowed = ", ".join(str(member.value) for member in enum_class)
-            raise ValidationError(field, value, f"must be one of: {allowed}") from None
-    if isinstance(column_type, ExactDecimal):
-        return validation.to_decimal(
-            value, field, scale=column_type.scale, precision=column_type.precision
-        )
-    if isinstance(column_type, Uuid):
-        return to_uuid(value, field)
-    return value
-
-
-def to_uuid(value: Any, field: str = "id") -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise ValidationError(field, value, "is not a UUID") from None

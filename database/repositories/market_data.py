@@ -14,6 +14,7 @@ import functools
 import hashlib
 import inspect
 import json
+import math
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
@@ -50,10 +51,21 @@ _REFRESHED = (
 )
 
 
+# Far enough for any cache, near enough that now + ttl stays a datetime.
+MAX_TTL = dt.timedelta(days=365 * 1000)
+
+
 def _ttl(value: dt.timedelta | float) -> dt.timedelta:
-    ttl = value if isinstance(value, dt.timedelta) else dt.timedelta(seconds=value)
-    if ttl <= dt.timedelta(0):
-        raise ValidationError("ttl", value, "must be positive")
+    if isinstance(value, dt.timedelta):
+        ttl = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value) or not 0 < value <= MAX_TTL.total_seconds():
+            raise ValidationError("ttl", value, f"must be positive and at most {MAX_TTL.days} days")
+        ttl = dt.timedelta(seconds=value)
+    else:
+        raise ValidationError("ttl", value, "must be a number of seconds or a timedelta")
+    if not dt.timedelta(0) < ttl <= MAX_TTL:
+        raise ValidationError("ttl", value, f"must be positive and at most {MAX_TTL.days} days")
     return ttl
 
 
@@ -83,7 +95,7 @@ def _digest(ticker: str, kind: str, canonical_parameters: str) -> str:
 def _data_type(value: DataType | str) -> DataType:
     try:
         return DataType(value.lower() if isinstance(value, str) else value)
-    except ValueError:
+    except (ValueError, TypeError):
         allowed = ", ".join(member.value for member in DataType)
         raise ValidationError("data_type", value, f"must be one of: {allowed}") from None
 
@@ -98,10 +110,13 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
     ) -> str:
         """SHA-256 of the canonical key; no parameters and ``{}`` are the same key."""
         canonical = "{}"
-        if parameters:
-            checked = to_json_object(parameters, "parameters")
-            canonical = json.dumps(checked, sort_keys=True, separators=(",", ":"), default=str)
-        return _digest(ticker, _data_type(data_type).value, canonical)
+        checked = None if parameters is None else to_json_object(parameters, "parameters")
+        if checked:
+            try:
+                canonical = json.dumps(checked, sort_keys=True, separators=(",", ":"))
+            except TypeError as error:  # keys of mixed types cannot be sorted
+                raise ValidationError("parameters", parameters, str(error)) from None
+        return _digest(normalize_ticker(ticker), _data_type(data_type).value, canonical)
 
     # -- statements ------------------------------------------------------------------
 

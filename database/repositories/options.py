@@ -24,7 +24,7 @@ from database.options import OptionsValidationError, RejectedContract, prepare_c
 from database.repositories.base import BaseRepository
 from database.repositories.upsert import dialect_name, native_insert
 from database.transactions import begin_write
-from database.validation import normalize_ticker, to_utc
+from database.validation import normalize_ticker, to_date, to_utc
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,7 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
     def _chain_statement(
         self, ticker: str, expiration: dt.date, as_of: dt.datetime | None
     ) -> Select[OptionsData]:
+        expiration = to_date(expiration, "expiration")
         return (
             select(OptionsData)
             .where(
@@ -104,6 +105,7 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
 
     @staticmethod
     def _expirations_statement(ticker: str, today: dt.date | None) -> Select[dt.date]:
+        today = None if today is None else to_date(today, "today")
         return (
             select(OptionsData.expiration)
             .where(
@@ -116,6 +118,7 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
 
     @staticmethod
     def _expired_statement(today: dt.date | None) -> Delete:
+        today = None if today is None else to_date(today, "today")
         return (
             delete(OptionsData)
             .where(OptionsData.expiration < (today or utcnow().date()))

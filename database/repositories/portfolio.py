@@ -286,7 +286,7 @@ class PortfolioRepository(BaseRepository[Portfolio]):
     # -- positions -------------------------------------------------------------------
 
     def add_position(
-        self, session: Session, portfolio_id: Any, *, user_id: Any = None, **values: Any
+        self, session: Session, portfolio_id: Any, /, *, user_id: Any = None, **values: Any
     ) -> Position:
         """Add a holding; a second one for the same ticker is a DuplicateError."""
         return self.positions.create(
@@ -294,7 +294,7 @@ class PortfolioRepository(BaseRepository[Portfolio]):
         )
 
     async def async_add_position(
-        self, session: AsyncSession, portfolio_id: Any, *, user_id: Any = None, **values: Any
+        self, session: AsyncSession, portfolio_id: Any, /, *, user_id: Any = None, **values: Any
     ) -> Position:
         return await self.positions.async_create(
             session, portfolio_id=to_uuid(portfolio_id, "portfolio_id"), user_id=user_id, **values
@@ -312,6 +312,7 @@ class PortfolioRepository(BaseRepository[Portfolio]):
         session: Session,
         portfolio_id: Any,
         ticker: str,
+        /,
         *,
         user_id: Any = None,
         **values: Any,
@@ -329,6 +330,7 @@ class PortfolioRepository(BaseRepository[Portfolio]):
         session: AsyncSession,
         portfolio_id: Any,
         ticker: str,
+        /,
         *,
         user_id: Any = None,
         **values: Any,

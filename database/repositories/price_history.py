@@ -42,15 +42,17 @@ from database.prices import (
     YFINANCE_COLUMNS,
     PriceValidationError,
     RejectedBar,
+    check_bar_source,
     prepare_bars,
     staging_rows,
+    unreadable_as_validation_error,
 )
 from database.repositories.base import BaseRepository
 from database.repositories.raw import async_fetch_all, copy_records, fetch_all
 from database.repositories.upsert import dialect_name
 from database.transactions import begin_write
 from database.types import sqlite_timestamp
-from database.validation import normalize_ticker
+from database.validation import normalize_ticker, to_text
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -219,6 +221,9 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         are returned in ``rejected``. Returns how many rows were inserted,
         updated, and found unchanged.
         """
+        check_bar_source(data)
+        ticker = None if ticker is None else normalize_ticker(ticker)
+        to_text(data_source, "data_source", max_length=50)
         with self._translating():
             begin_write(session)
             with session.begin_nested():
@@ -499,7 +504,8 @@ def _known_tickers(
     if isinstance(data, pd.DataFrame):
         for column in data.columns:
             if str(column).strip().lower() in ("ticker", "symbol"):
-                return sorted({normalize_ticker(t) for t in data[column].unique()})
+                with unreadable_as_validation_error("ticker"):
+                    return sorted({normalize_ticker(t) for t in data[column].unique()})
     return []
 
 

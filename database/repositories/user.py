@@ -9,9 +9,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from database import security
+from database.exceptions import ValidationError
 from database.models import User
 from database.models.base import utcnow
 from database.repositories.base import BaseRepository
+from database.validation import to_text
+
+
+def _hashed(password: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the hash of ``password``; a hash passed in as well is refused."""
+    if "hashed_password" in values:
+        raise ValidationError("hashed_password", "***", "is set from password=, not passed in")
+    return {**values, "hashed_password": security.hash_password(password)}
 
 
 class UserRepository(BaseRepository[User]):
@@ -32,20 +41,52 @@ class UserRepository(BaseRepository[User]):
 
     # -- sign-up and sign-in ------------------------------------------------------
 
-    def create_user(self, session: Session, *, password: str, **values: Any) -> User:
+    def create_user(self, session: Session, /, *, password: str, **values: Any) -> User:
         """Create a user from a plain password, stored only as an argon2id hash."""
-        return self.create(session, hashed_password=security.hash_password(password), **values)
+        return self.create(session, **_hashed(password, values))
 
     async def async_create_user(
-        self, session: AsyncSession, *, password: str, **values: Any
+        self, session: AsyncSession, /, *, password: str, **values: Any
     ) -> User:
-        return await self.async_create(
-            session, hashed_password=security.hash_password(password), **values
+        return await self.async_create(session, **_hashed(password, values))
+
+    def set_password(self, session: Session, user_or_id: User | Any, password: str) -> User:
+        """Replace a user's password (stored as its argon2id hash).
+
+        The only way to change ``hashed_password``: ``update()`` refuses it.
+        """
+        hashed = security.hash_password(password)
+        user = (
+            user_or_id
+            if isinstance(user_or_id, User)
+            else self._missing(self.get_by_id(session, user_or_id), User, user_or_id)
         )
+        with self._writing(user):
+            self._attach(session, user)
+            user.hashed_password = hashed
+            session.flush()
+        return user
+
+    async def async_set_password(
+        self, session: AsyncSession, user_or_id: User | Any, password: str
+    ) -> User:
+        hashed = security.hash_password(password)
+        user = (
+            user_or_id
+            if isinstance(user_or_id, User)
+            else self._missing(await self.async_get_by_id(session, user_or_id), User, user_or_id)
+        )
+        with self._writing(user):
+            self._attach(session.sync_session, user)
+            user.hashed_password = hashed
+            await session.flush()
+        return user
 
     @staticmethod
-    def _login_statement(login: str) -> Select[User]:
-        login = login.strip()
+    def _login_statement(login: Any, password: Any) -> Select[User]:
+        # Checked before any SQL: PostgreSQL would refuse a NUL, SQLite not.
+        login = to_text(login, "login", max_length=320).strip()
+        security.check_password_type(password)
         return select(User).where(
             or_(User.email == login.lower(), User.username == login), User.is_active.is_(True)
         )
@@ -61,15 +102,17 @@ class UserRepository(BaseRepository[User]):
 
     def authenticate(self, session: Session, login: str, password: str) -> User | None:
         """The active user with this e-mail or username and password, else None."""
+        statement = self._login_statement(login, password)
         with self._translating():
-            user = session.scalars(self._login_statement(login)).first()
+            user = session.scalars(statement).first()
         return self._check(user, password)
 
     async def async_authenticate(
         self, session: AsyncSession, login: str, password: str
     ) -> User | None:
+        statement = self._login_statement(login, password)
         with self._translating():
-            user = (await session.scalars(self._login_statement(login))).first()
+            user = (await session.scalars(statement)).first()
         return self._check(user, password)
 
     def record_login(self, session: Session, user: User) -> User:

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
-from database.exceptions import ValidationError
-from database.models import AnalysisResult, Portfolio, Position, RiskTolerance, User
+from database.exceptions import UnknownFieldError, ValidationError
+from database.models import (
+    AnalysisResult,
+    OptionsData,
+    Portfolio,
+    Position,
+    RiskTolerance,
+    User,
+)
 
 
 @pytest.mark.parametrize(
@@ -102,5 +110,45 @@ def test_naive_datetimes_are_taken_as_utc_and_aware_ones_converted() -> None:
 
 
 def test_unknown_constructor_keywords_are_refused() -> None:
-    with pytest.raises(TypeError, match="tickr"):
+    with pytest.raises(ValidationError, match="tickr") as caught:
         Position(tickr="AAPL")
+    assert caught.value.field == "tickr"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["metadata", "registry", "__table__", "__mapper__", "__init__", "portfolio", "version"],
+)
+def test_relationship_dunder_and_registry_keywords_are_refused(name: str) -> None:
+    with pytest.raises(UnknownFieldError) as caught:
+        Position(ticker="AAPL", **{name: None})
+    assert caught.value.field == name
+
+
+_PLUS_FIVE = dt.timezone(dt.timedelta(hours=5))
+
+
+def test_every_column_type_is_checked_when_set() -> None:
+    checks: list[tuple[type[Any], str, object]] = [
+        (User, "is_active", ""),
+        (User, "is_active", 1),
+        (Portfolio, "user_id", ""),
+        (Portfolio, "description", "a\x00b"),
+        (Position, "notes", 5),
+        (Position, "notes", "\ud800"),
+        (OptionsData, "volume", 2**63),
+        (OptionsData, "volume", 1.0),
+        (OptionsData, "expiration", dt.datetime(2026, 1, 1)),
+        (User, "preferences", {"a": "\x00"}),
+        (AnalysisResult, "expires_at", dt.datetime.min.replace(tzinfo=_PLUS_FIVE)),
+    ]
+    for model, field, value in checks:
+        with pytest.raises(ValidationError) as caught:
+            model(**{field: value})
+        assert caught.value.field == field, (model, field, value)
+
+
+def test_negative_zero_is_held_as_zero() -> None:
+    shares = Position(ticker="AAPL", shares=Decimal("-0")).shares
+    assert shares == 0
+    assert not shares.is_signed()
