@@ -72,6 +72,17 @@ class RowSecurity:
             self._ready = True
 
 
+def share_temporary_table(session: Session, table: str) -> None:
+    """Let the wall's role use a temporary table a system session made (or found).
+
+    A temporary table belongs to the role that created it and lives as long as
+    the pooled connection; a later transaction on that connection may take the
+    role ``buffetbot_user``, which needs the table too.
+    """
+    if session.info.get(WALL) is not None and session.info.get(SYSTEM):
+        session.execute(text(f"GRANT ALL ON TABLE pg_temp.{table} TO {ROLE}"))
+
+
 def autocommit_refused() -> ConfigurationError:
     return ConfigurationError(
         "DB_ROW_SECURITY=on needs transactions: under AUTOCOMMIT the role and the "

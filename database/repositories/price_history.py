@@ -50,6 +50,7 @@ from database.prices import (
 from database.repositories.base import BaseRepository
 from database.repositories.raw import async_fetch_all, copy_records, fetch_all
 from database.repositories.upsert import dialect_name
+from database.row_security import share_temporary_table
 from database.transactions import begin_write
 from database.types import sqlite_timestamp
 from database.validation import normalize_ticker, to_text
@@ -306,6 +307,8 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         none of the tickers has rows) or merge them."""
         dialect = dialect_name(session)
         session.execute(text(_STAGING_DDL[dialect]))
+        if dialect == "postgresql":
+            share_temporary_table(session, STAGING)
         session.execute(text(_CLEAR[dialect]))
         driver = session.connection().connection.driver_connection
         batches = self._prepared_batches(data, ticker, skip_invalid, text_dates=dialect == "sqlite")

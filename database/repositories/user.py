@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import ColumnElement, Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -24,8 +25,24 @@ def _hashed(password: Any, values: dict[str, Any]) -> dict[str, Any]:
 
 
 class UserRepository(BaseRepository[User]):
+    """Accounts. A session opened for a user reaches that user's own account only;
+    sign-up and sign-in run in a session opened for no one."""
+
+    _scoped = True
+
     def __init__(self) -> None:
         super().__init__(User)
+
+    def _owned_by(self, user: uuid.UUID, *, writing: bool = False) -> ColumnElement[bool]:
+        return User.id == user
+
+    def _owned_new(self, user: uuid.UUID, instance: User) -> Select[Any] | bool:
+        return False  # a user's session does not open accounts
+
+    def _refuse(self, instance: User) -> None:
+        raise ValidationError(
+            "user_id", "***", "a session acting for a user cannot create other accounts"
+        )
 
     def get_by_email(self, session: Session, email: str) -> User | None:
         return self.get_one_by_criteria(session, email=email)
@@ -61,6 +78,7 @@ class UserRepository(BaseRepository[User]):
             if isinstance(user_or_id, User)
             else self._missing(self.get_by_id(session, user_or_id), User, user_or_id)
         )
+        self._owned_instance(session, user, None)
         with self._writing(user):
             self._attach(session, user)
             user.hashed_password = hashed
@@ -76,19 +94,23 @@ class UserRepository(BaseRepository[User]):
             if isinstance(user_or_id, User)
             else self._missing(await self.async_get_by_id(session, user_or_id), User, user_or_id)
         )
+        await self._async_owned_instance(session, user, None)
         with self._writing(user):
             self._attach(session.sync_session, user)
             user.hashed_password = hashed
             await session.flush()
         return user
 
-    @staticmethod
-    def _login_statement(login: Any, password: Any) -> Select[User]:
+    def _login_statement(
+        self, session: Session | AsyncSession, login: Any, password: Any
+    ) -> Select[User]:
         # Checked before any SQL: PostgreSQL would refuse a NUL, SQLite not.
         login = to_text(login, "login", max_length=320).strip()
         security.check_password_type(password)
         return select(User).where(
-            or_(User.email == login.lower(), User.username == login), User.is_active.is_(True)
+            or_(User.email == login.lower(), User.username == login),
+            User.is_active.is_(True),
+            *self._scope(session, None),  # a user's session checks its own password only
         )
 
     @staticmethod
@@ -102,7 +124,7 @@ class UserRepository(BaseRepository[User]):
 
     def authenticate(self, session: Session, login: str, password: str) -> User | None:
         """The active user with this e-mail or username and password, else None."""
-        statement = self._login_statement(login, password)
+        statement = self._login_statement(session, login, password)
         with self._translating():
             user = session.scalars(statement).first()
         return self._check(user, password)
@@ -110,7 +132,7 @@ class UserRepository(BaseRepository[User]):
     async def async_authenticate(
         self, session: AsyncSession, login: str, password: str
     ) -> User | None:
-        statement = self._login_statement(login, password)
+        statement = self._login_statement(session, login, password)
         with self._translating():
             user = (await session.scalars(statement)).first()
         return self._check(user, password)

@@ -146,13 +146,34 @@ async def test_a_session_user_must_be_a_uuid(db: DatabaseManager) -> None:
         pass
 
 
-async def test_shared_tables_are_not_scoped(db: DatabaseManager, owner: User) -> None:
+async def test_a_users_session_reaches_its_own_account_only(
+    db: DatabaseManager, sql: RawSQL, owner: User, stranger: User
+) -> None:
     users = UserRepository()
+    with db.get_session() as session:
+        users.set_password(session, stranger.id, "stranger's long password")
+    before = sql.rows("SELECT id, email, hashed_password, version FROM users ORDER BY id")
     with db.get_session(user_id=owner.id) as session:
         assert users.get_by_id(session, owner.id) is not None
-    with pytest.raises(ValidationError) as caught, db.get_session() as session:
-        users.get_by_id(session, owner.id, user_id=owner.id)
-    assert caught.value.field == "user_id"
+        assert users.get_by_id(session, stranger.id) is None
+        assert users.get_by_email(session, "stranger@example.com") is None
+        assert [u.id for u in users.list(session)] == [owner.id]
+        assert users.authenticate(session, "stranger", "stranger's long password") is None
+        with pytest.raises(NotFoundError):
+            users.update(session, stranger.id, first_name="Mallory")
+        with pytest.raises(NotFoundError):
+            users.set_password(session, stranger.id, "a new long password")
+        assert users.delete(session, stranger.id) is False
+        with pytest.raises(ValidationError):
+            users.create_user(
+                session, email="new@example.com", username="newcomer", password="long password"
+            )
+    async with db.get_async_session(user_id=owner.id) as session:
+        assert await users.async_get_by_id(session, stranger.id) is None
+        assert await users.async_delete(session, stranger) is False
+    assert sql.rows("SELECT id, email, hashed_password, version FROM users ORDER BY id") == before
+    with db.get_session() as session:  # sign-in, for no one yet: every account
+        assert users.authenticate(session, "stranger", "stranger's long password") is not None
 
 
 # -- positions -------------------------------------------------------------------------------

@@ -388,3 +388,34 @@ def test_an_application_role_without_createrole_migrates_and_is_told_what_to_gra
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
             conn.execute(f"REVOKE buffetbot_user FROM {role}")
             conn.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_a_system_upsert_leaves_the_pooled_connection_usable_inside_the_wall(
+    database_url: str, two_users: dict[str, Any]
+) -> None:
+    """The staging table of price upserts outlives the transaction on its connection."""
+    prices = PriceHistoryRepository()
+    manager = DatabaseManager(database_url, row_security=True, pool_size=1, max_overflow=0)
+
+    def bars(ticker: str) -> list[dict[str, Any]]:
+        return [
+            {"ticker": ticker, "date": "2024-01-02", "open": 1, "high": 2, "low": 1, "close": 2}
+        ]
+
+    async def system_then_user() -> list[int]:  # one loop: one async pool, one connection
+        inserted = []
+        for ticker, opened in (("NVDA", {"system": True}), ("AMZN", {"user_id": bob})):
+            async with manager.get_async_session(**opened) as session:
+                inserted.append((await prices.async_upsert(session, bars(ticker))).inserted)
+        return inserted
+
+    bob = two_users["bob"].id
+
+    try:
+        with manager.get_session(system=True) as session:
+            assert prices.upsert(session, bars("MSFT")).inserted == 1
+        with manager.get_session(user_id=two_users["ada"].id) as session:
+            assert prices.upsert(session, bars("AAPL")).inserted == 1
+        assert asyncio.run(system_then_user()) == [1, 1]
+    finally:
+        manager.close()
