@@ -78,11 +78,25 @@ class QueryError(DatabaseError):
     """The database refused a statement for a reason none of the other errors name."""
 
 
+class PermissionDeniedError(QueryError):
+    """The database refused the statement on privileges: with ``DB_ROW_SECURITY=on``,
+    a row that the session's user may not write (another user's portfolio)."""
+
+
+def _shown(value: Any, limit: int = 200) -> str:
+    """The value's repr for a message, cut short: a hostile value may be megabytes long."""
+    try:
+        text = repr(value)
+    except Exception:  # a repr that fails must not hide the error being raised
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[: limit - 20]}...({len(text)} chars)"
+
+
 class ValidationError(DatabaseError, ValueError):
     """A value was rejected before anything was sent to the database."""
 
     def __init__(self, field: str, value: Any, reason: str) -> None:
-        super().__init__(f"invalid {field}={value!r}: {reason}")
+        super().__init__(f"invalid {field}={_shown(value)}: {reason}")
         self.field = field
         self.value = value
         self.reason = reason
@@ -216,6 +230,7 @@ _DEADLOCK = "40P01"
 _SERIALIZATION = "40001"
 _LOCK_NOT_AVAILABLE = "55P03"
 _QUERY_CANCELED = "57014"
+_INSUFFICIENT_PRIVILEGE = "42501"
 # Connection exceptions (08), operator intervention (57P01-57P05: terminated
 # backend, shutdown, cannot connect now), too many connections.
 _UNAVAILABLE_PREFIXES = ("08", "57P", "53300")
@@ -283,6 +298,8 @@ def _by_state(
         return ConcurrencyError(f"{model}: a lock was not available: {message}")
     if state == _QUERY_CANCELED:
         return StatementTimeoutError(f"{model}: statement cancelled: {message}")
+    if state == _INSUFFICIENT_PRIVILEGE:
+        return PermissionDeniedError(f"{model}: {message}")
     if state is not None and state.startswith(_UNAVAILABLE_PREFIXES):
         return DatabaseUnavailableError(*where, message)
     if isinstance(orig, sqlite3.Error) or type(orig).__module__.startswith("sqlite3"):

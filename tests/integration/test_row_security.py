@@ -25,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from database import DatabaseManager, migrate
-from database.exceptions import ConfigurationError, DatabaseError, ValidationError
+from database.exceptions import ConfigurationError, PermissionDeniedError, ValidationError
 from database.models import AnalysisResult, AnalysisType, Portfolio, Position, User
 from database.repositories import (
     AnalysisRepository,
@@ -155,7 +155,7 @@ def test_raw_sql_cannot_plant_rows_for_another_user(
     before = everything(sql)
     params = {"bob": two_users["bob"].id, "bobs": two_users["bob_portfolio"].id}
     with (
-        pytest.raises(DatabaseError) as caught,
+        pytest.raises(PermissionDeniedError) as caught,
         walled.get_session(user_id=two_users["ada"].id) as session,
     ):
         session.execute(text(statement), params)

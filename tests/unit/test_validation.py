@@ -152,3 +152,10 @@ def test_negative_zero_is_held_as_zero() -> None:
     shares = Position(ticker="AAPL", shares=Decimal("-0")).shares
     assert shares == 0
     assert not shares.is_signed()
+
+
+def test_a_huge_value_is_cut_short_in_the_message() -> None:
+    error = ValidationError("notes", "x" * 1_000_000, "is too long")
+    assert len(str(error)) < 300
+    assert "(1000002 chars)" in str(error)
+    assert error.value == "x" * 1_000_000  # the value itself is kept whole
