@@ -55,6 +55,12 @@ class DatabaseSettings(BaseSettings):
     # PostgreSQL row-level security on the user-owned tables (migration 0004).
     row_security: bool = False
 
+    @pydantic.field_validator("echo", mode="before")
+    @classmethod
+    def _echo(cls, value: Any) -> Any:
+        # DB_ECHO=DEBUG means debug, as true/TRUE mean true.
+        return value.strip().lower() if isinstance(value, str) else value
+
     @classmethod
     def from_env(cls, **overrides: Any) -> DatabaseSettings:
         """Read the environment, naming the variable and value of a bad setting."""
@@ -65,7 +71,8 @@ class DatabaseSettings(BaseSettings):
             field = str(problem["loc"][0]) if problem["loc"] else "?"
             variable = "DATABASE_URL" if field == "DATABASE_URL" else f"DB_{field.upper()}"
             shown = "***" if "password" in field or "url" in field.lower() else problem["input"]
-            raise ConfigurationError(f"{variable}={shown!r}: {problem['msg']}") from None
+            reason = "must be true, false or debug" if field == "echo" else problem["msg"]
+            raise ConfigurationError(f"{variable}={shown!r}: {reason}") from None
 
     def url(self) -> URL:
         """The configured URL, as given (before mapping to drivers)."""

@@ -29,13 +29,33 @@ log = logging.getLogger(__name__)
 
 ROLE = "buffetbot_user"
 _ENTER = text("SELECT set_config('role', :role, true), set_config('app.user_id', :user_id, true)")
+# The tables the role works on (migration 0004 grants them), and the walled ones.
+DATA_TABLES = (
+    "users",
+    "portfolios",
+    "positions",
+    "analysis_results",
+    "price_history",
+    "options_data",
+    "market_data_cache",
+)
+WALLED_TABLES = DATA_TABLES[:4]
 _READY = text(
-    "SELECT count(*) FILTER (WHERE c.relrowsecurity), "
-    "       pg_has_role(current_user, r.oid, 'MEMBER') "
-    "FROM pg_class c, pg_roles r "
-    "WHERE c.oid IN ('portfolios'::regclass, 'positions'::regclass, "
-    "                'analysis_results'::regclass) AND r.rolname = :role "
-    "GROUP BY r.oid"
+    "SELECT"
+    " (SELECT count(*) FROM pg_class WHERE relrowsecurity"
+    "  AND oid IN (SELECT to_regclass(t) FROM unnest(CAST(:walled AS text[])) t)),"
+    " r.oid IS NOT NULL,"
+    " r.oid IS NOT NULL AND pg_has_role(current_user, r.oid, 'MEMBER'),"
+    " r.oid IS NOT NULL AND has_schema_privilege(r.oid, current_schema(), 'USAGE') AND"
+    " (SELECT bool_and(has_table_privilege(r.oid, t, 'SELECT, INSERT, UPDATE, DELETE'))"
+    "  FROM unnest(CAST(:tables AS text[])) t) "
+    "FROM (SELECT 1) AS one LEFT JOIN pg_roles r ON r.rolname = :role"
+)
+# What an administrator runs when the migrating role could not (no CREATEROLE).
+ADMIN_SQL = (
+    f"CREATE ROLE {ROLE} NOLOGIN; GRANT USAGE ON SCHEMA <schema> TO {ROLE}; "
+    f"GRANT SELECT, INSERT, UPDATE, DELETE ON {', '.join(DATA_TABLES)} TO {ROLE}; "
+    f"GRANT {ROLE} TO <the application's role>"
 )
 
 
@@ -58,16 +78,19 @@ class RowSecurity:
         with self._lock:
             if self._ready:
                 return
-            row = connection.execute(_READY, {"role": ROLE}).first()
-            if row is None or row[0] != 3:
+            walled, role_exists, member, granted = connection.execute(
+                _READY, {"role": ROLE, "walled": list(WALLED_TABLES), "tables": list(DATA_TABLES)}
+            ).one()
+            if walled != len(WALLED_TABLES):
                 raise ConfigurationError(
                     f"DB_ROW_SECURITY=on, but {self.database} has no row-level security "
-                    f"policies or no role {ROLE}: run `buffetbot-db upgrade` (migration 0004)"
+                    "policies: run `buffetbot-db upgrade` (migration 0004)"
                 )
-            if not row[1]:
+            if not (role_exists and member and granted):
+                missing = "the role" if not role_exists else "its grants"
                 raise ConfigurationError(
-                    f"DB_ROW_SECURITY=on, but the login role may not take the role {ROLE}: "
-                    f"GRANT {ROLE} TO <the application's role>"
+                    f"DB_ROW_SECURITY=on, but {ROLE} is not set up ({missing}; the migrating "
+                    f"role may not create or grant it): as an administrator, run {ADMIN_SQL}"
                 )
             self._ready = True
 

@@ -143,9 +143,12 @@ class BaseRepository(Generic[ModelT]):
         return [self._owned_by(user, writing=writing) for user in users]
 
     def _acting(self, values: dict[str, Any]) -> Any:
-        """Take the acting user out of keyword values, unless it is a column of the model."""
-        if not self._scoped or "user_id" in self.criteria.columns:
+        """The acting user among keyword values: taken out of them, or, where ``user_id``
+        is a column (a portfolio's owner), left in place as the value it also is."""
+        if not self._scoped:
             return None
+        if "user_id" in self.criteria.columns:
+            return values.get("user_id")
         return values.pop("user_id", None)
 
     def _creation_checks(

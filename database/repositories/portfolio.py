@@ -230,7 +230,7 @@ class PortfolioRepository(BaseRepository[Portfolio]):
         self, session: Session, user_id: Any, *, include_inactive: bool = False
     ) -> builtins.list[Portfolio]:
         statement = self._user_portfolios_statement(
-            self._scope(session, None), user_id, include_inactive
+            self._scope(session, user_id), user_id, include_inactive
         )
         with self._translating():
             return builtins.list(session.scalars(statement))
@@ -239,7 +239,7 @@ class PortfolioRepository(BaseRepository[Portfolio]):
         self, session: AsyncSession, user_id: Any, *, include_inactive: bool = False
     ) -> builtins.list[Portfolio]:
         statement = self._user_portfolios_statement(
-            self._scope(session, None), user_id, include_inactive
+            self._scope(session, user_id), user_id, include_inactive
         )
         with self._translating():
             return builtins.list(await session.scalars(statement))

@@ -331,9 +331,20 @@ def test_a_plain_session_given_a_user_id_says_how_to_open_one(
     walled: DatabaseManager, two_users: dict[str, Any]
 ) -> None:
     portfolios = PortfolioRepository()
-    with pytest.raises(ValidationError) as caught, walled.get_session() as session:
-        portfolios.get_by_id(session, two_users["ada_portfolio"].id, user_id=two_users["ada"].id)
-    assert "get_session(user_id=" in str(caught.value)
+    ada = two_users["ada"].id
+    calls = [
+        lambda s: portfolios.get_by_id(s, two_users["ada_portfolio"].id, user_id=ada),
+        lambda s: portfolios.get_user_portfolios(s, ada),
+        lambda s: portfolios.get_by_criteria(s, user_id=ada),
+        lambda s: portfolios.create(s, user_id=ada, name="Plain"),
+        lambda s: portfolios.add_position(
+            s, two_users["ada_portfolio"].id, user_id=ada, ticker="MSFT", shares=1
+        ),
+    ]
+    for call in calls:
+        with pytest.raises(ValidationError) as caught, walled.get_session() as session:
+            call(session)
+        assert "get_session(user_id=" in str(caught.value)
 
 
 def test_autocommit_cannot_bypass_the_wall(database_url: str, two_users: dict[str, Any]) -> None:
@@ -417,5 +428,24 @@ def test_a_system_upsert_leaves_the_pooled_connection_usable_inside_the_wall(
         with manager.get_session(user_id=two_users["ada"].id) as session:
             assert prices.upsert(session, bars("AAPL")).inserted == 1
         assert asyncio.run(system_then_user()) == [1, 1]
+    finally:
+        manager.close()
+
+
+def test_a_role_without_its_grants_is_refused_with_the_sql_to_run(
+    postgres_server_url: str,
+) -> None:
+    """As when the role was missing at migration time and an administrator made it later."""
+    url = recreate_database(postgres_server_url, "buffetbot_no_grants")
+    migrate.upgrade(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("REVOKE ALL ON users, portfolios, price_history FROM buffetbot_user")
+    manager = DatabaseManager(url, row_security=True)
+    try:
+        with pytest.raises(ConfigurationError) as caught, manager.get_session() as session:
+            session.execute(text("SELECT 1"))
+        message = str(caught.value)
+        assert "its grants" in message
+        assert "GRANT SELECT, INSERT, UPDATE, DELETE ON users, portfolios" in message
     finally:
         manager.close()

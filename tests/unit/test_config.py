@@ -123,3 +123,14 @@ def test_reprs_hide_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "hunter2-secret" not in repr(settings)
     assert "hunter2-secret" not in repr(manager)
     assert "***" in repr(manager)
+
+
+def test_db_echo_takes_debug_in_any_case_and_names_its_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DB_ECHO", "DEBUG")
+    assert DatabaseSettings.from_env().echo == "debug"
+    monkeypatch.setenv("DB_ECHO", "loud")
+    with pytest.raises(ConfigurationError) as caught:
+        DatabaseSettings.from_env()
+    assert str(caught.value) == "DB_ECHO='loud': must be true, false or debug"
