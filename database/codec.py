@@ -1,13 +1,18 @@
 """JSON encoding of cache payloads that keeps their types.
 
-JSON-native values (str, int, finite float, bool, None, lists, dicts with
-string keys) are stored as themselves. Everything else becomes a small tagged
-object ``{"__type__": ..., ...}``: Decimal, date, datetime, timedelta, tuple,
-set, non-finite floats, text PostgreSQL's jsonb cannot hold (NUL, unpaired
-surrogates: stored as code points), numpy scalars, pandas Timestamps, Series and
-DataFrames (with their index, column labels and dtypes, so a yfinance
-statement frame whose columns are Timestamps comes back equal). Decoding
-builds only these types: nothing stored can make it call arbitrary code.
+JSON-native values (str, 64-bit int, finite float, bool, None, lists, dicts
+with string keys) are stored as themselves. Everything else becomes a small
+tagged object ``{"__type__": ..., ...}``: Decimal, date, datetime, timedelta,
+tuple, set, larger integers, non-finite floats, text PostgreSQL's jsonb cannot
+hold (NUL, unpaired surrogates: stored as code points), numpy scalars, pandas
+Timestamps, Series and DataFrames (with their index, column labels and dtypes,
+so a yfinance statement frame whose columns are Timestamps comes back equal).
+Decoding builds only these types: nothing stored can make it call arbitrary code.
+
+A payload must be a tree at most :data:`MAX_DEPTH` containers deep: one that
+contains itself, or nests deeper (a legacy pickle can hold lists 200,000
+deep), is refused with a ``ValidationError`` on ``data``, never a
+``RecursionError`` from the encoder, the JSON serialiser or the database.
 """
 
 from __future__ import annotations
@@ -25,19 +30,50 @@ import pandas as pd
 from database.exceptions import ValidationError
 
 TAG = "__type__"
+# Containers within containers. Each level of a payload may take three in JSON (a tagged
+# tuple: a dict holding a list), and a parser's recursion (Python's json, PostgreSQL's
+# jsonb) must stay far from its limit.
+MAX_DEPTH = 100
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_CONTAINERS = (list, tuple, set, frozenset, dict, np.ndarray, pd.DataFrame, pd.Series)
 
 
 def encode(value: Any) -> Any:
-    """A JSON-serialisable form of ``value`` that :func:`decode` turns back into it."""
+    """A JSON-serialisable form of ``value`` that :func:`decode` turns back into it.
+
+    ``ValidationError`` (on ``data``) for a type it cannot store, or a payload
+    that contains itself or is nested more than :data:`MAX_DEPTH` containers deep.
+    """
+    return _encode(value, ())
+
+
+def _enter(value: Any, path: tuple[int, ...]) -> tuple[int, ...]:
+    """The path of containers down to ``value``, which must not be on it already."""
+    if id(value) in path:  # the ids of its ancestors, alive while it is encoded
+        raise ValidationError("data", type(value).__name__, "contains itself: it cannot be cached")
+    if len(path) >= MAX_DEPTH:
+        raise ValidationError(
+            "data",
+            type(value).__name__,
+            f"is nested more than {MAX_DEPTH} containers deep: it cannot be cached",
+        )
+    return (*path, id(value))
+
+
+def _encode(value: Any, path: tuple[int, ...]) -> Any:
+    if isinstance(value, _CONTAINERS):
+        path = _enter(value, path)
     if isinstance(value, str):
         return value if _storable(value) else {TAG: "str", "value": [ord(c) for c in value]}
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, np.generic):
-        return {TAG: "numpy", "dtype": str(value.dtype), "value": encode(value.item())}
+        return {TAG: "numpy", "dtype": str(value.dtype), "value": _encode(value.item(), path)}
     if isinstance(value, int):
-        return value
+        # Beyond 64 bits as hex: JSON readers differ there, and Python's json refuses
+        # to write or read an integer of more than 4300 digits (hex has no such limit).
+        return value if _INT64_MIN <= value <= _INT64_MAX else {TAG: "int", "value": f"{value:x}"}
     if isinstance(value, float):
         return value if math.isfinite(value) else {TAG: "float", "value": repr(value)}
     if isinstance(value, Decimal):
@@ -53,34 +89,39 @@ def encode(value: Any) -> Any:
     if isinstance(value, dt.timedelta):
         return {TAG: "timedelta", "value": [value.days, value.seconds, value.microseconds]}
     if isinstance(value, list):
-        return [encode(item) for item in value]
-    if isinstance(value, tuple | set | frozenset):
-        items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
-        return {TAG: type(value).__name__, "value": [encode(item) for item in items]}
+        return [_encode(item, path) for item in value]
+    if isinstance(value, tuple):
+        return {TAG: "tuple", "value": [_encode(item, path) for item in value]}
+    if isinstance(value, set | frozenset):
+        # Encoded (so checked) before repr orders them: repr recurses without a limit.
+        items = [(_encode(item, path), item) for item in value]
+        items.sort(key=lambda pair: repr(pair[1]))
+        return {TAG: type(value).__name__, "value": [encoded for encoded, _ in items]}
     if isinstance(value, dict):
         if all(isinstance(k, str) and _storable(k) for k in value) and TAG not in value:
-            return {k: encode(v) for k, v in value.items()}
-        return {TAG: "dict", "value": [[encode(k), encode(v)] for k, v in value.items()]}
+            return {k: _encode(v, path) for k, v in value.items()}
+        pairs = [[_encode(k, path), _encode(v, path)] for k, v in value.items()]
+        return {TAG: "dict", "value": pairs}
     if isinstance(value, np.ndarray):
         return {
             TAG: "ndarray",
             "dtype": value.dtype.str if value.dtype != object else "object",
             "shape": list(value.shape),
-            "value": [encode(item) for item in value.ravel().tolist()],
+            "value": [_encode(item, path) for item in value.ravel().tolist()],
         }
     if isinstance(value, pd.DataFrame):
         return {
             TAG: "dataframe",
-            "index": _encode_index(value.index),
-            "columns": _encode_index(value.columns),
-            "data": [_encode_array(value.iloc[:, i]) for i in range(value.shape[1])],
+            "index": _encode_index(value.index, path),
+            "columns": _encode_index(value.columns, path),
+            "data": [_encode_array(value.iloc[:, i], path) for i in range(value.shape[1])],
         }
     if isinstance(value, pd.Series):
         return {
             TAG: "series",
-            "name": encode(value.name),
-            "index": _encode_index(value.index),
-            "data": _encode_array(value),
+            "name": _encode(value.name, path),
+            "index": _encode_index(value.index, path),
+            "data": _encode_array(value, path),
         }
     raise ValidationError("data", type(value).__name__, "cannot be cached (not a supported type)")
 
@@ -97,6 +138,7 @@ def decode(value: Any) -> Any:
     payload: Any = value.get("value")
     decoders: dict[str, Callable[[], Any]] = {
         "float": lambda: float(payload),
+        "int": lambda: int(payload, 16),
         "str": lambda: "".join(map(chr, payload)),
         "nat": lambda: pd.NaT,
         "decimal": lambda: Decimal(payload),
@@ -135,14 +177,14 @@ def _decode_ndarray(encoded: dict[str, Any]) -> np.ndarray[Any, Any]:
     return array.reshape(encoded["shape"])
 
 
-def _encode_array(values: pd.Series | pd.Index) -> dict[str, Any]:
+def _encode_array(values: pd.Series | pd.Index, path: tuple[int, ...]) -> dict[str, Any]:
     dtype = values.dtype
     if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
         items = [None if pd.isna(v) else v.isoformat() for v in values]
     elif pd.api.types.is_timedelta64_dtype(dtype):
         items = [None if pd.isna(v) else v.value for v in values]
     else:
-        items = [encode(None if _is_missing(v) else v) for v in values.tolist()]
+        items = [_encode(None if _is_missing(v) else v, path) for v in values.tolist()]
     return {"dtype": str(dtype), "values": items}
 
 
@@ -167,22 +209,24 @@ def _decode_array(encoded: dict[str, Any]) -> Any:
     return pd.array(decoded, dtype=dtype)
 
 
-def _encode_index(index: pd.Index) -> dict[str, Any]:
+def _encode_index(index: pd.Index, path: tuple[int, ...]) -> dict[str, Any]:
     if isinstance(index, pd.RangeIndex):
         return {
             "kind": "range",
             "start": index.start,
             "stop": index.stop,
             "step": index.step,
-            "name": encode(index.name),
+            "name": _encode(index.name, path),
         }
     if isinstance(index, pd.MultiIndex):
         return {
             "kind": "multi",
-            "levels": [_encode_index(index.get_level_values(i)) for i in range(index.nlevels)],
-            "names": [encode(n) for n in index.names],
+            "levels": [
+                _encode_index(index.get_level_values(i), path) for i in range(index.nlevels)
+            ],
+            "names": [_encode(n, path) for n in index.names],
         }
-    return {"kind": "index", "name": encode(index.name), **_encode_array(index)}
+    return {"kind": "index", "name": _encode(index.name, path), **_encode_array(index, path)}
 
 
 def _decode_index(encoded: dict[str, Any]) -> pd.Index:

@@ -10,7 +10,8 @@ A ``before_cursor_execute`` listener notes which statement the parameters about
 to be logged belong to; from its compiled form (bind names and positions of
 secret columns, and their values) a filter on SQLAlchemy's engine logger
 rewrites the parameter records, and redacts row records from the result's
-columns, before any handler formats them. A ``handle_error`` listener does the
+columns, before any handler formats them (and aiosqlite's own records of each
+cursor call). A ``handle_error`` listener does the
 same to the parameters in error messages. Only copies are redacted: what the
 driver receives is never touched. A record the filter cannot make safe is
 withheld, not passed on.
@@ -19,12 +20,18 @@ withheld, not passed on.
 from __future__ import annotations
 
 import copy
+import datetime as dt
+import functools
+import json
 import logging
 import re
 import threading
+import uuid
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
+from enum import Enum
 from typing import Any, Literal
 
 from sqlalchemy import Column, Engine, MetaData, Row, event, exc
@@ -40,12 +47,22 @@ REDACTED = "[redacted]"
 WITHHELD = "[SQL log record withheld: its values could not be redacted]"
 
 # argon2, bcrypt, scrypt, pbkdf2 and crypt(3) hashes as passlib, Django and
-# werkzeug write them: the fallback for values no column vouches for.
-_PASSWORD_HASH = re.compile(
-    r"\$(?:argon2(?:id|i|d)|2[abxy]?|scrypt|pbkdf2[\w-]*|[1567]|y|gy)\$"
-    r"|(?:argon2|bcrypt(?:_sha256)?|scrypt|pbkdf2_\w+)\$"
-    r"|(?:scrypt|pbkdf2):[\w:]*\$"
+# werkzeug write them: the fallback for values no column vouches for. Found
+# anywhere in a text (a record as text, a JSON document), and matched to their
+# end so that only the hash is replaced: a known prefix, then ``$``-separated
+# fields of base64 or hex, or of parameters (``m=65536,t=3,p=4``, whose commas
+# end no field).
+_HASH_PREFIX = (
+    r"\$(?:argon2(?:id|i|d)|2[abxy]?|scrypt|pbkdf2[\w-]*|bcrypt-sha256|[1567]|y|gy)\$"
+    r"|(?<![\w$])(?:argon2|bcrypt(?:_sha256)?|scrypt|pbkdf2_\w+)\$"
+    r"|(?<![\w$])(?:scrypt|pbkdf2):[\w:]*\$"
 )
+_HASH_FIELD = r"(?:[a-z]+=[\w.+/-]*(?:,[a-z]+=[\w.+/-]*)*|[\w./+=-]*)"
+_PASSWORD_HASH = re.compile(rf"(?:{_HASH_PREFIX}){_HASH_FIELD}(?:\${_HASH_FIELD})*")
+# Known secrets shorter than this are not looked for inside other text.
+_MIN_SECRET_IN_TEXT = 8
+# Deeper than this, a parameter or result value is not searched but redacted whole.
+_MAX_DEPTH = 64
 # Bind names SQLAlchemy derives from a column key: ``key_1`` (anonymous),
 # ``key_m0`` (multi-VALUES), ``key__0`` (insertmanyvalues batches).
 _DERIVED_SUFFIX = re.compile(r"(?:__\d+|_m?\d+)+$")
@@ -68,14 +85,17 @@ def install(engine: Engine, metadata: MetaData | None = None) -> None:
     event.listen(engine, "after_cursor_execute", _forget_statement)
     event.listen(engine, "handle_error", _redact_error)
     logger = engine.logger.logger if isinstance(engine.logger, InstanceLogger) else engine.logger
-    if _FILTER not in logger.filters:
-        logger.addFilter(_FILTER)
+    # aiosqlite logs each cursor call, its parameters included, at DEBUG.
+    for each in (logger, logging.getLogger("aiosqlite")):
+        if _FILTER not in each.filters:
+            each.addFilter(_FILTER)
 
 
 def looks_like_password_hash(value: object) -> bool:
-    if isinstance(value, bytes):
-        value = value[:40].decode("latin-1")
-    return isinstance(value, str) and _PASSWORD_HASH.match(value) is not None
+    """Whether ``value`` (text or bytes) holds something shaped like a password hash."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        value = bytes(value).decode("latin-1")
+    return isinstance(value, str) and _PASSWORD_HASH.search(value) is not None
 
 
 # -- which columns, names and values are secret -------------------------------------
@@ -113,15 +133,75 @@ class Secrets:
     width: int | None = None  # positions hold for parameter tuples of this length only
     values: frozenset[Any] = frozenset()
 
-    def hides(self, value: object) -> bool:
+    def holds(self, value: object) -> bool:
+        """Whether ``value`` is one of the secret values itself."""
         try:
-            if value in self.values:
-                return True
+            return value in self.values
         except TypeError:  # unhashable
-            pass
-        return looks_like_password_hash(value)
+            return False
+
+    def hides(self, value: object) -> bool:
+        return self.holds(value) or looks_like_password_hash(value)
+
+    def scrub(self, value: Any, depth: int = 0) -> Any:
+        """A copy of ``value`` fit for the log, searched at any depth: a secret value,
+        the value of a dict key that names a secret column, and bytes holding a hash
+        become ``'[redacted]'``; in text, hash-shaped parts and known secrets are
+        replaced (the rest of the text stays); a JSON document in text is searched as
+        one. What is too deep to search is redacted whole."""
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if depth > _MAX_DEPTH or self.holds(value):
+            return REDACTED
+        if isinstance(value, str):
+            scrubbed = self._scrub_text(value, depth)
+            return value if scrubbed == value else scrubbed  # a str subclass stays itself
+        if isinstance(value, bytes | bytearray | memoryview):
+            return REDACTED if looks_like_password_hash(value) else value
+        if isinstance(value, Mapping) or _is_record(value):
+            return {
+                key: REDACTED if is_secret_name(key) else self.scrub(item, depth + 1)
+                for key, item in value.items()
+            }
+        if isinstance(value, list | tuple | set | frozenset):
+            items = [self.scrub(item, depth + 1) for item in value]
+            return items if isinstance(value, list) else tuple(items)
+        if _is_plain(value):
+            return value
+        shown = repr(value)  # another driver's type: what the log would show of it
+        return value if self._scrub_text(shown, depth) == shown else REDACTED
+
+    def _scrub_text(self, text: str, depth: int) -> str:
+        for secret in self.values:
+            if isinstance(secret, str) and len(secret) >= _MIN_SECRET_IN_TEXT:
+                text = text.replace(secret, REDACTED)
+        if "$" in text:
+            text = _PASSWORD_HASH.sub(REDACTED, text)
+        if text[:1] in ("{", "[") and any(name in text for name in _secret_names):
+            text = self._scrub_json(text, depth)
+        return text
+
+    def _scrub_json(self, text: str, depth: int) -> str:
+        """JSON in text (SQLite's json_object): the values under secret keys redacted."""
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError):
+            return text
+        scrubbed = self.scrub(document, depth + 1)
+        return text if scrubbed == document else json.dumps(scrubbed)
 
 
+def _is_record(value: object) -> bool:
+    """A driver's record (asyncpg's composite values): named fields, read as a dict."""
+    return callable(getattr(value, "items", None)) and callable(getattr(value, "keys", None))
+
+
+def _is_plain(value: object) -> bool:
+    """Values whose repr holds nothing but what they are."""
+    return isinstance(value, Decimal | dt.date | dt.time | dt.timedelta | uuid.UUID | Enum)
+
+
+_NO_SECRETS = Secrets()
 _positions: weakref.WeakKeyDictionary[Compiled, frozenset[int]] = weakref.WeakKeyDictionary()
 
 
@@ -166,36 +246,35 @@ def redact_parameters(params: Any, secrets: Secrets, *, ismulti: bool | None) ->
     if ismulti and isinstance(params, list | tuple):
         return type(params)(redact_parameters(p, secrets, ismulti=False) for p in params)
     if isinstance(params, Mapping):
-        return {
-            k: REDACTED if is_secret_name(k) or secrets.hides(v) else v for k, v in params.items()
-        }
+        return {k: REDACTED if is_secret_name(k) else secrets.scrub(v) for k, v in params.items()}
     if isinstance(params, list | tuple):
         by_position = secrets.positions if len(params) == secrets.width else frozenset()
         return type(params)(
-            REDACTED if i in by_position or secrets.hides(v) else v for i, v in enumerate(params)
+            REDACTED if i in by_position else secrets.scrub(v) for i, v in enumerate(params)
         )
-    return REDACTED if secrets.hides(params) else params
+    return secrets.scrub(params)
 
 
 def redact_row(row: Any) -> tuple[Any, ...]:
     """A result row as a tuple, the values of secret columns replaced."""
     values = tuple(row)
     hidden: set[int] = set()
+    secrets: set[Any] = set()  # equal text is the same secret wherever it stands
     if isinstance(row, Row):
         hidden.update(i for i, name in enumerate(row._fields) if is_secret_name(name))
+        secrets.update(v for i, v in enumerate(values) if i in hidden and _matchable(v))
         mapping = row._mapping
         for column in _secret_result_columns(row):
             try:
                 secret = mapping[column]
             except (KeyError, exc.InvalidRequestError):  # not a key here after all, or ambiguous
                 continue
-            if _matchable(secret):  # equal text is the same secret wherever it stands
-                hidden.update(i for i, v in enumerate(values) if v == secret)
+            if _matchable(secret):
+                secrets.add(secret)
             elif secret is not None:
                 hidden.update(i for i, v in enumerate(values) if v is secret)
-    return tuple(
-        REDACTED if i in hidden or looks_like_password_hash(v) else v for i, v in enumerate(values)
-    )
+    found = Secrets(values=frozenset(secrets))
+    return tuple(REDACTED if i in hidden else found.scrub(v) for i, v in enumerate(values))
 
 
 def _secret_result_columns(row: Row[Any]) -> list[ColumnElement[Any]]:
@@ -214,11 +293,7 @@ def _secret_result_columns(row: Row[Any]) -> list[ColumnElement[Any]]:
 
 def _redact_values(value: Any) -> Any:
     """Hash-shaped values replaced at any depth: for records of a shape not known here."""
-    if isinstance(value, Mapping):
-        return {k: _redact_values(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_redact_values(v) for v in value)
-    return REDACTED if looks_like_password_hash(value) else value
+    return _NO_SECRETS.scrub(value)
 
 
 # -- the statements in flight ---------------------------------------------------------
@@ -312,6 +387,15 @@ class RedactingFilter(logging.Filter):
             shown_row = copy.copy(arg)
             shown_row.row = redact_row(arg.row)  # type: ignore[assignment]
             return shown_row
+        if isinstance(arg, functools.partial):  # aiosqlite's "executing %s": a cursor call
+            many = getattr(arg.func, "__name__", "") == "executemany"
+            shown_args = [
+                redact_parameters(a, _in_flight.secrets_for(a), ismulti=many)
+                if isinstance(a, Mapping | list | tuple)
+                else _redact_values(a)
+                for a in arg.args
+            ]
+            return functools.partial(arg.func, *shown_args, **_redact_values(arg.keywords))
         return _redact_values(arg)  # statement text, timings, column names; or a new shape
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import os
 import time
 from pathlib import Path
@@ -35,7 +36,10 @@ from database.models import DataType, MarketDataCache
 from database.models.base import utcnow
 from database.monitoring import market_data_cache as statistics
 from database.repositories import MarketDataRepository
+from database.repositories.market_data import _ttl as validate_ttl
 from database.session import get_database
+
+logger = logging.getLogger(__name__)
 
 # Entries from the old cache are not about one ticker: they all carry this one.
 FILE_CACHE_TICKER = "FILECACHE"
@@ -111,14 +115,17 @@ class FileCache:
         return None if entry is None else entry.timestamp + entry.expiration - time.time()
 
     def set(self, key: str, value: Any, expiration: float | None = None) -> None:
+        """``ValidationError`` for an ``expiration`` the database cache would refuse too:
+        the file must stay readable, and its entry importable."""
         name = self._name(key)
+        lifetime = validate_ttl(expiration or self.default_expiration)
         with open_folder(self.directory, create=True) as folder:
             write_cache_file(
                 folder,
                 name,
                 value,
                 timestamp=time.time(),
-                expiration=expiration or self.default_expiration,
+                expiration=lifetime.total_seconds(),
             )
 
     def delete(self, key: str) -> bool:
@@ -235,13 +242,22 @@ class DualWriteCache:
         self.files = files
 
     def get(self, key: str, expiration: float | None = None) -> Any:
+        """The database's entry, else the file's, copied into the database.
+
+        A file entry the database refuses (a value that contains itself or is
+        nested too deeply: what the import rejects) reads as missing.
+        """
         value = self.database.get(key, expiration)
         if value is not None:
             return value
         value = self.files.get(key, expiration)
         remaining = self.files.remaining(key)
         if value is not None and remaining is not None and remaining > 0:
-            self.database.set(key, value, remaining)  # back-fill for the next reader
+            try:
+                self.database.set(key, value, remaining)  # back-fill for the next reader
+            except ValidationError as error:
+                logger.warning("file cache entry %s cannot move to the database: %s", key, error)
+                return None
         return value
 
     def set(self, key: str, value: Any, expiration: float | None = None) -> None:

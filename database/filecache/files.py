@@ -6,11 +6,12 @@ from __future__ import annotations
 import datetime as dt
 import pickle
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from database.filecache.folder import read_entry, write_entry
 from database.filecache.limits import PickleLimitError, PickleLimits
 from database.filecache.safe_pickle import safe_loads
+from database.repositories.market_data import MAX_TTL
 
 DEFAULT_EXPIRATION = 3600
 SUFFIX = ".cache"
@@ -68,15 +69,50 @@ def read_cache_file(folder: int, name: str, limits: PickleLimits | None = None) 
         raise CacheFileError(str(error)) from None
     if not isinstance(entry, dict) or "data" not in entry or "timestamp" not in entry:
         raise CacheFileError("not a cache entry (a dict with data and timestamp)")
-    timestamp, expiration = entry["timestamp"], entry.get("expiration", DEFAULT_EXPIRATION)
-    if not isinstance(timestamp, int | float) or not isinstance(expiration, int | float | None):
-        raise CacheFileError("timestamp and expiration must be numbers")
-    return CacheFile(
-        name.removesuffix(SUFFIX),
-        entry["data"],
-        float(timestamp),
-        float(expiration or DEFAULT_EXPIRATION),
+    timestamp, expiration = _checked_times(
+        entry["timestamp"], entry.get("expiration", DEFAULT_EXPIRATION)
     )
+    return CacheFile(name.removesuffix(SUFFIX), entry["data"], timestamp, expiration)
+
+
+def _checked_times(timestamp: object, expiration: object) -> tuple[float, float]:
+    """The entry's timestamp and expiration as seconds; CacheFileError when either is out
+    of range: every entry read has a time the database can hold, and an expiration the
+    database cache would accept (so reading a file and importing it agree)."""
+    if not _is_number(timestamp) or (expiration is not None and not _is_number(expiration)):
+        raise CacheFileError("timestamp and expiration must be numbers")
+    try:
+        seconds = float(timestamp)
+        cached_at = dt.datetime.fromtimestamp(seconds, dt.UTC)
+    except (OverflowError, ValueError, OSError):
+        raise CacheFileError(
+            f"timestamp {_shown(timestamp)} is not a time in the years 1 to 9999"
+        ) from None
+    lifetime = expiration or DEFAULT_EXPIRATION
+    # Compared as given: float() of an integer of hundreds of digits overflows. NaN fails too.
+    if not 0 < lifetime <= MAX_TTL.total_seconds():
+        raise CacheFileError(
+            f"expiration {_shown(expiration)} must be positive and at most {MAX_TTL.days} days"
+        )
+    try:
+        cached_at + dt.timedelta(seconds=float(lifetime))
+    except OverflowError:
+        raise CacheFileError(
+            f"timestamp {_shown(timestamp)} plus expiration {_shown(expiration)} "
+            "is after the year 9999"
+        ) from None
+    return seconds, float(lifetime)
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _shown(number: object) -> str:
+    """A number for a message: an integer of hundreds of digits is not written out."""
+    if isinstance(number, int) and abs(number) >= 10**18:
+        return f"(an integer of {number.bit_length()} bits)"
+    return repr(number)
 
 
 def write_cache_file(

@@ -2,8 +2,11 @@
 
 Files are read (safely) and checked one by one; a bad one is reported and
 skipped: corrupt, unsafe, a symbolic link (never followed), over
-``max_file_size``, or a pickle whose opcodes would allocate more than
-``max_allocation`` (see :mod:`database.filecache.limits`). Entries are
+``max_file_size``, a pickle whose opcodes would allocate more than
+``max_allocation`` (see :mod:`database.filecache.limits`), a timestamp or
+expiration out of range, or data the codec refuses (a value that contains
+itself, or is nested too deeply). Whatever goes wrong with one file rejects
+that file, with the reason, and the import goes on. Entries are
 written in batches, each in one transaction with one
 ``INSERT ... ON CONFLICT DO NOTHING``, so a second run imports nothing new. The
 rows go in key order, so concurrent imports lock keys in the same order; on
@@ -77,6 +80,15 @@ def _row(entry: CacheFile) -> dict[str, Any]:
     }
 
 
+def _unexpected(error: Exception) -> str:
+    """The reason for a rejection nothing above foresaw: its type named, its text if it has one."""
+    try:
+        text = str(error)
+    except Exception:  # its own __str__ may fail as well
+        text = ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def import_directory(
     manager: DatabaseManager,
     directory: str | Path,
@@ -109,8 +121,12 @@ def import_directory(
                         report.expired += 1
                         continue
                     rows.append(_row(entry))
-                except (CacheFileError, ValidationError) as error:
+                except (CacheFileError, ValidationError) as error:  # what a bad file raises
                     report.rejected.append((name, str(error)))
+                except (
+                    Exception
+                ) as error:  # one file, whatever is wrong with it, never stops the run
+                    report.rejected.append((name, _unexpected(error)))
             if rows:
                 _write_batch(manager, rows, report)
             report.batches += 1

@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import event
@@ -18,7 +19,14 @@ from sqlalchemy.engine import Engine
 
 from database import DatabaseManager
 from database.exceptions import ValidationError
-from database.filecache import DatabaseCache, DualWriteCache, FileCache, import_directory, make_key
+from database.filecache import (
+    DatabaseCache,
+    DualWriteCache,
+    FileCache,
+    import_directory,
+    make_key,
+    safe_loads,
+)
 from database.monitoring import market_data_cache as statistics
 from tests.conftest import RawSQL
 from tests.integration.conftest import row_count_statements
@@ -248,3 +256,137 @@ def test_the_import_follows_no_symlink_out_of_the_folder(
     assert secret.read_bytes() == before
     assert DatabaseCache(db).get(make_key("quote", 1)) is None
     assert sql.count("market_data_cache") == 1
+
+
+# -- files the database cannot hold: rejected one by one, read as missing ------------------
+
+
+def self_referential() -> list[object]:
+    looped: list[object] = []
+    looped.append(looped)
+    return looped
+
+
+def deeply_nested_pickle(depth: int) -> bytes:
+    """An old entry whose data is lists nested ``depth`` deep (400 KB at 200,000)."""
+    stamp = pickle.dumps(time.time())[2:-1]  # the float's opcode alone
+    return (
+        b"\x80\x04(X\x04\x00\x00\x00data"
+        + b"]" * depth
+        + b"a" * (depth - 1)
+        + b"X\x09\x00\x00\x00timestamp"
+        + stamp
+        + b"d."
+    )
+
+
+@pytest.fixture
+def hostile_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    write(folder / "a-good.cache", old_entry({"n": 1}))
+    write(folder / "recursive.cache", old_entry(self_referential()))
+    (folder / "deep.cache").write_bytes(deeply_nested_pickle(200_000))
+    write(folder / "expiration-huge.cache", old_entry(1, expiration=1e300))
+    write(folder / "expiration-negative.cache", old_entry(1, expiration=-1))
+    write(folder / "timestamp-huge.cache", {"data": 1, "timestamp": 10**400})
+    write(folder / "timestamp-nan.cache", {"data": 1, "timestamp": float("nan")})
+    write(folder / "z-large-int.cache", old_entry({"n": 10**5000}))
+    write(folder / "z-good.cache", old_entry({"n": 2}))
+    return folder
+
+
+def test_files_the_database_cannot_hold_are_rejected_and_the_import_goes_on(
+    db: DatabaseManager, hostile_dir: Path, sql: RawSQL
+) -> None:
+    report = import_directory(db, hostile_dir, batch_size=3)
+    reasons = dict(report.rejected)
+    assert set(reasons) == {
+        "recursive.cache",
+        "deep.cache",
+        "expiration-huge.cache",
+        "expiration-negative.cache",
+        "timestamp-huge.cache",
+        "timestamp-nan.cache",
+    }
+    assert "invalid data='list': contains itself" in reasons["recursive.cache"]
+    assert "nested more than 100 containers deep" in reasons["deep.cache"]
+    assert "expiration 1e+300 must be positive and at most" in reasons["expiration-huge.cache"]
+    assert "not a time in the years 1 to 9999" in reasons["timestamp-huge.cache"]
+    assert report.imported == 3
+    assert sql.count("market_data_cache") == 3
+    assert DatabaseCache(db).get("z-large-int") == {"n": 10**5000}
+
+
+def test_a_file_that_fails_in_an_unforeseen_way_is_rejected_with_the_error_named(
+    db: DatabaseManager, hostile_dir: Path, sql: RawSQL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from database.filecache import importer
+
+    real_row = importer._row
+
+    def failing_row(entry: Any) -> dict[str, Any]:
+        if entry.key == "a-good":
+            raise LookupError("something nobody expected")
+        return real_row(entry)
+
+    monkeypatch.setattr(importer, "_row", failing_row)
+    report = import_directory(db, hostile_dir)
+    assert dict(report.rejected)["a-good.cache"] == "LookupError: something nobody expected"
+    assert report.imported == 2
+
+
+def test_caches_read_files_the_database_cannot_hold_as_missing(
+    db: DatabaseManager, hostile_dir: Path, sql: RawSQL
+) -> None:
+    files = FileCache(hostile_dir)
+    dual = DualWriteCache(DatabaseCache(db), files)
+    for key in ("expiration-huge", "expiration-negative", "timestamp-huge", "timestamp-nan"):
+        assert files.get(key) is None
+        assert files.remaining(key) is None
+        assert dual.get(key) is None
+    for key in ("recursive", "deep"):
+        assert files.get(key) is not None  # the old cache's answer
+        assert dual.get(key) is None  # the database refuses it: a miss, nothing stored
+    assert dual.get("a-good") == {"n": 1}
+    assert sql.count("market_data_cache") == 1
+
+
+def test_the_market_data_cache_refuses_a_payload_that_contains_itself(
+    db: DatabaseManager, sql: RawSQL
+) -> None:
+    from database.models import DataType
+    from database.repositories import MarketDataRepository
+
+    with (
+        pytest.raises(ValidationError, match="contains itself") as caught,
+        db.get_session() as session,
+    ):
+        MarketDataRepository().cache_market_data(
+            session, "AAPL", DataType.STOCK_INFO, {"loop": self_referential()}
+        )
+    assert caught.value.field == "data"
+    deep = safe_loads(deeply_nested_pickle(200_000))["data"]
+    with pytest.raises(ValidationError, match="nested more than") as caught:
+        DatabaseCache(db).set("deep", deep)
+    assert caught.value.field == "data"
+    assert sql.count("market_data_cache") == 0
+
+
+@pytest.mark.parametrize(
+    "expiration",
+    [float("nan"), float("inf"), -1, 1e300, "5", np.int64(5)],
+    ids=["nan", "inf", "negative", "huge", "text", "numpy"],
+)
+def test_the_file_cache_checks_expiration_as_the_database_cache_does(
+    db: DatabaseManager, tmp_path: Path, expiration: Any
+) -> None:
+    files = FileCache(tmp_path / "cache")
+    with pytest.raises(ValidationError) as by_database:
+        DatabaseCache(db).set("key", 1, expiration=expiration)
+    with pytest.raises(ValidationError) as by_files:
+        files.set("key", 1, expiration=expiration)
+    assert str(by_files.value) == str(by_database.value)
+    assert files.get_stats()["entries"] == 0
+    files.set("key", 1, expiration=60)
+    assert 0 < (files.remaining("key") or 0) <= 60

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
+from sqlalchemy import text
 
 from database import DatabaseManager, security
 from database.exceptions import DuplicateError
@@ -168,3 +169,56 @@ async def test_echo_debug_keeps_the_hash_out_of_errors(
         error = error.__cause__ or error.__context__
     assert any(REDACTED in str(e) for e in chain)  # SQLAlchemy's message shows the parameters
     assert_no_secret("\n".join([sql_log(caplog), *(str(e) for e in chain)]), hashes)
+
+
+# -- the whole row, as JSON or as a record, in one value -----------------------------------
+
+WHOLE_ROW_QUERIES = {
+    "postgresql": [
+        "SELECT row_to_json(u) FROM users u",  # a dict: the hash under its column's key
+        "SELECT u FROM users u",  # a record: text (psycopg) or a Record (asyncpg)
+    ],
+    "sqlite": ["SELECT json_object('h', hashed_password) FROM users"],  # JSON text
+}
+
+
+async def run_text(uow: UnitOfWork, query: str) -> list[Any]:
+    """The rows of a text query, in a session of the form under test."""
+    if uow.mode == "sync":
+        with uow.db.get_session() as session:
+            return list(session.execute(text(query)).all())
+    async with uow.db.get_async_session() as session:
+        return list((await session.execute(text(query))).all())
+
+
+@pytest.mark.parametrize(
+    ("echo", "app_debug"), [("debug", False), (True, False), (False, True)], ids=str
+)
+async def test_a_whole_row_in_one_value_keeps_the_hash_out_of_the_log(
+    echoing: Any,
+    sql: RawSQL,
+    caplog: pytest.LogCaptureFixture,
+    backend: str,
+    echo: bool | str,
+    app_debug: bool,
+) -> None:
+    if app_debug:  # the app's own DEBUG logging, the SQL log and the drivers' included
+        caplog.set_level(logging.DEBUG)
+        caplog.set_level(logging.DEBUG, logger="sqlalchemy.engine")
+    uow = echoing(echo)
+    await uow(users.create_user, email=EMAIL, username="alice", password=PASSWORD)
+    hashes = [row[0] for row in sql.rows("SELECT hashed_password FROM users")]
+    # aiosqlite logs each cursor call with its parameters: the INSERT's hash among them.
+    assert_no_secret("\n".join(record.getMessage() for record in caplog.records), hashes)
+    caplog.clear()
+    for query in WHOLE_ROW_QUERIES[backend]:
+        rows = await run_text(uow, query)
+        assert hashes[0] in repr([tuple(row) for row in rows])  # the app gets the hash itself
+    log = "\n".join(record.getMessage() for record in caplog.records)
+    if echo is not True:
+        shown = [row for row in row_lines(log) if "alice" in row or REDACTED in row]
+        assert len(shown) == len(WHOLE_ROW_QUERIES[backend])
+        assert all(REDACTED in row for row in shown)
+        if backend == "postgresql":
+            assert any("alice@example.com" in row for row in shown)  # just the hash replaced
+    assert_no_secret(log, hashes)

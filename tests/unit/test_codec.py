@@ -7,6 +7,7 @@ import json
 import math
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -106,3 +107,74 @@ def test_unsupported_payloads_are_refused_by_name() -> None:
 def test_unknown_tags_are_refused_rather_than_guessed() -> None:
     with pytest.raises(ValidationError, match=r"os\.system"):
         codec.decode({"__type__": "os.system", "value": "rm -rf /"})
+
+
+def nested_lists(depth: int) -> list[object]:
+    outer: list[object] = []
+    inner = outer
+    for _ in range(depth - 1):
+        child: list[object] = []
+        inner.append(child)
+        inner = child
+    return outer
+
+
+def self_referential_list() -> list[object]:
+    looped: list[object] = []
+    looped.append(looped)
+    return looped
+
+
+def self_referential_dict() -> dict[str, object]:
+    looped: dict[str, object] = {}
+    looped["self"] = looped
+    return looped
+
+
+def array_holding_itself() -> np.ndarray[Any, Any]:
+    array = np.empty(1, dtype=object)
+    array[0] = [array]
+    return array
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [self_referential_list, self_referential_dict, array_holding_itself],
+    ids=["list", "dict", "ndarray"],
+)
+def test_a_payload_that_contains_itself_is_refused_on_data(payload: Any) -> None:
+    with pytest.raises(ValidationError, match="contains itself") as caught:
+        codec.encode({"wrapped": (payload(),)})
+    assert caught.value.field == "data"
+
+
+@pytest.mark.parametrize("depth", [codec.MAX_DEPTH + 1, 200_000])
+def test_a_payload_nested_too_deeply_is_refused_on_data(depth: int) -> None:
+    with pytest.raises(ValidationError, match="nested more than 100") as caught:
+        codec.encode(nested_lists(depth))
+    assert caught.value.field == "data"
+
+
+def test_a_set_of_deeply_nested_frozensets_is_refused_before_it_is_sorted() -> None:
+    nested: frozenset[object] = frozenset()
+    for _ in range(5_000):  # its repr alone would exceed the recursion limit
+        nested = frozenset([nested])
+    with pytest.raises(ValidationError, match="nested"):
+        codec.encode({nested, 1})
+
+
+def test_a_payload_at_the_depth_limit_and_a_shared_part_are_kept() -> None:
+    deepest = nested_lists(codec.MAX_DEPTH)
+    assert round_trip(deepest) == deepest
+    shared = [1, 2]
+    assert round_trip({"a": shared, "b": shared}) == {"a": [1, 2], "b": [1, 2]}
+
+
+@pytest.mark.parametrize(
+    "number",
+    [2**63 - 1, -(2**63), 2**64, -(10**5000), 10**400],
+    ids=["int64-max", "int64-min", "2**64", "-10**5000", "10**400"],
+)
+def test_integers_of_any_size_come_back_through_json(number: int) -> None:
+    back = round_trip({"n": number})
+    assert back == {"n": number}

@@ -260,3 +260,69 @@ def test_a_record_that_cannot_be_redacted_is_withheld() -> None:
     )
     assert redaction.RedactingFilter().filter(record)
     assert record.getMessage() == WITHHELD
+
+
+# -- hashes inside text, and secrets inside nested values ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (f" {ARGON2}", f" {REDACTED}"),
+        (f'{{"h": "{ARGON2}", "n": 1}}', f'{{"h": "{REDACTED}", "n": 1}}'),
+        (f'(7,ada,"{ARGON2}",t,f)', f'(7,ada,"{REDACTED}",t,f)'),  # a PostgreSQL record
+        (f"(7,ada,{ARGON2},t,f)", f"(7,ada,{REDACTED},t,f)"),
+        (
+            "a=$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW;b=2",
+            f"a={REDACTED};b=2",
+        ),
+        ("pw pbkdf2:sha256:600000$salt$hexdigest end", f"pw {REDACTED} end"),
+    ],
+)
+def test_a_hash_inside_text_is_replaced_and_the_rest_is_kept(text: str, shown: str) -> None:
+    assert redaction.looks_like_password_hash(text)
+    assert redact_parameters((text,), Secrets(), ismulti=False) == (shown,)
+
+
+@pytest.mark.usefixtures("known_secrets")
+def test_nested_parameters_are_searched_at_any_depth() -> None:
+    params = {
+        "doc": {"vault_token": "tok-0000", "list": [1, (ARGON2, "keep")], "label": "a"},
+        "texts": [f"x {ARGON2}", "plain"],
+    }
+    assert redact_parameters(params, Secrets(), ismulti=False) == {
+        "doc": {"vault_token": REDACTED, "list": [1, (REDACTED, "keep")], "label": "a"},
+        "texts": [f"x {REDACTED}", "plain"],
+    }
+
+
+@pytest.mark.usefixtures("known_secrets")
+def test_a_known_secret_inside_other_text_or_json_text_is_replaced() -> None:
+    secrets = Secrets(values=frozenset({"tok-0001"}))
+    assert secrets.scrub("before tok-0001 after") == f"before {REDACTED} after"
+    # SQLite's json_object() returns text: a secret column's key is found in it too.
+    shown = Secrets().scrub('{"vault_token": "tok-0002", "label": "a"}')
+    assert "tok-0002" not in shown
+    assert '"label": "a"' in shown
+
+
+def test_a_driver_record_is_searched_by_its_field_names() -> None:
+    class Record:  # the shape of asyncpg's Record: items() and keys(), not a Mapping
+        def __init__(self, **fields: Any) -> None:
+            self._fields = fields
+
+        def keys(self) -> Any:
+            return self._fields.keys()
+
+        def items(self) -> Any:
+            return self._fields.items()
+
+    shown = Secrets().scrub([Record(username="ada", hashed_password=ARGON2)])
+    assert shown == [{"username": "ada", "hashed_password": REDACTED}]
+
+
+def test_a_value_too_deep_to_search_is_redacted_whole() -> None:
+    deep: list[Any] = [ARGON2]
+    for _ in range(1_000):
+        deep = [deep]
+    assert ARGON2 not in repr(Secrets().scrub(deep))
