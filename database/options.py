@@ -3,7 +3,10 @@
 Contract symbols follow the OCC format (``NVDA241004C00120000``: root, expiry
 YYMMDD, C or P, strike x 1000 in 8 digits). A missing symbol is derived from the
 underlying, expiry, type and strike; a missing expiry or type is read from the
-symbol.
+symbol. A given symbol must agree with its row: its root starts with the
+underlying's (``SPXW`` for ``^SPX``, ``AAPL1`` for an adjusted AAPL contract), and
+its expiry, type and strike are the row's. The two-digit year limits expirations
+to 2000-2099.
 """
 
 from __future__ import annotations
@@ -18,9 +21,15 @@ from typing import Any
 
 import pandas as pd
 
-from database.exceptions import ValidationError
+from database.exceptions import DatabaseError, ValidationError
 from database.models import OptionsData, OptionType
-from database.validation import normalize_ticker, to_date, to_utc
+from database.validation import (
+    exact_str,
+    normalize_ticker,
+    to_expiration,
+    to_utc,
+    unreadable_as,
+)
 
 OCC_SYMBOL = re.compile(
     r"^(?P<root>[A-Z0-9]{1,6})(?P<expiry>\d{6})(?P<type>[CP])(?P<strike>\d{8})$"
@@ -75,10 +84,32 @@ class OptionsValidationError(ValidationError):
         self.rejected = rejected
 
 
+def occ_root(ticker: str) -> str:
+    return ticker.lstrip("^").replace(".", "").replace("-", "")[:6]
+
+
 def occ_symbol(ticker: str, expiration: dt.date, option_type: OptionType, strike: Decimal) -> str:
-    root = ticker.lstrip("^").replace(".", "").replace("-", "")[:6]
+    root = occ_root(ticker)
     letter = "C" if option_type is OptionType.CALL else "P"
     return f"{root}{expiration:%y%m%d}{letter}{int(strike * 1000):08d}"
+
+
+def _symbol_expiry(digits: str) -> dt.date:
+    """YYMMDD of an OCC symbol: the years 2000-2099 (strptime's %y would make 70-99 the 1900s)."""
+    return dt.date(2000 + int(digits[:2]), int(digits[2:4]), int(digits[4:]))
+
+
+def _check_symbol(parsed: re.Match[str], underlying: str, values: dict[str, Any]) -> None:
+    """A given symbol names this row's contract: same root, expiry, type and strike."""
+    if not parsed["root"].startswith(occ_root(underlying)):
+        raise ValueError(f"is not a contract of {underlying}")
+    if _symbol_expiry(parsed["expiry"]) != values["expiration"]:
+        raise ValueError(f"is not for the row's expiration {values['expiration']}")
+    letter = "C" if values["option_type"] is OptionType.CALL else "P"
+    if parsed["type"] != letter:
+        raise ValueError(f"is not a {values['option_type'].value}, as its row is")
+    if Decimal(int(parsed["strike"])) / 1000 != values["strike"]:
+        raise ValueError(f"is not for the row's strike {values['strike']}")
 
 
 def _missing(value: Any) -> bool:
@@ -86,7 +117,7 @@ def _missing(value: Any) -> bool:
         value is None
         or (isinstance(value, float) and math.isnan(value))
         or value is pd.NaT
-        or (isinstance(value, str) and value.strip() == "")
+        or (isinstance(value, str) and str.strip(value) == "")
     )
 
 
@@ -127,25 +158,32 @@ def _records(
         if frame is not None and not isinstance(frame, pd.DataFrame):
             raise ValidationError(name, type(frame).__name__, "must be a DataFrame")
         if frame is not None:
-            records += [
-                (option_type, {str(k): v for k, v in row.items()})
-                for row in frame.to_dict(orient="records")
-            ]
+            with unreadable_as(name, type(frame).__name__, "cannot be read as an option chain"):
+                records += [
+                    (option_type, {_label(k): v for k, v in row.items()})
+                    for row in frame.to_dict(orient="records")
+                ]
     if rows is None:
         return records
     if isinstance(rows, str | bytes | Mapping) or not isinstance(rows, Iterable):
         raise ValidationError("rows", type(rows).__name__, "must be an iterable of dict rows")
-    for number, row in enumerate(rows):
-        if not isinstance(row, Mapping):
-            raise ValidationError(f"rows[{number}]", type(row).__name__, "must be a dict")
-        records.append((None, dict(row)))
+    with unreadable_as("rows", type(rows).__name__, "cannot be read as dict rows"):
+        for number, row in enumerate(rows):
+            if not isinstance(row, Mapping):
+                raise ValidationError(f"rows[{number}]", type(row).__name__, "must be a dict")
+            with unreadable_as(f"rows[{number}]", type(row).__name__, "cannot be read as a dict"):
+                records.append((None, dict(row)))
     return records
+
+
+def _label(key: Any) -> str:
+    return exact_str(key) if isinstance(key, str) else str(key)
 
 
 def _canonical(row: dict[str, Any]) -> dict[str, Any]:
     clean: dict[str, Any] = {}
     for key, value in row.items():
-        name = str(key).strip()
+        name = _label(key).strip()
         lowered = name.lower()
         if lowered in _DROPPED or lowered.startswith("unnamed:"):
             continue
@@ -167,15 +205,19 @@ def prepare_contracts(
     """Checked contract values ready for ``options_data``, and the rejected rows."""
     underlying = normalize_ticker(ticker)
     if expiration is not None:
-        to_date(expiration, "expiration")
+        expiration = to_expiration(expiration, "expiration")
     contracts: list[dict[str, Any]] = []
     rejected: list[RejectedContract] = []
     for number, (frame_type, raw) in enumerate(_records(calls, puts, rows)):
-        row = _canonical(raw)
-        symbol = str(row["contract_symbol"]).strip().upper() if row.get("contract_symbol") else None
-        parsed = OCC_SYMBOL.match(symbol) if symbol else None
-        field = "strike"
+        with unreadable_as(f"row {number}", type(raw).__name__, "cannot be read"):
+            row = _canonical(raw)
+        given = row.get("contract_symbol")
+        symbol = exact_str(given).strip().upper() if isinstance(given, str) else None
+        parsed = OCC_SYMBOL.fullmatch(symbol) if symbol else None
+        field = "contract_symbol"
         try:
+            if given is not None and parsed is None:
+                raise ValueError("is not an OCC contract symbol such as NVDA241004C00120000")
             values: dict[str, Any] = {"ticker": underlying}
             for field in _PRICES + _RATIOS:
                 if row.get(field) is not None:
@@ -190,16 +232,19 @@ def prepare_contracts(
             kind = row.get("option_type") or frame_type or (parsed and parsed["type"])
             if kind is None:
                 raise ValueError("is required (or a contract symbol to read it from)")
+            kind = _label(kind)
             values["option_type"] = OptionType(
-                {"C": "call", "P": "put"}.get(str(kind).upper(), str(kind).lower())
+                {"C": "call", "P": "put"}.get(kind.upper(), kind.lower())
             )
             field = "expiration"
             expiry = row.get("expiration") or expiration
             if expiry is None and parsed:
-                expiry = dt.datetime.strptime(parsed["expiry"], "%y%m%d").date()
+                expiry = _symbol_expiry(parsed["expiry"])
             if expiry is None:
                 raise ValueError("is required (or a contract symbol to read it from)")
-            values["expiration"] = pd.Timestamp(expiry).date()
+            if not isinstance(expiry, dt.date) or isinstance(expiry, dt.datetime):
+                expiry = pd.Timestamp(expiry).date()
+            values["expiration"] = to_expiration(expiry, "expiration")
             field = "last_trade_date"
             if row.get("last_trade_date") is not None:
                 values["last_trade_date"] = _timestamp(row["last_trade_date"])
@@ -216,13 +261,22 @@ def prepare_contracts(
             if values["strike"] == 0:
                 field = "strike"
                 raise ValueError("must be greater than 0")
+            if parsed is not None:
+                field = "contract_symbol"
+                _check_symbol(parsed, underlying, values)
             values = _as_stored(values)
         except ValidationError as error:
             value = row.get(error.field, error.value)
             rejected.append(RejectedContract(number, symbol, error.field, value, error.reason))
             continue
-        except (ValueError, InvalidOperation, TypeError, OverflowError) as error:
-            reason = str(error) if str(error).startswith(("must", "is ")) else "is not valid"
+        except DatabaseError:
+            raise
+        except Exception as error:  # a hostile value's own methods may raise anything
+            known = isinstance(error, ValueError | InvalidOperation | TypeError | OverflowError)
+            if known and str(error).startswith(("must", "is ")):
+                reason = str(error)
+            else:
+                reason = "is not valid" if known else f"is not valid ({type(error).__name__})"
             rejected.append(RejectedContract(number, symbol, field, row.get(field), reason))
             continue
         contracts.append(values)

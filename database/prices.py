@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from database.exceptions import ValidationError
-from database.validation import normalize_ticker
+from database.exceptions import DatabaseError, ValidationError
+from database.validation import exact_date, exact_datetime, exact_str, normalize_ticker
 
 PRICE_FIELDS = ("open", "high", "low", "close", "adj_close")
 VALUE_FIELDS = (*PRICE_FIELDS, "volume", "dividends", "stock_splits")
@@ -103,17 +103,9 @@ def unreadable_as_validation_error(field: str = "data") -> Iterator[None]:
     ticker, a date out of range, a signalling NaN...) as a ValidationError."""
     try:
         yield
-    except ValidationError:
+    except DatabaseError:
         raise
-    except (
-        TypeError,
-        ValueError,
-        OverflowError,
-        KeyError,
-        AttributeError,
-        ArithmeticError,
-        NotImplementedError,
-    ) as e:
+    except Exception as e:  # whatever a hostile row's own methods raise, too
         raise ValidationError(
             field, type(e).__name__, f"cannot be read as price bars: {e}"
         ) from None
@@ -132,13 +124,42 @@ def check_bar_source(data: Any) -> None:
 def _canonical_columns(columns: Iterable[Any]) -> dict[Any, str]:
     mapping: dict[Any, str] = {}
     for column in columns:
-        key = str(column).strip().lower()
+        key = _label(column).strip().lower()
         if key in _DROPPED:
             continue
         if key not in _ALIASES:
-            raise ValidationError(str(column), str(column), "is not a price-history column")
+            raise ValidationError(_label(column), _label(column), "is not a price-history column")
         mapping[column] = _ALIASES[key]
     return mapping
+
+
+def _label(column: Any) -> str:
+    return exact_str(column) if isinstance(column, str) else str(column)
+
+
+def _refuse_duplicate_columns(columns: Iterable[Any], mapping: dict[Any, str]) -> None:
+    """Two columns of a frame for one field ("Close" twice, or "Close" and "close"):
+    which to store is a guess, so neither is."""
+    seen: dict[str, list[str]] = {}
+    for column in columns:
+        if column in mapping:
+            seen.setdefault(mapping[column], []).append(_label(column))
+    for field, labels in seen.items():
+        if len(labels) > 1:
+            raise ValidationError(field, labels, "is given by more than one column")
+
+
+def _calendar_day(value: Any) -> Any:
+    """The trading day a value names, as a midnight Timestamp, or NaT: a datetime's
+    calendar date in its own time zone, a date, or text pandas reads as a date."""
+    if isinstance(value, dt.datetime):
+        return pd.Timestamp(exact_datetime(value).replace(tzinfo=None)).normalize()
+    if isinstance(value, dt.date):
+        return pd.Timestamp(exact_date(value))
+    if isinstance(value, bool | int | float | complex):
+        return pd.NaT  # not read as nanoseconds since 1970
+    stamp = pd.Timestamp(exact_str(value) if isinstance(value, str) else value)
+    return stamp.tz_localize(None).normalize() if stamp.tzinfo else stamp
 
 
 def _as_dates(values: pd.Series) -> pd.Series:
@@ -151,15 +172,7 @@ def _as_dates(values: pd.Series) -> pd.Series:
     for value in values:
         stamp: Any
         try:
-            if isinstance(value, dt.datetime):
-                stamp = pd.Timestamp(value.replace(tzinfo=None)).normalize()
-            elif isinstance(value, dt.date):
-                stamp = pd.Timestamp(value)
-            elif isinstance(value, bool | int | float):
-                stamp = pd.NaT  # not read as nanoseconds since 1970
-            else:
-                stamp = pd.Timestamp(value)
-                stamp = stamp.tz_localize(None).normalize() if stamp.tzinfo else stamp
+            stamp = _calendar_day(value)
         except (ValueError, TypeError, OverflowError):
             stamp = pd.NaT  # out of pandas' range (1677-2262) or not a date: rejected
         if stamp is not pd.NaT and not 1 <= stamp.year <= 9999:
@@ -168,17 +181,43 @@ def _as_dates(values: pd.Series) -> pd.Series:
     return pd.Series(pd.to_datetime(converted), index=values.index)
 
 
+def trading_day(value: Any, field: str) -> dt.date:
+    """A date argument of a read, meaning what it means in a bar's date column: a date;
+    a datetime (or pandas Timestamp) stands for its calendar date in its own time zone
+    (``2024-01-02 23:00-05:00`` is 2 January); text and ``numpy.datetime64`` as pandas
+    reads them (``"2024-01-02"``). Numbers and anything else are refused."""
+    if isinstance(value, dt.datetime):
+        return exact_datetime(value).date()
+    if isinstance(value, dt.date):
+        return exact_date(value)
+    try:
+        stamp = _calendar_day(value)
+        # "-0" parses as the year 0, which pandas holds and no date can.
+        day: dt.date | None = stamp.date() if isinstance(stamp, pd.Timestamp) else None
+    except Exception:
+        day = None
+    if day is None:
+        raise ValidationError(
+            field, value, "must be a date, a datetime or a date string such as 2024-01-02"
+        )
+    return day
+
+
 def _numeric(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     """(float values with NaN for missing, mask of values that are not numbers at all)."""
+    if pd.api.types.is_complex_dtype(values.dtype):
+        # 10.5+7j is not a price of 10.5: complex numbers are refused, not truncated.
+        return pd.Series(np.nan, index=values.index), values.notna()
     if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
         return values.astype("float64"), pd.Series(False, index=values.index)
     missing = values.isna() | values.map(
-        lambda v: isinstance(v, str) and v.strip().lower() in {"", "null", "nan"}
+        lambda v: isinstance(v, str) and str.lower(str.strip(v)) in {"", "null", "nan"}
     )
-    # True is not a price of 1: bools (and anything else but numbers and text) are refused.
+    # True is not a price of 1: bools, complex numbers (and anything else but real
+    # numbers and text) are refused.
     wrong = values.map(
         lambda v: (
-            isinstance(v, bool | np.bool_)
+            isinstance(v, bool | np.bool_ | complex | np.complexfloating)
             or not isinstance(v, str | int | float | Decimal | np.number)
         )
     )
@@ -221,10 +260,13 @@ def _prepare_bars(
     frame = data.copy() if isinstance(data, pd.DataFrame) else frame_from_rows(data)
     if isinstance(data, pd.DataFrame) and not isinstance(frame.index, pd.RangeIndex):
         frame = frame.reset_index()
-    frame = frame.rename(columns=_canonical_columns(frame.columns))
-    if frame.columns.duplicated().any():  # rows spelled both ways: "Close" and "close"
+    mapping = _canonical_columns(frame.columns)
+    if isinstance(data, pd.DataFrame):
+        _refuse_duplicate_columns(frame.columns, mapping)
+    frame = frame.rename(columns=mapping)
+    if frame.columns.duplicated().any():  # dict rows spelled both ways: "Close", "close"
         frame = pd.DataFrame(
-            {name: frame.loc[:, [name]].bfill(axis=1).iloc[:, 0] for name in frame.columns.unique()}
+            {name: _one_spelling(frame.loc[:, [name]], name) for name in frame.columns.unique()}
         )
     if ticker is not None:
         frame["ticker"] = normalize_ticker(ticker)
@@ -257,6 +299,16 @@ def _prepare_bars(
     return _split(bars, problems)
 
 
+def _one_spelling(columns: pd.DataFrame, field: str) -> pd.Series:
+    """One field given under several keys by different dict rows; a row that gives it
+    twice is refused (which to store would be a guess)."""
+    given = columns.notna().sum(axis=1)
+    if (given > 1).any():
+        number = int(np.flatnonzero((given > 1).to_numpy())[0])
+        raise ValidationError(field, f"row {number}", "is given twice in one row")
+    return columns.bfill(axis=1).iloc[:, 0]
+
+
 def _checks(
     bars: pd.DataFrame, original: dict[str, pd.Series]
 ) -> list[tuple[pd.Series, str, pd.Series, str]]:
@@ -269,6 +321,11 @@ def _checks(
             (~np.isfinite(values) & values.notna(), field, original[field], "must be finite")
         )
         checks.append((values <= 0, field, original[field], "must be greater than 0"))
+        # Stored to 6 places: 1e-7 would be stored as 0, which no price is.
+        rounds_to_zero = (values > 0) & (np.rint(values * 10**PRICE_SCALE) == 0)
+        checks.append(
+            (rounds_to_zero, field, original[field], "must be greater than 0 at 6 decimal places")
+        )
         checks.append((values >= _LIMITS[field], field, original[field], "is too large"))
     low, high = bars["low"], bars["high"]
     for field in ("open", "close"):

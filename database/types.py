@@ -131,10 +131,11 @@ class Ticker(TypeDecorator[str]):
         return None if value is None else validation.normalize_ticker(value, field)
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
-        return value.strip().upper() if isinstance(value, str) else value
+        # str's own methods: a str subclass's overrides never run.
+        return str.upper(str.strip(value)) if isinstance(value, str) else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
-        return value.strip().upper() if isinstance(value, str) else value
+        return str.upper(str.strip(value)) if isinstance(value, str) else value
 
 
 class LowerCaseString(TypeDecorator[str]):
@@ -144,7 +145,7 @@ class LowerCaseString(TypeDecorator[str]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
-        return value.strip().lower() if isinstance(value, str) else value
+        return str.lower(str.strip(value)) if isinstance(value, str) else value
 
 
 # JSON objects: JSONB on PostgreSQL, JSON text on SQLite; edits in place are tracked.

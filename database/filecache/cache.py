@@ -36,7 +36,7 @@ from database.models import DataType, MarketDataCache
 from database.models.base import utcnow
 from database.monitoring import market_data_cache as statistics
 from database.repositories import MarketDataRepository
-from database.repositories.market_data import _ttl as validate_ttl
+from database.repositories.market_data import ttl_delta
 from database.session import get_database
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class FileCache:
         """``ValidationError`` for an ``expiration`` the database cache would refuse too:
         the file must stay readable, and its entry importable."""
         name = self._name(key)
-        lifetime = validate_ttl(expiration or self.default_expiration)
+        lifetime = ttl_delta(expiration or self.default_expiration)
         with open_folder(self.directory, create=True) as folder:
             write_cache_file(
                 folder,

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import ForeignKey, Index, String, Text
-from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from database import validation
 from database.models.base import (
@@ -16,6 +16,7 @@ from database.models.base import (
     Timestamps,
     UUIDPrimaryKey,
     Versioned,
+    checked_validator,
     enum_column_type,
     utcnow,
 )
@@ -78,7 +79,7 @@ class AnalysisResult(UUIDPrimaryKey, Timestamps, Versioned, Base):
 
     portfolio: Mapped[Portfolio | None] = relationship(back_populates="analysis_results")
 
-    @validates("analysis_metadata", "parameters")
+    @checked_validator("analysis_metadata", "parameters")
     def _check_json(self, key: str, value: Any) -> dict[str, Any] | None:
         return validation.to_json_object(value, "metadata" if key == "analysis_metadata" else key)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -29,11 +30,12 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.ext.asyncio import AsyncAttrs
-from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, declared_attr, mapped_column
+from sqlalchemy.ext.mutable import MutableDict
+from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, declared_attr, mapped_column, validates
 from sqlalchemy.types import TypeDecorator
 
 from database import validation
-from database.exceptions import UnknownFieldError, ValidationError
+from database.exceptions import DatabaseError, UnknownFieldError, ValidationError
 from database.types import ExactDecimal, UTCDateTime
 
 NAMING_CONVENTION = {
@@ -150,12 +152,42 @@ def enum_column_type(enum_class: type[enum.Enum], name: str) -> Enum:
 Coercer = Callable[[Any, str], Any]
 
 
+def checked(coerce: Coercer, value: Any, field: str) -> Any:
+    """``coerce(value, field)``, with anything but a DatabaseError that a hostile value
+    makes it raise (a ``str`` subclass whose ``strip`` raises, a time zone that returns
+    text...) turned into a ValidationError naming the field: the last line behind
+    every column's check."""
+    try:
+        return coerce(value, field)
+    except DatabaseError:
+        raise
+    except Exception as error:
+        raise ValidationError(
+            field, value, f"could not be checked ({type(error).__name__}: {error})"
+        ) from error
+
+
+def checked_validator(*names: str) -> Callable[[Callable[..., Any]], Any]:
+    """``sqlalchemy.orm.validates`` whose method runs under :func:`checked`, naming the
+    field by its public name (``metadata`` for ``analysis_metadata``)."""
+
+    def decorate(method: Callable[..., Any]) -> Any:
+        @functools.wraps(method)
+        def run(self: Any, key: str, value: Any) -> Any:
+            aliases = {attr: alias for alias, attr in type(self).__attribute_aliases__.items()}
+            return checked(lambda v, _field: method(self, key, v), value, aliases.get(key, key))
+
+        return validates(*names)(run)
+
+    return decorate
+
+
 def _enum_coercer(enum_class: type[enum.Enum]) -> Coercer:
     def coerce(value: Any, field: str) -> Any:
         if value is None or isinstance(value, enum_class):
             return value
         try:
-            return enum_class(value.lower() if isinstance(value, str) else value)
+            return enum_class(str.lower(value) if isinstance(value, str) else value)
         except (ValueError, TypeError):
             allowed = ", ".join(str(member.value) for member in enum_class)
             raise ValidationError(field, value, f"must be one of: {allowed}") from None
@@ -217,8 +249,18 @@ def coercer_for(column_type: Any, *, criteria: bool = False) -> Coercer:
     if isinstance(column_type, Uuid):
         return _optional(validation.to_uuid)
     if isinstance(column_type, JSON):
-        return validation.to_json_object
+        return _json_coercer
     raise TypeError(f"no coercer for the column type {column_type!r}")
+
+
+def _json_coercer(value: Any, field: str) -> Any:
+    document = validation.to_json_object(value, field)
+    if type(value) is MutableDict and document is not None:
+        # SQLAlchemy's own copy, already tracked for in-place edits: keep it, checked.
+        dict.clear(value)
+        dict.update(value, document)
+        return value
+    return document
 
 
 @event.listens_for(Mapper, "mapper_configured")
@@ -242,6 +284,6 @@ def _install_coercers(mapper: Mapper[Any], class_: type[Any]) -> None:
         ) -> Any:
             if value is None and not nullable:
                 raise ValidationError(field, value, "is required")
-            return coerce(value, field)
+            return checked(coerce, value, field)
 
         event.listen(getattr(class_, attribute.key), "set", on_set, retval=True)

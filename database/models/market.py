@@ -7,11 +7,18 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import BigInteger, CheckConstraint, Date, Index, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column, validates
+from sqlalchemy.orm import Mapped, mapped_column
 
 from database import validation
 from database.exceptions import ValidationError
-from database.models.base import Base, Timestamps, UUIDPrimaryKey, enum_column_type, utcnow
+from database.models.base import (
+    Base,
+    Timestamps,
+    UUIDPrimaryKey,
+    checked_validator,
+    enum_column_type,
+    utcnow,
+)
 from database.models.enums import DataType, OptionType
 from database.models.portfolio import within
 from database.types import ExactDecimal, JSONObject, Ticker, UTCDateTime
@@ -47,7 +54,7 @@ class MarketDataCache(UUIDPrimaryKey, Timestamps, Base):
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     data_quality_score: Mapped[Decimal | None] = mapped_column(QUALITY)
 
-    @validates("data", "parameters")
+    @checked_validator("data", "parameters")
     def _check_json(self, key: str, value: Any) -> dict[str, Any] | None:
         return validation.to_json_object(value, key)
 
@@ -81,19 +88,20 @@ class PriceHistory(Timestamps, Base):
     stock_splits: Mapped[Decimal] = mapped_column(RATIO, default=Decimal(0))
     data_source: Mapped[str] = mapped_column(String(50), default="yfinance")
 
-    @validates("date")
+    @checked_validator("date")
     def _check_date(self, _key: str, value: Any) -> dt.date:
-        if isinstance(value, dt.datetime) or not isinstance(value, dt.date):
-            raise ValidationError("date", value, "must be a date (not a datetime)")
-        return value
+        return validation.to_date(value, "date")
 
-    @validates("volume")
+    @checked_validator("volume")
     def _check_volume(self, _key: str, value: Any) -> int | None:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
             raise ValidationError("volume", value, "must be a whole number")
-        if value is not None and value < 0:
+        volume = validation.exact_int(value)
+        if volume < 0:
             raise ValidationError("volume", value, "must be at least 0")
-        return value
+        return volume
 
     def __repr__(self) -> str:
         return f"<PriceHistory {self.ticker} {self.date} close={self.close}>"
@@ -131,9 +139,13 @@ class OptionsData(UUIDPrimaryKey, Timestamps, Base):
     last_trade_date: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     fetched_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    @validates("contract_symbol")
+    @checked_validator("contract_symbol")
     def _check_symbol(self, _key: str, value: Any) -> str:
         return validation.require_text(value, "contract_symbol", max_length=32).upper()
+
+    @checked_validator("expiration")
+    def _check_expiration(self, _key: str, value: Any) -> dt.date:
+        return validation.to_expiration(value, "expiration")
 
     def days_to_expiry(self, on: dt.date | None = None) -> int:
         """Calendar days from ``on`` (today, UTC) to expiration; negative once expired."""

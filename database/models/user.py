@@ -7,11 +7,11 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import String, false, true
-from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from database import validation
 from database.exceptions import ValidationError
-from database.models.base import Base, Timestamps, UUIDPrimaryKey, Versioned
+from database.models.base import Base, Timestamps, UUIDPrimaryKey, Versioned, checked_validator
 from database.types import JSONObject, LowerCaseString, UTCDateTime
 
 if TYPE_CHECKING:
@@ -39,19 +39,20 @@ class User(UUIDPrimaryKey, Timestamps, Versioned, Base):
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True
     )
 
-    @validates("email")
+    @checked_validator("email")
     def _check_email(self, _key: str, value: Any) -> str:
         return validation.normalize_email(value)
 
-    @validates("username")
+    @checked_validator("username")
     def _check_username(self, _key: str, value: Any) -> str:
-        if not isinstance(value, str) or not _USERNAME.fullmatch(value.strip()):
+        name = validation.exact_str(value).strip() if isinstance(value, str) else None
+        if name is None or not _USERNAME.fullmatch(name):
             raise ValidationError(
                 "username", value, "must be 3-50 letters, digits, '.', '_' or '-'"
             )
-        return value.strip()
+        return name
 
-    @validates("preferences")
+    @checked_validator("preferences")
     def _check_preferences(self, _key: str, value: Any) -> dict[str, Any] | None:
         return validation.to_json_object(value, "preferences")
 

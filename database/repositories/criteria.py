@@ -14,14 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, Enum
+from sqlalchemy import JSON, Boolean, ColumnElement, Enum
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.sqltypes import String
 from sqlalchemy.types import TypeDecorator
 
 from database import validation
 from database.exceptions import InvalidCriteriaError, ValidationError
-from database.models.base import Base, Coercer, coercer_for, is_secret
+from database.models.base import Base, Coercer, checked, coercer_for, is_secret
 from database.validation import to_uuid
 
 __all__ = ["Criteria", "check_page", "to_uuid"]
@@ -41,6 +41,7 @@ _OPERATORS: dict[str, Callable[[Attribute, Any], ColumnElement[bool]]] = {
     "icontains": lambda column, value: column.icontains(value, autoescape=True),
 }
 _TEXT_ONLY = {"contains", "icontains"}
+_ORDERING = {"gt", "gte", "lt", "lte"}
 _ORDERING = {"gt", "gte", "lt", "lte"}
 # Far below both backends' limits on bound parameters (SQLite 32766, PostgreSQL 65535).
 MAX_IN_ITEMS = 10_000
@@ -75,6 +76,9 @@ class Criteria:
             self._coercers[alias] = self._coercers[key]
 
     def column(self, name: str) -> Attribute:
+        if not isinstance(name, str):
+            raise InvalidCriteriaError(self.model_name, repr(name), "a field name is a string")
+        name = validation.exact_str(name)
         if name in self.secret:
             raise InvalidCriteriaError(
                 self.model_name, name, "is a secret field: it cannot be filtered or ordered by"
@@ -106,11 +110,15 @@ class Criteria:
         for name in names:
             if not isinstance(name, str):
                 raise InvalidCriteriaError(self.model_name, repr(name), "order_by takes names")
+            name = validation.exact_str(name)
             column = self.column(name.removeprefix("-"))
             clauses.append(column.desc() if name.startswith("-") else column.asc())
         return clauses
 
     def _condition(self, name: str, value: Any) -> ColumnElement[bool]:
+        if not isinstance(name, str):
+            raise InvalidCriteriaError(self.model_name, repr(name), "a criterion is a string")
+        name = validation.exact_str(name)
         field, _, operator = name.rpartition("__")
         if not field or operator not in _OPERATORS:
             field, operator = name, "eq"
@@ -119,6 +127,21 @@ class Criteria:
         coerce = self._coercers[field]
         if isinstance(column_type, JSON) and operator != "isnull":
             raise InvalidCriteriaError(self.model_name, name, "JSON fields only support __isnull")
+        if operator in _ORDERING and isinstance(column_type, Boolean):
+            raise InvalidCriteriaError(
+                self.model_name, name, f"__{operator} needs an ordered field, not True/False"
+            )
+        value = checked(
+            lambda given, _name: self._value(name, column_type, field, operator, coerce, given),
+            value,
+            name,
+        )
+        return _OPERATORS[operator](column, value)
+
+    def _value(
+        self, name: str, column_type: Any, field: str, operator: str, coerce: Coercer, value: Any
+    ) -> Any:
+        """The criterion ``name``'s value, checked against its column."""
         if operator in _TEXT_ONLY:
             if not _is_text(column_type):
                 raise InvalidCriteriaError(
@@ -130,17 +153,21 @@ class Criteria:
         elif operator == "in":
             if not isinstance(value, list | tuple | set | frozenset):
                 raise ValidationError(name, value, "must be a list of values")
-            if len(value) > MAX_IN_ITEMS:
+            # The built-in types' own iteration and length: a subclass's never run.
+            kinds: tuple[Any, ...] = (list, tuple, set, frozenset)
+            base = next(kind for kind in kinds if isinstance(value, kind))
+            items = list(base.__iter__(value))
+            if len(items) > MAX_IN_ITEMS:
                 raise ValidationError(name, value, f"has more than {MAX_IN_ITEMS} values")
-            if any(item is None for item in value):
+            if any(item is None for item in items):
                 raise ValidationError(name, value, f"must not hold None (use {field}__isnull)")
-            value = [coerce(item, name) for item in value]
+            value = [coerce(item, name) for item in items]
         elif value is None:
             if operator in _ORDERING:
                 raise ValidationError(name, value, f"cannot be None: __{operator} needs a value")
         else:
             value = coerce(value, name)
-        return _OPERATORS[operator](column, value)
+        return value
 
 
 def _is_text(column_type: Any) -> bool:

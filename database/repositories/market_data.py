@@ -35,7 +35,13 @@ from database.repositories.raw import async_fetch_all, fetch_all
 from database.repositories.upsert import dialect_name, upsert_statement
 from database.transactions import async_begin_write, begin_write
 from database.types import sqlite_timestamp
-from database.validation import normalize_ticker, to_json_object
+from database.validation import (
+    exact_int,
+    exact_str,
+    normalize_ticker,
+    to_json_object,
+    unreadable_as,
+)
 
 DEFAULT_TTL = dt.timedelta(hours=1)
 _HIT_SQL = "SELECT data FROM market_data_cache WHERE cache_key = ? AND expires_at > ?"
@@ -55,18 +61,34 @@ _REFRESHED = (
 MAX_TTL = dt.timedelta(days=365 * 1000)
 
 
-def _ttl(value: dt.timedelta | float) -> dt.timedelta:
+def ttl_delta(value: dt.timedelta | float) -> dt.timedelta:
+    """A time to live as a timedelta: positive, at most MAX_TTL; a ValidationError if not."""
+    # Exact built-in values first: a subclass's comparisons may lie.
     if isinstance(value, dt.timedelta):
-        ttl = value
+        ttl = dt.timedelta.__add__(value, dt.timedelta(0))
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value) or not 0 < value <= MAX_TTL.total_seconds():
+        seconds = exact_int(value) if isinstance(value, int) else float.__float__(value)
+        finite = not isinstance(seconds, float) or math.isfinite(seconds)  # ints: any size
+        if not finite or not 0 < seconds <= MAX_TTL.total_seconds():
             raise ValidationError("ttl", value, f"must be positive and at most {MAX_TTL.days} days")
-        ttl = dt.timedelta(seconds=value)
+        ttl = dt.timedelta(seconds=seconds)
     else:
         raise ValidationError("ttl", value, "must be a number of seconds or a timedelta")
     if not dt.timedelta(0) < ttl <= MAX_TTL:
         raise ValidationError("ttl", value, f"must be positive and at most {MAX_TTL.days} days")
     return ttl
+
+
+def _encoded(data: Any) -> Any:
+    """The payload as the codec stores it; whatever a hostile object in it raises on
+    the way (a time zone that fails, a method that lies) as a ValidationError."""
+    with unreadable_as("data", type(data).__name__, "cannot be cached"):
+        return codec.encode(data)
+
+
+def _check_fetch(fetch: Any) -> None:
+    if not callable(fetch):
+        raise ValidationError("fetch", fetch, "must be a callable that returns the data")
 
 
 @dataclass
@@ -94,8 +116,8 @@ def _digest(ticker: str, kind: str, canonical_parameters: str) -> str:
 
 def _data_type(value: DataType | str) -> DataType:
     try:
-        return DataType(value.lower() if isinstance(value, str) else value)
-    except (ValueError, TypeError):
+        return DataType(str.lower(exact_str(value)) if isinstance(value, str) else value)
+    except Exception:  # a hostile value's hash or equality may raise anything
         allowed = ", ".join(member.value for member in DataType)
         raise ValidationError("data_type", value, f"must be one of: {allowed}") from None
 
@@ -139,14 +161,14 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
         data_source: str,
         data_quality_score: Any,
     ) -> Any:
-        expires = _ttl(ttl)
+        expires = ttl_delta(ttl)
         now = utcnow()
         # Build (and so validate) a transient entry; its checked values go into the upsert.
         entry = MarketDataCache(
             cache_key=self.make_cache_key(ticker, data_type, parameters),
             ticker=ticker,
             data_type=_data_type(data_type),
-            data={"payload": codec.encode(data)},
+            data={"payload": _encoded(data)},
             data_source=data_source,
             parameters=parameters,
             cached_at=now,
@@ -337,6 +359,7 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
         Threads asking for the same key at once share one call of ``fetch``. If
         it raises, nothing is stored and every waiting caller gets the error.
         """
+        _check_fetch(fetch)
         key = self.make_cache_key(ticker, data_type, parameters)
         with _sync_lock:
             call = _sync_calls.get(key)
@@ -383,6 +406,7 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
         data_source: str = "yfinance",
     ) -> Any:
         """As :meth:`get_or_fetch`; ``fetch`` may be a coroutine function. Tasks share one fetch."""
+        _check_fetch(fetch)
         key = self.make_cache_key(ticker, data_type, parameters)
         loop = asyncio.get_running_loop()
         calls = _async_calls.setdefault(loop, {})

@@ -33,6 +33,7 @@ from sqlalchemy.types import Text
 from sqlalchemy.util import await_
 from sqlalchemy.util.concurrency import in_greenlet
 
+from database.exceptions import ValidationError
 from database.exceptions import is_unique_violation as _is_unique_violation
 from database.models import PriceHistory
 from database.models.base import utcnow
@@ -45,6 +46,7 @@ from database.prices import (
     check_bar_source,
     prepare_bars,
     staging_rows,
+    trading_day,
     unreadable_as_validation_error,
 )
 from database.repositories.base import BaseRepository
@@ -53,7 +55,7 @@ from database.repositories.upsert import dialect_name
 from database.row_security import share_temporary_table
 from database.transactions import begin_write
 from database.types import sqlite_timestamp
-from database.validation import normalize_ticker, to_text
+from database.validation import normalize_ticker, to_text, unreadable_as
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -340,6 +342,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
     def _range_statement(
         ticker: str, start: dt.date | None, end: dt.date | None
     ) -> Select[PriceHistory]:
+        start, end = _days(start=start, end=end)
         statement = select(PriceHistory).where(PriceHistory.ticker == normalize_ticker(ticker))
         if start is not None:
             statement = statement.where(PriceHistory.date >= start)
@@ -356,7 +359,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
 
     @staticmethod
     def _latest_closes_statement(tickers: Iterable[str]) -> Select[str, dt.date, Decimal]:
-        wanted = sorted({normalize_ticker(t) for t in tickers})
+        wanted = _tickers(tickers)
         last = (
             select(PriceHistory.ticker, func.max(PriceHistory.date).label("date"))
             .where(PriceHistory.ticker.in_(wanted))
@@ -377,9 +380,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
             PriceHistory.ticker
         )
         if tickers is not None:
-            statement = statement.where(
-                PriceHistory.ticker.in_(sorted({normalize_ticker(t) for t in tickers}))
-            )
+            statement = statement.where(PriceHistory.ticker.in_(_tickers(tickers)))
         return statement.order_by(PriceHistory.ticker)
 
     # -- reading: sync and async -------------------------------------------------------------
@@ -391,7 +392,13 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         start: dt.date | None = None,
         end: dt.date | None = None,
     ) -> builtins.list[PriceHistory]:
-        """Bars of one ticker from ``start`` to ``end`` (inclusive), oldest first."""
+        """Bars of one ticker from ``start`` to ``end`` (inclusive), oldest first.
+
+        Dates here and in the other reads are what a bar's date means on the way in
+        (:func:`database.prices.trading_day`): a date; a datetime or Timestamp stands
+        for its calendar date in its own time zone; a date string such as
+        ``"2024-01-02"``. Anything else is a ValidationError, before any SQL.
+        """
         with self._translating():
             return builtins.list(session.scalars(self._range_statement(ticker, start, end)))
 
@@ -444,14 +451,16 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
 
     def get_close_as_of(self, session: Session, ticker: str, day: dt.date) -> PriceHistory | None:
         """The bar of the last trading day on or before ``day``."""
+        statement = self._latest_statement(ticker, _day(day, "day"))
         with self._translating():
-            return session.scalars(self._latest_statement(ticker, day)).first()
+            return session.scalars(statement).first()
 
     async def async_get_close_as_of(
         self, session: AsyncSession, ticker: str, day: dt.date
     ) -> PriceHistory | None:
+        statement = self._latest_statement(ticker, _day(day, "day"))
         with self._translating():
-            return (await session.scalars(self._latest_statement(ticker, day))).first()
+            return (await session.scalars(statement)).first()
 
     def get_latest_closes(self, session: Session, tickers: Iterable[str]) -> dict[str, LatestClose]:
         """The latest close of each ticker that has bars, in one query."""
@@ -590,9 +599,35 @@ def _write(
         await_(result)
 
 
+# More than either backend takes as bound parameters of one IN (SQLite 32766).
+MAX_TICKERS = 10_000
+
+
+def _day(value: Any, field: str) -> dt.date:
+    if value is None:
+        raise ValidationError(field, value, "is required")
+    return trading_day(value, field)
+
+
+def _days(**bounds: Any) -> builtins.list[dt.date | None]:
+    return [None if v is None else trading_day(v, name) for name, v in bounds.items()]
+
+
+def _tickers(tickers: Any) -> builtins.list[str]:
+    """Sorted distinct tickers of an iterable (not a str, not a mapping) of tickers."""
+    if isinstance(tickers, str | bytes | Mapping) or not isinstance(tickers, Iterable):
+        raise ValidationError("tickers", tickers, "must be a list of tickers")
+    with unreadable_as("tickers", type(tickers).__name__, "cannot be read as a list"):
+        given = builtins.list(builtins.iter(tickers))
+    if len(given) > MAX_TICKERS:
+        raise ValidationError("tickers", tickers, f"has more than {MAX_TICKERS} tickers")
+    return sorted({normalize_ticker(t, "tickers") for t in given})
+
+
 def _frame_query(
     dialect: str, ticker: str, start: dt.date | None, end: dt.date | None
 ) -> tuple[str, builtins.list[Any]]:
+    start, end = _days(start=start, end=end)
     sql = _FRAME_SQL[dialect]
     params: builtins.list[Any] = [normalize_ticker(ticker)]
     for bound, operator in ((start, ">="), (end, "<=")):

@@ -19,6 +19,7 @@ from database.options import OptionsValidationError, occ_symbol
 from database.repositories import OptionsDataRepository
 from tests.conftest import RawSQL
 from tests.integration.conftest import UnitOfWork, row_count_statements
+from tests.property.strategies import HostileStr, RaisingZone, UnreadableDict
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "options"
 options = OptionsDataRepository()
@@ -177,3 +178,82 @@ async def test_the_async_form_checks_the_chain_off_the_greenlet(
         await options.async_store_chain(session, "NVDA", calls=chain("calls"), fetched_at=SNAPSHOT)
     assert checked_in_greenlet == [False]
     assert sql.count("options_data") == 99
+
+
+# -- hostile input: symbols that disagree with their row, years OCC cannot write -------
+
+
+@pytest.mark.parametrize(
+    "expiration",
+    [dt.date(2100, 1, 1), dt.date.max, dt.date(1999, 12, 31), dt.date(1, 1, 1)],
+    ids=["2100", "max", "1999", "min"],
+)
+async def test_expirations_an_occ_symbol_cannot_name_are_refused(
+    uow: UnitOfWork, sql: RawSQL, expiration: dt.date
+) -> None:
+    calls = pd.DataFrame({"strike": [120.0], "lastPrice": [1.0]})
+    with pytest.raises(ValidationError, match="2000 to 2099") as caught:
+        await uow(options.store_chain, "NVDA", calls=calls, expiration=expiration)
+    assert caught.value.field == "expiration"
+    rows = [{"strike": 120, "option_type": "call", "expiration": expiration}]
+    with pytest.raises(OptionsValidationError) as caught:
+        await uow(options.store_chain, "NVDA", rows=rows, fetched_at=SNAPSHOT)
+    assert caught.value.field == "expiration"
+    assert sql.count("options_data") == 0
+
+
+async def test_2000_and_2100_are_different_contracts_not_one(uow: UnitOfWork, sql: RawSQL) -> None:
+    rows = [{"strike": 120, "option_type": "call", "expiration": dt.date(2000, 1, 1)}]
+    await uow(options.store_chain, "NVDA", rows=rows, fetched_at=SNAPSHOT)
+    later = [{**rows[0], "expiration": dt.date(2100, 1, 1)}]
+    with pytest.raises(OptionsValidationError):
+        await uow(options.store_chain, "NVDA", rows=later, fetched_at=SNAPSHOT)
+    assert sql.count("options_data") == 1
+
+
+async def test_a_symbol_year_reads_as_20xx(uow: UnitOfWork) -> None:
+    await uow(
+        options.store_chain, "NVDA", rows=[{"contractSymbol": "NVDA750118C00120000", "strike": 120}]
+    )
+    stored = await uow(options.get_one_by_criteria, ticker="NVDA")
+    assert stored.expiration == dt.date(2075, 1, 18)
+
+
+@pytest.mark.parametrize(
+    ("symbol", "reason"),
+    [
+        ("AAPL241004C00120000", "not a contract of NVDA"),
+        ("NVDA241004P00120000", "not a call"),
+        ("NVDA241004C00005000", "strike"),
+        ("NVDA241011C00120000", "expiration"),
+        ("NVDA", "not an OCC contract symbol"),
+    ],
+)
+async def test_a_symbol_that_disagrees_with_its_row_is_refused(
+    uow: UnitOfWork, sql: RawSQL, symbol: str, reason: str
+) -> None:
+    calls = pd.DataFrame({"contractSymbol": [symbol], "strike": [120.0], "lastPrice": [1.0]})
+    with pytest.raises(OptionsValidationError, match=reason) as caught:
+        await uow(options.store_chain, "NVDA", calls=calls, expiration=EXPIRY, fetched_at=SNAPSHOT)
+    assert caught.value.field == "contract_symbol"
+    assert sql.count("options_data") == 0
+
+
+async def test_a_longer_root_of_the_underlying_is_its_contract(uow: UnitOfWork) -> None:
+    # SPX weeklies trade as SPXW; yfinance lists them under ^SPX.
+    rows = [{"contractSymbol": "SPXW260306P05250000", "strike": 5250}]
+    result = await uow(options.store_chain, "^SPX", rows=rows, fetched_at=SNAPSHOT)
+    assert result.inserted == 1
+
+
+async def test_hostile_values_in_a_chain_are_validation_errors(uow: UnitOfWork) -> None:
+    rows = [{"contractSymbol": HostileStr("NVDA241004C00120000"), "strike": 120}]
+    result = await uow(options.store_chain, "NVDA", rows=rows, fetched_at=SNAPSHOT)
+    assert result.inserted == 1  # a str subclass is taken as its characters
+    failing_zone = dt.datetime(2024, 1, 1, tzinfo=RaisingZone())
+    with pytest.raises(ValidationError) as caught:
+        await uow(options.store_chain, "NVDA", rows=rows, fetched_at=failing_zone)
+    assert caught.value.field == "fetched_at"
+    with pytest.raises(ValidationError) as caught:
+        await uow(options.store_chain, "NVDA", rows=[UnreadableDict(strike=1)])
+    assert caught.value.field.startswith("rows")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import warnings
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy.util.concurrency import in_greenlet
@@ -20,6 +22,7 @@ from database.prices import PriceValidationError
 from database.repositories import PriceHistoryRepository
 from tests.conftest import RawSQL
 from tests.integration.conftest import UnitOfWork, row_count_statements
+from tests.property.strategies import HostileStr
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 prices = PriceHistoryRepository()
@@ -317,3 +320,137 @@ async def test_point_reads(uow: UnitOfWork, statements: list[str]) -> None:
     freshness = await uow(prices.get_freshness)
     assert freshness == {"AAPL": dt.date(2018, 1, 19), "CALM": dt.date(2024, 8, 21)}
     assert await uow(prices.get_freshness, ["aapl"]) == {"AAPL": dt.date(2018, 1, 19)}
+
+
+# -- hostile input: dates of reads, prices that round away, complex numbers, columns ------
+
+_BARS = [{"date": dt.date(2024, 1, d), "close": 10 + d, "volume": 1} for d in (2, 3, 4)]
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        dt.date(2024, 1, 3),
+        dt.datetime(2024, 1, 3, 9, 30),
+        dt.datetime(2024, 1, 3, 23, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+        pd.Timestamp("2024-01-03"),
+        np.datetime64("2024-01-03"),
+        "2024-01-03",
+    ],
+    ids=["date", "datetime", "aware-datetime", "timestamp", "datetime64", "iso-text"],
+)
+async def test_read_dates_mean_the_calendar_day_on_both_backends(
+    uow: UnitOfWork, start: object
+) -> None:
+    await uow(prices.upsert, _BARS, ticker="AAPL")
+    assert [bar.date.day for bar in await uow(prices.get_range, "AAPL", start)] == [3, 4]
+    assert [bar.date.day for bar in await uow(prices.get_range, "AAPL", None, start)] == [2, 3]
+    assert len(await uow(prices.get_frame, "AAPL", start)) == 2
+    assert (await uow(prices.get_close_as_of, "AAPL", start)).date == dt.date(2024, 1, 3)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [5, 5.5, True, "not a date", "", b"2024-01-03", object(), HostileStr("2024-01-03"), None],
+    ids=["int", "float", "bool", "text", "empty", "bytes", "object", "str-subclass", "none"],
+)
+async def test_read_dates_of_the_wrong_kind_are_refused_before_any_sql(
+    uow: UnitOfWork, statements: list[str], bad: object
+) -> None:
+    await uow(prices.upsert, _BARS, ticker="AAPL")
+    statements.clear()
+    calls: list[tuple[Any, tuple[Any, ...], str]] = [
+        (prices.get_close_as_of, ("AAPL", bad), "day"),
+    ]
+    if bad is not None:  # None is no bound for a range
+        calls += [
+            (prices.get_range, ("AAPL", bad), "start"),
+            (prices.get_range, ("AAPL", None, bad), "end"),
+            (prices.get_frame, ("AAPL", bad), "start"),
+        ]
+    for method, args, field in calls:
+        if isinstance(bad, HostileStr):  # taken as its characters: a date
+            continue
+        with pytest.raises(ValidationError) as caught:
+            await uow(method, *args)
+        assert caught.value.field == field
+    assert not [s for s in statements if "price_history" in s]
+
+
+@pytest.mark.parametrize(
+    "tickers", ["AAPL", {"AAPL": 1}, 5, [5], ["\u00df"], ["AAPL"] * 10_001], ids=str
+)
+async def test_ticker_lists_of_the_wrong_kind_are_refused(uow: UnitOfWork, tickers: Any) -> None:
+    for method in (prices.get_latest_closes, prices.get_freshness):
+        with pytest.raises(ValidationError) as caught:
+            await uow(method, tickers)
+        assert caught.value.field == "tickers"
+
+
+async def test_a_price_that_rounds_to_zero_at_six_places_is_refused(
+    uow: UnitOfWork, sql: RawSQL
+) -> None:
+    bars = pd.DataFrame(
+        {"Open": [1e-7], "High": [11.0], "Low": [5e-324], "Close": [5e-324], "Volume": [1]},
+        index=pd.DatetimeIndex(["2024-01-02"], name="Date"),
+    )
+    with pytest.raises(PriceValidationError) as caught:
+        await uow(prices.upsert, bars, ticker="SUBN")
+    assert {r.reason for r in caught.value.rejected} == {
+        "must be greater than 0 at 6 decimal places"
+    }
+    assert sql.count("price_history") == 0
+
+
+@pytest.mark.parametrize("source", ["frame", "rows"])
+async def test_complex_prices_are_refused_not_truncated(
+    uow: UnitOfWork, sql: RawSQL, source: str
+) -> None:
+    row = {"Date": "2024-01-02", "Open": 10.0, "High": 11.0, "Low": 9.0, "Close": 10.5 + 7j}
+    data: Any = pd.DataFrame([row]) if source == "frame" else [row]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ComplexWarning: nothing is cast
+        with pytest.raises(PriceValidationError) as caught:
+            await uow(prices.upsert, data, ticker="CPLX")
+    assert caught.value.rejected[0].field == "close"
+    assert sql.count("price_history") == 0
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [
+        ["Open", "High", "Low", "Close", "Close"],
+        ["Open", "Open", "Low", "Close", "Volume"],
+        ["Open", "High", "Low", "Close", "close"],
+    ],
+    ids=["two-closes", "two-opens-no-high", "close-in-two-spellings"],
+)
+async def test_a_frame_with_two_columns_for_one_field_is_refused(
+    uow: UnitOfWork, sql: RawSQL, columns: list[str]
+) -> None:
+    bars = pd.DataFrame(
+        [[10.0, 11.0, 9.0, 10.5, 10.9]],
+        index=pd.DatetimeIndex(["2024-01-02"], name="Date"),
+        columns=columns,
+    )
+    with pytest.raises(ValidationError, match="more than one column") as caught:
+        await uow(prices.upsert, bars, ticker="DUP")
+    duplicated = {c.lower() for c in columns if [x.lower() for x in columns].count(c.lower()) > 1}
+    assert caught.value.field in duplicated
+    assert sql.count("price_history") == 0
+
+
+async def test_a_dict_row_that_gives_a_field_twice_is_refused(uow: UnitOfWork) -> None:
+    rows = [{"date": "2024-01-02", "Close": 10.0, "close": 11.0}]
+    with pytest.raises(ValidationError, match="twice") as caught:
+        await uow(prices.upsert, rows, ticker="DUP")
+    assert caught.value.field == "close"
+
+
+async def test_a_hostile_ticker_in_a_row_is_a_validation_error(uow: UnitOfWork) -> None:
+    rows = [{"date": "2024-01-02", "close": 10.0, "ticker": HostileStr("zz")}]
+    result = await uow(prices.upsert, rows)
+    assert result.inserted == 1  # taken as its characters
+    with pytest.raises(ValidationError) as caught:
+        await uow(prices.upsert, [{"date": "2024-01-02", "close": 1.0, "ticker": "\u00df"}])
+    assert caught.value.field == "ticker"

@@ -28,7 +28,13 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from database import DatabaseManager
-from database.exceptions import DatabaseError, InvalidCriteriaError, ValidationError
+from database.exceptions import (
+    DatabaseError,
+    IntegrityError,
+    InvalidCriteriaError,
+    NotFoundError,
+    ValidationError,
+)
 from database.models import Base
 from tests.conftest import RawSQL
 
@@ -48,6 +54,9 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 TABLES = [table.name for table in Base.metadata.sorted_tables]
+# What a bad input may be told: the value is wrong, the row is not there, or a
+# constraint the checks cannot know in advance (a duplicate) refused it.
+INPUT_ERRORS = (ValidationError, InvalidCriteriaError, NotFoundError, IntegrityError)
 
 _tried = {"inputs": 0, "accepted": 0, "rejected": 0}
 _verdicts: collections.Counter[str] = collections.Counter()
@@ -138,6 +147,10 @@ class Pair:
             error = verdict.error
             if error is not None and not isinstance(error, DatabaseError):
                 raise AssertionError(f"{backend} ({mode}): untyped {error!r}") from error
+            if error is not None and not isinstance(error, INPUT_ERRORS):
+                raise AssertionError(
+                    f"{backend} ({mode}): not an input error: {error!r}"
+                ) from error
             if names is not None and error is not None:
                 named = _named(error)
                 assert named is None or _matches(named, names), (

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import uuid
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pytest
+from asyncpg.pgproto import pgproto
+from sqlalchemy.ext.mutable import MutableDict
 
 from database.exceptions import UnknownFieldError, ValidationError
 from database.models import (
@@ -17,6 +22,34 @@ from database.models import (
     RiskTolerance,
     User,
 )
+from database.repositories.criteria import Criteria, check_page
+from database.validation import MAX_JSON_DEPTH, normalize_ticker, to_uuid
+from tests.property.strategies import (
+    HostileStr,
+    IncomparableDatetime,
+    LyingInt,
+    RaisingZone,
+    TextZone,
+    UnreadableDict,
+    nested,
+)
+
+
+class LyingIntComparisons(int):
+    """Within every bound, by its own word (its conversions work)."""
+
+    def __ge__(self, other: object) -> bool:
+        return True
+
+    __le__ = __ge__
+
+
+class UnreadableSet(set[Any]):
+    def __iter__(self) -> Any:
+        raise RuntimeError("iter")
+
+    def __len__(self) -> int:
+        raise RuntimeError("len")
 
 
 @pytest.mark.parametrize(
@@ -159,3 +192,139 @@ def test_a_huge_value_is_cut_short_in_the_message() -> None:
     assert len(str(error)) < 300
     assert "(1000002 chars)" in str(error)
     assert error.value == "x" * 1_000_000  # the value itself is kept whole
+
+
+# -- hostile values: subclasses whose methods raise or lie, documents too deep ----------
+
+
+@pytest.mark.parametrize("depth", [101, 340, 500, 5000])
+@pytest.mark.parametrize("container", ["dict", "list"])
+def test_json_nested_too_deeply_is_refused_not_a_recursion_error(
+    depth: int, container: str
+) -> None:
+    with pytest.raises(ValidationError, match="nested too deeply") as caught:
+        User(preferences=nested(depth, container))
+    assert caught.value.field == "preferences"
+    with pytest.raises(ValidationError, match="nested too deeply") as caught:
+        AnalysisResult(metadata=nested(depth, container))
+    assert caught.value.field == "metadata"
+
+
+def test_json_as_deep_as_the_limit_is_accepted() -> None:
+    document = nested(MAX_JSON_DEPTH)
+    assert User(preferences=document).preferences == document
+    with pytest.raises(ValidationError, match="nested too deeply"):
+        User(preferences=json.dumps(nested(MAX_JSON_DEPTH + 1)))
+
+
+def test_json_is_copied_to_exact_built_in_values() -> None:
+    stored = User(preferences={HostileStr("k"): [HostileStr("v"), LyingInt(3), (1, 2.5)]})
+    assert stored.preferences == {"k": ["v", 3, [1, 2.5]]}
+    (key,) = stored.preferences
+    assert type(key) is str
+    assert [type(v) for v in stored.preferences["k"]] == [str, int, list]
+
+
+def test_json_stays_tracked_for_edits_in_place() -> None:
+    user = User(preferences={"theme": "dark"})
+    assert isinstance(user.preferences, MutableDict)
+
+
+def test_a_dict_subclass_whose_items_raise_is_read_without_calling_them() -> None:
+    assert User(preferences=UnreadableDict(a=1)).preferences == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("model", "field", "value"),
+    [
+        (Position, "ticker", HostileStr("MSFT")),
+        (Position, "notes", HostileStr("a note")),
+        (User, "email", HostileStr("q@example.com")),
+        (User, "username", HostileStr("someone")),
+        (Portfolio, "risk_tolerance", HostileStr("moderate")),
+        (OptionsData, "contract_symbol", HostileStr("NVDA241004C00120000")),
+    ],
+    ids=["ticker", "notes", "email", "username", "risk_tolerance", "contract_symbol"],
+)
+def test_a_str_subclass_is_taken_as_its_characters(model: Any, field: str, value: str) -> None:
+    stored = getattr(model(**{field: value}), field)
+    assert str.__str__(value).lower() in str(stored).lower()
+    assert type(stored) in (str, RiskTolerance)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("last_login_at", dt.datetime(2020, 1, 1, tzinfo=RaisingZone()), "time zone"),
+        ("last_login_at", dt.datetime(2020, 1, 1, tzinfo=TextZone()), "time zone"),
+        ("preferences", {"a": 10.5 + 7j}, "JSON"),
+        ("preferences", {"a": np.float64("nan")}, "JSON"),
+    ],
+)
+def test_hostile_values_are_validation_errors_naming_the_field(
+    field: str, value: object, reason: str
+) -> None:
+    with pytest.raises(ValidationError, match=reason) as caught:
+        User(**{field: value})
+    assert caught.value.field == field
+
+
+def test_a_datetime_subclass_with_raising_comparisons_is_read_by_its_fields() -> None:
+    login = User(last_login_at=IncomparableDatetime(2020, 1, 1, 12)).last_login_at
+    assert type(login) is dt.datetime
+    assert login == dt.datetime(2020, 1, 1, 12, tzinfo=dt.UTC)
+
+
+def test_an_int_subclass_cannot_lie_its_way_past_a_bound() -> None:
+    with pytest.raises(ValidationError, match="between") as caught:
+        OptionsData(volume=LyingIntComparisons(2**70))
+    assert caught.value.field == "volume" or "volume" in str(caught.value)
+    with pytest.raises(ValidationError, match="between"):
+        check_page(0, LyingIntComparisons(2**70))
+
+
+class Exploding:
+    def __hash__(self) -> int:
+        raise RuntimeError("boom")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("boom")
+
+
+def test_any_exception_from_a_columns_check_becomes_a_validation_error() -> None:
+    with pytest.raises(ValidationError, match="RuntimeError") as caught:
+        Portfolio(risk_tolerance=Exploding())
+    assert caught.value.field == "risk_tolerance"
+
+
+def test_a_criterion_value_that_raises_is_a_validation_error() -> None:
+    criteria = Criteria(Portfolio)
+    with pytest.raises(ValidationError, match="RuntimeError") as caught:
+        criteria.where({"risk_tolerance__in": [Exploding()]})
+    assert caught.value.field == "risk_tolerance__in"
+    # A set subclass is read through set's own iteration, a str subclass as its characters.
+    assert Criteria(Position).where({"ticker__in": UnreadableSet({"AAPL"})})
+    assert Criteria(Position).where({"ticker__contains": HostileStr("AA")})
+
+
+@pytest.mark.parametrize("ticker", ["\u00df", "\u0131", "\uff21\uff21\uff30\uff2c", "AAPL\u0663"])
+def test_non_ascii_tickers_are_refused_before_upper_casing(ticker: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        normalize_ticker(ticker)
+    assert caught.value.field == "ticker"
+
+
+@pytest.mark.parametrize("year", [1999, 2100, 9999])
+def test_option_expirations_outside_the_occ_years_are_refused(year: int) -> None:
+    with pytest.raises(ValidationError, match="2000 to 2099") as caught:
+        OptionsData(expiration=dt.date(year, 1, 1))
+    assert caught.value.field == "expiration"
+
+
+def test_asyncpg_uuids_are_read_through_their_public_value() -> None:
+    """asyncpg's UUID is a C subclass of uuid.UUID that does not fill the pure-Python
+    slot: reading that slot directly crashed the interpreter."""
+    text = "12345678-1234-5678-1234-567812345678"
+    checked = to_uuid(pgproto.UUID(text), "portfolio_id")
+    assert type(checked) is uuid.UUID
+    assert str(checked) == text
