@@ -6,6 +6,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from database.exceptions import ValidationError
+from database.validation import exact_str
 
 MIN_PASSWORD_LENGTH = 8
 _hasher = PasswordHasher()
@@ -18,6 +19,7 @@ def check_password_type(password: object) -> str:
     """A password must be a str that UTF-8 can encode (the value is never echoed back)."""
     if not isinstance(password, str):
         raise ValidationError("password", "***", "must be a string")
+    password = exact_str(password)  # a subclass's own methods never run
     try:
         password.encode()
     except UnicodeEncodeError:
@@ -26,7 +28,7 @@ def check_password_type(password: object) -> str:
 
 
 def hash_password(password: str) -> str:
-    check_password_type(password)
+    password = check_password_type(password)
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ValidationError(
             "password", "***", f"must be a string of at least {MIN_PASSWORD_LENGTH} characters"
@@ -35,7 +37,7 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(hashed: str | None, password: str) -> bool:
-    check_password_type(password)
+    password = check_password_type(password)
     try:
         return _hasher.verify(hashed or _DUMMY_HASH, password) and hashed is not None
     except (VerificationError, InvalidHashError):
