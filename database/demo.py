@@ -3,7 +3,8 @@
 ``run_demo(manager)`` migrates the schema, then creates (or finds, when run
 again) a user, a portfolio and its positions, loads the sample price history,
 stores a DCF analysis result per position and a cache entry per ticker, and
-returns the portfolio valued at the latest closes. Running it twice gives the
+returns the portfolio valued at the latest closes
+(:meth:`PortfolioRepository.value_portfolio`). Running it twice gives the
 same result and no duplicates. ``buffetbot-db demo`` prints it.
 """
 
@@ -27,6 +28,7 @@ from database.repositories import (
     PriceHistoryRepository,
     UserRepository,
 )
+from database.repositories.portfolio import PortfolioValuation
 
 SAMPLE_DATA = Path(__file__).parent / "sample_data"
 # (ticker, shares, average cost, target allocation %, sample file)
@@ -39,34 +41,13 @@ EMAIL = "investor@example.com"
 
 
 @dataclass(frozen=True)
-class HoldingValue:
-    ticker: str
-    shares: Decimal
-    cost_basis: Decimal
-    close_date: dt.date
-    latest_close: Decimal
-    market_value: Decimal
-    gain: Decimal
-    allocation: Decimal  # % of the portfolio's market value
-    target_allocation: Decimal
-
-
-@dataclass(frozen=True)
 class DemoResult:
     user: User
     portfolio: Portfolio
-    holdings: list[HoldingValue]
+    valuation: PortfolioValuation  # at the latest closes (PortfolioRepository.value_portfolio)
     bars_loaded: int
     analyses: int
     cache_entries: int
-
-    @property
-    def market_value(self) -> Decimal:
-        return sum((h.market_value for h in self.holdings), Decimal(0))
-
-    @property
-    def cost_basis(self) -> Decimal:
-        return sum((h.cost_basis for h in self.holdings), Decimal(0))
 
 
 def _load_prices(session: Session, prices: PriceHistoryRepository) -> int:
@@ -120,9 +101,10 @@ def run_demo(manager: DatabaseManager) -> DemoResult:
     with manager.get_session(system=True) as session:
         bars = _load_prices(session, prices)
         user, portfolio = _account(session, users, portfolios)
-        closes = prices.get_latest_closes(session, [ticker for ticker, *_ in HOLDINGS])
-        for ticker, *_ in HOLDINGS:
-            latest = closes[ticker]
+        valuation = portfolios.value_portfolio(session, portfolio.id, user_id=user.id)
+        for position in valuation.positions:
+            ticker, close = position.ticker, position.close
+            assert close is not None  # the sample data has bars for every holding
             if (
                 analyses.get_latest_valid(
                     session, ticker, AnalysisType.VALUE_ANALYSIS, strategy="dcf"
@@ -136,10 +118,7 @@ def run_demo(manager: DatabaseManager) -> DemoResult:
                     analysis_type=AnalysisType.VALUE_ANALYSIS,
                     strategy="dcf",
                     score=Decimal("75.00"),
-                    metadata={
-                        "intrinsic_value": float(latest.close) * 1.2,
-                        "margin_of_safety": 0.167,
-                    },
+                    metadata={"intrinsic_value": float(close) * 1.2, "margin_of_safety": 0.167},
                     recommendation="buy",
                     confidence_level=Decimal("0.80"),
                 )
@@ -147,31 +126,10 @@ def run_demo(manager: DatabaseManager) -> DemoResult:
                 session,
                 ticker,
                 DataType.STOCK_INFO,
-                {"symbol": ticker, "lastClose": latest.close},
+                {"symbol": ticker, "lastClose": close},
                 ttl=dt.timedelta(days=1),
                 data_source="sample",
             )
-        loaded = portfolios.get_with_positions(session, portfolio.id, user_id=user.id)
-        assert loaded is not None
         analysis_count = analyses.count(session, portfolio_id=portfolio.id, user_id=user.id)
         cache_count = cache.count(session, data_source="sample")
-    holdings = []
-    values = {p.ticker: p.shares * closes[p.ticker].close for p in loaded.positions}
-    total = sum(values.values(), Decimal(0))
-    for position in loaded.positions:
-        close = closes[position.ticker]
-        cost = position.cost_basis or Decimal(0)
-        holdings.append(
-            HoldingValue(
-                ticker=position.ticker,
-                shares=position.shares,
-                cost_basis=cost,
-                close_date=close.date,
-                latest_close=close.close,
-                market_value=values[position.ticker],
-                gain=values[position.ticker] - cost,
-                allocation=(values[position.ticker] / total * 100).quantize(Decimal("0.01")),
-                target_allocation=position.allocation_percentage or Decimal(0),
-            )
-        )
-    return DemoResult(user, loaded, holdings, bars, analysis_count, cache_count)
+    return DemoResult(user, portfolio, valuation, bars, analysis_count, cache_count)

@@ -156,30 +156,30 @@ def _print_demo(result: DemoResult) -> None:
     )
     for name in names:
         table.add_column(name, justify="left" if name in ("ticker", "as of") else "right")
-    for h in result.holdings:
-        colour = "green" if h.gain >= 0 else "red"
+    valuation = result.valuation
+    for p in valuation.positions:
+        colour = "red" if p.gain is not None and p.gain < 0 else "green"
         table.add_row(
-            h.ticker,
-            f"{h.shares:,.2f}",
-            f"{h.cost_basis:,.2f}",
-            f"{h.latest_close:,.2f}",
-            str(h.close_date),
-            f"{h.market_value:,.2f}",
-            f"[{colour}]{h.gain:+,.2f}[/]",
-            str(h.allocation),
-            str(h.target_allocation),
+            p.ticker,
+            f"{p.shares:,.2f}",
+            _amount(p.cost_basis),
+            _amount(p.close),
+            _text(p.close_date),
+            _amount(p.market_value),
+            f"[{colour}]{_amount(p.gain, '+,.2f')}[/]",
+            _text(p.allocation_percentage),
+            _text(p.target_allocation_percentage),
         )
-    targets = sum((h.target_allocation for h in result.holdings), Decimal(0))
     table.add_row(
         "total",
         "",
-        f"{result.cost_basis:,.2f}",
+        f"{valuation.total_cost_basis:,.2f}",
         "",
         "",
-        f"{result.market_value:,.2f}",
-        f"{result.market_value - result.cost_basis:+,.2f}",
+        f"{valuation.total_market_value:,.2f}",
+        f"{valuation.total_gain:+,.2f}",
         "100.00",
-        f"{targets} + {portfolio.target_cash_percentage} cash",
+        f"{valuation.target_allocation_total} + {valuation.target_cash_percentage} cash",
     )
     console.print(table)
     console.print(
@@ -187,3 +187,12 @@ def _print_demo(result: DemoResult) -> None:
         f"{result.cache_entries} cache entries stored",
         highlight=False,
     )
+
+
+def _amount(value: Decimal | None, spec: str = ",.2f") -> str:
+    """Money and prices with two decimals; an unknown figure (no cost, no price) blank."""
+    return "" if value is None else format(value, spec)
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)

@@ -378,6 +378,16 @@ class BaseRepository(Generic[ModelT]):
         with self._translating():
             return builtins.list(await session.scalars(statement))
 
+    def list_by_criteria(self, session: Session, /, **criteria: Any) -> builtins.list[ModelT]:
+        """Alias of :meth:`get_by_criteria`, the name BuffetBot's examples use."""
+        return self.get_by_criteria(session, **criteria)
+
+    async def async_list_by_criteria(
+        self, session: AsyncSession, /, **criteria: Any
+    ) -> builtins.list[ModelT]:
+        """Alias of :meth:`async_get_by_criteria`, the name BuffetBot's examples use."""
+        return await self.async_get_by_criteria(session, **criteria)
+
     def get_one_by_criteria(self, session: Session, /, **criteria: Any) -> ModelT | None:
         """The first matching row (in primary-key order), or None."""
         scope = self._scope(session, self._acting(criteria))

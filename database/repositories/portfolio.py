@@ -3,28 +3,45 @@
 from __future__ import annotations
 
 import builtins
+import datetime as dt
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
-from sqlalchemy import ColumnElement, Insert, Select, exists, select
+from sqlalchemy import ColumnElement, Insert, Row, Select, and_, exists, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, aliased, joinedload
 
 from database.exceptions import NotFoundError, ValidationError
-from database.models import Portfolio, Position
+from database.models import Portfolio, Position, PriceHistory
 from database.models.portfolio import MONEY, SHARES
 from database.repositories.base import BaseRepository
 from database.repositories.criteria import to_uuid
 from database.repositories.upsert import dialect_name, native_insert
 from database.transactions import async_begin_write, begin_write
-from database.validation import normalize_ticker, to_decimal
+from database.validation import normalize_ticker, to_date, to_decimal
+
+# Valuation rounding: money to the MONEY column's 4 places, percentages to 2, half up,
+# once, from the exact products and sums (computed with room for 18 x 18 digits).
+_EXACT = 60
+_MONEY_PLACES = Decimal(1).scaleb(-MONEY.scale)
+_PERCENT_PLACES = Decimal("0.01")
 
 
 @dataclass(frozen=True)
 class PortfolioSummary:
-    """Totals of a portfolio's active positions (exact decimals)."""
+    """Counts and totals of a portfolio's active positions, from the stored rows only.
+
+    No prices are read (see :meth:`PortfolioRepository.value_portfolio` for market
+    values): ``position_count`` active positions, ``total_cost_basis`` the sum
+    of shares x average cost over those with a known cost (not quantized),
+    ``positions_without_cost`` those without, ``allocation_total`` the sum of
+    their target ``allocation_percentage`` (a missing one counts as 0) and the
+    portfolio's ``target_cash_percentage``. The positions themselves are not
+    included: ``get_with_positions`` returns them.
+    """
 
     portfolio_id: uuid.UUID
     name: str
@@ -42,6 +59,114 @@ class PortfolioSummary:
     @property
     def is_over_allocated(self) -> bool:
         return self.unallocated_percentage < 0
+
+
+@dataclass(frozen=True)
+class PositionValue:
+    """One active position valued at a close (money to 4 places, percentages to 2).
+
+    A figure that cannot be known is None: ``cost_basis`` and the gain without
+    an ``average_cost``; the close, ``market_value``, gain and allocation
+    without a price on or before the valuation date.
+    """
+
+    ticker: str
+    shares: Decimal
+    average_cost: Decimal | None
+    cost_basis: Decimal | None  # shares x average cost
+    close: Decimal | None  # the latest close on or before the valuation date, as stored
+    close_date: dt.date | None
+    market_value: Decimal | None  # shares x close
+    gain: Decimal | None  # market value - cost basis
+    gain_percentage: Decimal | None  # gain / cost basis x 100 (None for a zero cost)
+    allocation_percentage: Decimal | None  # market value / the portfolio's market value x 100
+    target_allocation_percentage: Decimal | None  # the position's allocation_percentage
+
+
+@dataclass(frozen=True)
+class PortfolioValuation:
+    """A portfolio valued at the latest close (``as_of`` None) or as of a date.
+
+    Totals come from the exact figures, rounded once (so they may differ from
+    the sum of the rounded positions by a few ten-thousandths, and the rounded
+    allocations from 100.00 by a few hundredths): ``total_cost_basis`` over the
+    positions with a cost, ``total_market_value`` over those with a price,
+    ``total_gain`` and ``total_gain_percentage`` over those with both.
+    """
+
+    portfolio_id: uuid.UUID
+    name: str
+    as_of: dt.date | None
+    positions: tuple[PositionValue, ...]  # by ticker
+    total_cost_basis: Decimal
+    total_market_value: Decimal
+    total_gain: Decimal
+    total_gain_percentage: Decimal | None
+    positions_without_price: int
+    positions_without_cost: int
+    target_allocation_total: Decimal  # sum of the positions' allocation_percentage
+    target_cash_percentage: Decimal
+
+
+def _money(value: Decimal | None) -> Decimal | None:
+    return None if value is None else value.quantize(_MONEY_PLACES, ROUND_HALF_UP)
+
+
+def _percentage(part: Decimal | None, whole: Decimal | None) -> Decimal | None:
+    if part is None or not whole:
+        return None
+    return (part * 100 / whole).quantize(_PERCENT_PLACES, ROUND_HALF_UP)
+
+
+def _valuation(rows: Sequence[Row[Any]], as_of: dt.date | None) -> PortfolioValuation:
+    """The figures of :meth:`PortfolioRepository.value_portfolio` from its one query's rows."""
+    held = [row for row in rows if row.ticker is not None]  # no position: one row of NULLs
+    with localcontext(prec=_EXACT):
+        costs = [r.shares * r.average_cost if r.average_cost is not None else None for r in held]
+        values = [r.shares * r.close if r.close is not None else None for r in held]
+        gains = [
+            None if value is None or cost is None else value - cost
+            for value, cost in zip(values, costs, strict=True)
+        ]
+        total_value = sum((v for v in values if v is not None), Decimal(0))
+        total_cost = sum((c for c in costs if c is not None), Decimal(0))
+        total_gain = sum((g for g in gains if g is not None), Decimal(0))
+        gained_cost = sum(
+            (c for c, g in zip(costs, gains, strict=True) if c is not None and g is not None),
+            Decimal(0),
+        )
+        positions = tuple(
+            PositionValue(
+                ticker=row.ticker,
+                shares=row.shares,
+                average_cost=row.average_cost,
+                cost_basis=_money(cost),
+                close=row.close,
+                close_date=row.close_date,
+                market_value=_money(value),
+                gain=_money(gain),
+                gain_percentage=_percentage(gain, cost),
+                allocation_percentage=_percentage(value, total_value),
+                target_allocation_percentage=row.allocation_percentage,
+            )
+            for row, cost, value, gain in zip(held, costs, values, gains, strict=True)
+        )
+        return PortfolioValuation(
+            portfolio_id=rows[0].portfolio_id,
+            name=rows[0].name,
+            as_of=as_of,
+            positions=positions,
+            total_cost_basis=total_cost.quantize(_MONEY_PLACES, ROUND_HALF_UP),
+            total_market_value=total_value.quantize(_MONEY_PLACES, ROUND_HALF_UP),
+            total_gain=total_gain.quantize(_MONEY_PLACES, ROUND_HALF_UP),
+            total_gain_percentage=_percentage(total_gain, gained_cost),
+            positions_without_price=sum(1 for v in values if v is None),
+            positions_without_cost=sum(1 for c in costs if c is None),
+            target_allocation_total=sum(
+                (r.allocation_percentage or Decimal(0) for r in held), Decimal(0)
+            ),
+            target_cash_percentage=rows[0].target_cash_percentage,
+        )
 
 
 @dataclass(frozen=True)
@@ -209,6 +334,63 @@ class PortfolioRepository(BaseRepository[Portfolio]):
         )
 
     @staticmethod
+    def _valuation_statement(
+        dialect: str,
+        portfolio_id: Any,
+        as_of: dt.date | None,
+        scope: builtins.list[ColumnElement[bool]],
+    ) -> Select[Any]:
+        """The owned portfolio, its active positions and each one's close, in one query.
+
+        The close is the latest bar on or before ``as_of`` per ticker: a LATERAL
+        subquery on PostgreSQL; on SQLite, which has no LATERAL, a join on the
+        correlated ``max(date)``. Both walk the (ticker, date) primary key.
+        """
+        on_or_before = [] if as_of is None else [PriceHistory.date <= as_of]
+        joined: ColumnElement[bool]
+        if dialect == "postgresql":
+            bar: Any = (
+                select(PriceHistory.date, PriceHistory.close)
+                .where(PriceHistory.ticker == Position.ticker, *on_or_before)
+                .order_by(PriceHistory.date.desc())
+                .limit(1)
+                .lateral("bar")
+            )
+            joined = true()
+            bar_date, bar_close = bar.c.date, bar.c.close
+        else:
+            bar = aliased(PriceHistory, name="bar")
+            last_day = (
+                select(func.max(PriceHistory.date))
+                .where(PriceHistory.ticker == Position.ticker, *on_or_before)
+                .correlate(Position)
+                .scalar_subquery()
+            )
+            joined = and_(bar.ticker == Position.ticker, bar.date == last_day)
+            bar_date, bar_close = bar.date, bar.close
+        return (
+            select(
+                Portfolio.id.label("portfolio_id"),
+                Portfolio.name,
+                Portfolio.target_cash_percentage,
+                Position.ticker,
+                Position.shares,
+                Position.average_cost,
+                Position.allocation_percentage,
+                bar_date.label("close_date"),
+                bar_close.label("close"),
+            )
+            .select_from(Portfolio)
+            .outerjoin(
+                Position,
+                and_(Position.portfolio_id == Portfolio.id, Position.is_active.is_(True)),
+            )
+            .outerjoin(bar, joined)
+            .where(Portfolio.id == to_uuid(portfolio_id, "portfolio_id"), *scope)
+            .order_by(Position.ticker)
+        )
+
+    @staticmethod
     def _summarise(portfolio: Portfolio) -> PortfolioSummary:
         active = [p for p in portfolio.positions if p.is_active]
         costs = [p.cost_basis for p in active if p.cost_basis is not None]
@@ -270,6 +452,13 @@ class PortfolioRepository(BaseRepository[Portfolio]):
     def get_summary(
         self, session: Session, portfolio_id: Any, *, user_id: Any | None = None
     ) -> PortfolioSummary:
+        """A :class:`PortfolioSummary`: the active positions' count, exact total cost
+        basis, count without a cost and target allocations, with the cash target.
+
+        It reads no prices and returns no positions (``value_portfolio`` values
+        them; ``get_with_positions`` loads them). NotFoundError for a missing
+        portfolio or another user's.
+        """
         portfolio = self.get_with_positions(session, portfolio_id, user_id=user_id)
         if portfolio is None:
             raise NotFoundError("Portfolio", portfolio_id)
@@ -282,6 +471,64 @@ class PortfolioRepository(BaseRepository[Portfolio]):
         if portfolio is None:
             raise NotFoundError("Portfolio", portfolio_id)
         return self._summarise(portfolio)
+
+    def value_portfolio(
+        self,
+        session: Session,
+        portfolio_id: Any,
+        *,
+        as_of: dt.date | None = None,
+        user_id: Any | None = None,
+    ) -> PortfolioValuation:
+        """The active positions valued at their latest close on or before ``as_of``
+        (the latest close of all when None), in one query.
+
+        Money is rounded to 4 places and percentages to 2, half up, once, from
+        exact figures (see :class:`PortfolioValuation`). A position with no bar
+        on or before ``as_of`` is counted in ``positions_without_price``.
+        NotFoundError for a missing portfolio or another user's.
+        """
+        day = None if as_of is None else to_date(as_of, "as_of")
+        statement = self._valuation_statement(
+            dialect_name(session), portfolio_id, day, self._scope(session, user_id)
+        )
+        with self._translating():
+            rows = session.execute(statement).all()
+        if not rows:
+            raise NotFoundError("Portfolio", portfolio_id)
+        return _valuation(rows, day)
+
+    async def async_value_portfolio(
+        self,
+        session: AsyncSession,
+        portfolio_id: Any,
+        *,
+        as_of: dt.date | None = None,
+        user_id: Any | None = None,
+    ) -> PortfolioValuation:
+        day = None if as_of is None else to_date(as_of, "as_of")
+        statement = self._valuation_statement(
+            dialect_name(session), portfolio_id, day, self._scope(session, user_id)
+        )
+        with self._translating():
+            rows = (await session.execute(statement)).all()
+        if not rows:
+            raise NotFoundError("Portfolio", portfolio_id)
+        return _valuation(rows, day)
+
+    # -- compatibility names (BuffetBot's examples) ---------------------------------------
+
+    def get_portfolio_with_positions(
+        self, session: Session, portfolio_id: Any, *, user_id: Any | None = None
+    ) -> Portfolio | None:
+        """Alias of :meth:`get_with_positions`, the name BuffetBot's examples use."""
+        return self.get_with_positions(session, portfolio_id, user_id=user_id)
+
+    async def async_get_portfolio_with_positions(
+        self, session: AsyncSession, portfolio_id: Any, *, user_id: Any | None = None
+    ) -> Portfolio | None:
+        """Alias of :meth:`async_get_with_positions`, the name BuffetBot's examples use."""
+        return await self.async_get_with_positions(session, portfolio_id, user_id=user_id)
 
     # -- positions -------------------------------------------------------------------
 
@@ -306,6 +553,22 @@ class PortfolioRepository(BaseRepository[Portfolio]):
         return self._position_statement(
             portfolio_id, ticker, self.positions._scope(session, user_id)
         )
+
+    def get_position_by_ticker(
+        self, session: Session, portfolio_id: Any, ticker: str, *, user_id: Any = None
+    ) -> Position | None:
+        """The portfolio's position in ``ticker`` (active or not); None if the (owned)
+        portfolio does not hold it. BuffetBot's examples call it by this name."""
+        statement = self._held(session, portfolio_id, ticker, user_id)
+        with self._translating():
+            return session.scalars(statement).first()
+
+    async def async_get_position_by_ticker(
+        self, session: AsyncSession, portfolio_id: Any, ticker: str, *, user_id: Any = None
+    ) -> Position | None:
+        statement = self._held(session, portfolio_id, ticker, user_id)
+        with self._translating():
+            return (await session.scalars(statement)).first()
 
     def update_position(
         self,

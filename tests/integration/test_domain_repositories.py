@@ -177,6 +177,66 @@ async def test_portfolio_summary(uow: UnitOfWork, portfolio: Portfolio) -> None:
     assert not summary.is_over_allocated
 
 
+# -- compatibility names (BuffetBot's examples) -------------------------------------------
+
+
+async def test_get_portfolio_with_positions_is_get_with_positions(
+    uow: UnitOfWork, portfolio: Portfolio, owner: User
+) -> None:
+    for ticker in ("MSFT", "AAPL"):
+        await uow(portfolios.add_position, portfolio.id, ticker=ticker, shares="1")
+    alias = await uow(portfolios.get_portfolio_with_positions, portfolio.id, user_id=owner.id)
+    target = await uow(portfolios.get_with_positions, portfolio.id, user_id=owner.id)
+    assert alias.id == target.id == portfolio.id
+    assert [p.id for p in alias.positions] == [p.id for p in target.positions]
+    assert [p.ticker for p in alias.positions] == ["AAPL", "MSFT"]
+    stranger = await uow(
+        users.create, email="s@example.com", username="stranger", hashed_password="x"
+    )
+    assert (
+        await uow(portfolios.get_portfolio_with_positions, portfolio.id, user_id=stranger.id)
+        is None
+    )
+    assert await uow(portfolios.get_portfolio_with_positions, uuid.uuid4()) is None
+
+
+async def test_list_by_criteria_is_get_by_criteria(
+    uow: UnitOfWork, portfolio: Portfolio, owner: User
+) -> None:
+    for ticker, shares in (("AAPL", "12.5"), ("MSFT", "3"), ("GOOG", "20")):
+        await uow(portfolios.add_position, portfolio.id, ticker=ticker, shares=shares)
+    criteria = {"portfolio_id": portfolio.id, "shares__gte": 10, "user_id": owner.id}
+    alias = await uow(portfolios.positions.list_by_criteria, **criteria)
+    target = await uow(portfolios.positions.get_by_criteria, **criteria)
+    assert [p.id for p in alias] == [p.id for p in target]
+    assert sorted(p.ticker for p in alias) == ["AAPL", "GOOG"]
+    named = await uow(users.list_by_criteria, username="owner")  # an unscoped repository
+    assert [u.id for u in named] == [owner.id]
+    with pytest.raises(InvalidCriteriaError):
+        await uow(users.list_by_criteria, nickname="owner")
+
+
+async def test_get_position_by_ticker_is_owner_checked(
+    uow: UnitOfWork, portfolio: Portfolio, owner: User
+) -> None:
+    added = await uow(
+        portfolios.add_position, portfolio.id, ticker="BRK-B", shares="2", average_cost="400"
+    )
+    found = await uow(portfolios.get_position_by_ticker, portfolio.id, "brk-b", user_id=owner.id)
+    assert (found.id, found.ticker, found.shares) == (added.id, "BRK-B", Decimal("2"))
+    assert await uow(portfolios.get_position_by_ticker, portfolio.id, "TSLA") is None
+    assert await uow(portfolios.get_position_by_ticker, uuid.uuid4(), "BRK-B") is None
+    stranger = await uow(
+        users.create, email="s@example.com", username="stranger", hashed_password="x"
+    )
+    assert (
+        await uow(portfolios.get_position_by_ticker, portfolio.id, "BRK-B", user_id=stranger.id)
+        is None
+    )
+    with pytest.raises(ValidationError):
+        await uow(portfolios.get_position_by_ticker, portfolio.id, "not a ticker!")
+
+
 # -- analysis results ------------------------------------------------------------------------
 
 
