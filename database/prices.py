@@ -1,10 +1,12 @@
 """Daily bars in, checked: yfinance DataFrames or dict rows become one clean frame.
 
-``prepare_bars`` accepts ``Ticker.history()`` / ``download()`` frames (a ``Date``
+``check_bars`` accepts ``Ticker.history()`` / ``download()`` frames (a ``Date``
 or ``Datetime`` index, tz-aware or not; ``Adj Close`` or not; the actions
+columns; ``yf.download()``'s two-level ``(Price, Ticker)`` or ``(Ticker, Price)``
 columns) and lists of dicts in either spelling (``"Adj Close"`` or
-``adj_close``). It returns the bars in storage order with NaN as missing, and
-the rows it rejected, each with ticker, date, field, value and reason.
+``adj_close``). It returns the bars in storage order with NaN as missing, the
+rows it rejected (ticker, date, field, value, reason) and the ranges it widened
+(see ``REPAIR_TOLERANCE``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ PRICE_FIELDS = ("open", "high", "low", "close", "adj_close")
 VALUE_FIELDS = (*PRICE_FIELDS, "volume", "dividends", "stock_splits")
 BAR_FIELDS = ("ticker", "date", *VALUE_FIELDS)
 PRICE_SCALE = 6  # NUMERIC(18, 6), as in the price_history table
+# Yahoo's bars now and then have an open or close a little outside [low, high]
+# (SPY 2015-03-05: open 209.419998, low 209.850006, 0.2% apart). Such a bar is
+# kept and its range widened to the price, when the price is at most this
+# fraction of the bound beyond it; farther out, the bar is refused.
+REPAIR_TOLERANCE = 0.02
 # The frame that ``get_frame`` returns: yfinance's history() columns, "Date" as index.
 YFINANCE_COLUMNS = [
     "Date",
@@ -69,6 +76,7 @@ _DROPPED = {"capital gains", "capital_gains", "repaired?"}
 
 
 Problem = tuple["pd.Series[Any]", str, "pd.Series[Any]", str]  # (rows, field, values, reason)
+_Repair = tuple[int, str, int, int, str]  # (row, field, old millionths, new millionths, reason)
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,32 @@ class RejectedBar:
 
     def __str__(self) -> str:
         return f"{self.ticker} {self.date}: {self.field}={self.value!r} {self.reason}"
+
+
+@dataclass(frozen=True)
+class RepairedBar:
+    """A bar stored with its range widened: ``field`` (low or high) went from ``old``
+    to ``new`` (as stored, to 6 places) because of ``reason``."""
+
+    ticker: str
+    date: dt.date
+    field: str
+    old: Decimal
+    new: Decimal
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.ticker} {self.date}: {self.field} {self.old} -> {self.new} ({self.reason})"
+
+
+@dataclass(frozen=True)
+class CheckedBars:
+    """``bars``: the valid bars (``BAR_FIELDS`` columns); ``rejected``: the bad ones;
+    ``repaired``: the valid bars whose range was widened."""
+
+    bars: pd.DataFrame
+    rejected: list[RejectedBar]
+    repaired: list[RepairedBar]
 
 
 class PriceValidationError(ValidationError):
@@ -238,26 +272,41 @@ def frame_from_rows(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return frame
 
 
+def check_bars(
+    data: pd.DataFrame | Iterable[Mapping[str, Any]],
+    ticker: str | None = None,
+    *,
+    repair: bool = True,
+) -> CheckedBars:
+    """Normalise and check bars: the valid ones, the rejected, the repaired.
+
+    The valid frame has the columns of ``BAR_FIELDS``: ``date`` as
+    ``datetime64`` at midnight, prices and actions as float64 (NaN = missing),
+    ``volume`` as float64 holding whole numbers. ``repair``: widen ``low`` /
+    ``high`` to an open or close that lies outside them by at most
+    ``REPAIR_TOLERANCE`` (else such a bar is rejected). Input it cannot read at
+    all is a ValidationError.
+    """
+    check_bar_source(data)
+    with unreadable_as_validation_error():
+        return _check_bars(data, ticker, repair)
+
+
 def prepare_bars(
     data: pd.DataFrame | Iterable[Mapping[str, Any]],
     ticker: str | None = None,
 ) -> tuple[pd.DataFrame, list[RejectedBar]]:
-    """Normalise and check bars; return (valid bars, rejected bars).
-
-    The valid frame has the columns of ``BAR_FIELDS``: ``date`` as
-    ``datetime64`` at midnight, prices and actions as float64 (NaN = missing),
-    ``volume`` as float64 holding whole numbers. Input it cannot read at all is
-    a ValidationError.
-    """
-    check_bar_source(data)
-    with unreadable_as_validation_error():
-        return _prepare_bars(data, ticker)
+    """``check_bars`` as (valid bars, rejected bars)."""
+    checked = check_bars(data, ticker)
+    return checked.bars, checked.rejected
 
 
-def _prepare_bars(
-    data: pd.DataFrame | Iterable[Mapping[str, Any]], ticker: str | None
-) -> tuple[pd.DataFrame, list[RejectedBar]]:
+def _check_bars(
+    data: pd.DataFrame | Iterable[Mapping[str, Any]], ticker: str | None, repair: bool
+) -> CheckedBars:
     frame = data.copy() if isinstance(data, pd.DataFrame) else frame_from_rows(data)
+    if isinstance(frame.columns, pd.MultiIndex):
+        frame = _flat_download(frame, ticker)
     if isinstance(data, pd.DataFrame) and not isinstance(frame.index, pd.RangeIndex):
         frame = frame.reset_index()
     mapping = _canonical_columns(frame.columns)
@@ -292,11 +341,174 @@ def _prepare_bars(
         bars[field] = numbers
     for field in ("dividends", "stock_splits"):
         bars[field] = bars[field].fillna(0.0)
-    problems += _checks(bars, original)
+    repairs = _widen_ranges(bars) if repair else []
+    problems += _checks(bars, original, repair=repair)
     problems.append((bars["date"].isna(), "date", frame["date"], "is not a date"))
     duplicated = bars.duplicated(subset=["ticker", "date"], keep=False) & bars["date"].notna()
     problems.append((duplicated, "date", bars["date"], "appears more than once in the batch"))
-    return _split(bars, problems)
+    bad, rejected = _rejected(bars, problems)
+    repaired = [
+        RepairedBar(
+            ticker=str(bars["ticker"].iloc[row]),
+            date=bars["date"].iloc[row].date(),
+            field=field,
+            old=Decimal(old).scaleb(-PRICE_SCALE),
+            new=Decimal(new).scaleb(-PRICE_SCALE),
+            reason=reason,
+        )
+        for row, field, old, new, reason in repairs
+        if not bad.iloc[row]
+    ]
+    repaired.sort(key=lambda r: (r.ticker, r.date, r.field))
+    return CheckedBars(bars[~bad].reset_index(drop=True), rejected, repaired)
+
+
+# -- yf.download()'s two-level columns ------------------------------------------------
+
+
+def _flat_download(frame: pd.DataFrame, ticker: str | None) -> pd.DataFrame:
+    """A ``yf.download()`` frame, columns ``(Price, Ticker)`` or ``(Ticker, Price)``,
+    as one row per ticker and day with a ``ticker`` column. A day on which every value
+    of a ticker is missing is no bar of it (a download of several tickers spans the
+    union of their days) and is left out; ``ticker=``, if given, must be the one
+    ticker of the frame."""
+    frame = _date_column_as_index(frame)
+    level = _price_level(frame.columns)
+    symbols = frame.columns.get_level_values(1 - level)
+    tickers = {symbol: normalize_ticker(symbol) for symbol in symbols.unique()}
+    if ticker is not None and set(tickers.values()) != {normalize_ticker(ticker)}:
+        found = ", ".join(sorted(set(tickers.values()))) or "none"
+        raise ValidationError(
+            "ticker", ticker, f"does not match the tickers of the frame's columns: {found}"
+        )
+    parts: list[pd.DataFrame] = []
+    for symbol, name in tickers.items():
+        part = frame.loc[:, symbols == symbol]
+        part.columns = part.columns.get_level_values(level)
+        mapping = _canonical_columns(part.columns)
+        _refuse_duplicate_columns(part.columns, mapping)
+        if "ticker" in mapping.values():
+            raise ValidationError("ticker", name, "comes from the column level, not a column")
+        part = part.dropna(how="all")
+        if not isinstance(part.index, pd.RangeIndex):
+            part = part.reset_index()
+        parts.append(part.assign(ticker=name))
+    if not parts:
+        return pd.DataFrame({"ticker": []})
+    return pd.concat(parts, ignore_index=True)
+
+
+def download_tickers(frame: pd.DataFrame) -> list[str] | None:
+    """The sorted tickers of a two-level ``yf.download()`` frame (None for other frames)."""
+    if not isinstance(frame.columns, pd.MultiIndex):
+        return None
+    with unreadable_as_validation_error("ticker"):
+        columns = _date_column_as_index(frame.iloc[:0]).columns
+        symbols = columns.get_level_values(1 - _price_level(columns))
+        return sorted({normalize_ticker(symbol) for symbol in symbols.unique()})
+
+
+def _blank(label: Any) -> bool:
+    """An empty level of a column label: ``reset_index()`` writes "", and pandas reads
+    it back from CSV as ``Unnamed: 0_level_1``."""
+    if label is None or (isinstance(label, float) and math.isnan(label)):
+        return True
+    text = _label(label).strip()
+    return text == "" or (text.startswith("Unnamed: ") and "_level_" in text)
+
+
+def _date_column_as_index(frame: pd.DataFrame) -> pd.DataFrame:
+    """A download whose index was reset has its date in a column ``("Date", "")``
+    (or ``("", "Date")``): make it the index again."""
+    if frame.columns.nlevels != 2:
+        raise ValidationError(
+            "columns",
+            f"{frame.columns.nlevels} levels",
+            "must be one level, or two (price fields and tickers) as yf.download() gives",
+        )
+    dates: dict[int, str] = {}
+    for position, column in enumerate(frame.columns):
+        named = [part for part in column if not _blank(part)]
+        if len(named) == 1 and _label(named[0]).strip().lower() in ("date", "datetime"):
+            dates[position] = _label(named[0])
+    if not dates:
+        return frame
+    rest = frame.iloc[:, [i for i in range(frame.shape[1]) if i not in dates]]
+    arrays = [frame.iloc[:, i] for i in dates]
+    if len(arrays) == 1:
+        index: pd.Index = pd.Index(arrays[0], name=next(iter(dates.values())))
+    else:  # reset to columns, these two are refused as one field given twice
+        index = pd.MultiIndex.from_arrays(arrays, names=list(dates.values()))
+    return rest.set_axis(index, axis=0)
+
+
+def _price_level(columns: pd.Index) -> int:
+    """Which level holds the price fields: the one yfinance names ``Price`` (or not
+    ``Ticker``), else the only one whose labels are all price-history fields."""
+    names = [None if n is None else _label(n).strip().lower() for n in columns.names]
+    if "price" in names:
+        return names.index("price")
+    if "ticker" in names:
+        return 1 - names.index("ticker")
+
+    def fields_only(level: int) -> bool:
+        labels = columns.get_level_values(level).unique()
+        return all(
+            isinstance(label, str) and label.strip().lower() in {*_ALIASES, *_DROPPED}
+            for label in labels
+        )
+
+    fits = [fields_only(0), fields_only(1)]
+    if fits.count(True) != 1:
+        raise ValidationError(
+            "columns",
+            list(columns.names),
+            "has two levels but no level of price fields alone: name them Price and Ticker",
+        )
+    return fits.index(True)
+
+
+# -- Yahoo's small range inconsistencies ----------------------------------------------
+
+
+def _widen_ranges(bars: pd.DataFrame) -> list[_Repair]:
+    """Widen ``low`` / ``high`` (in place) to an open or close just outside them.
+
+    Only for bars whose prices are all finite and positive with ``low <= high``;
+    compared as stored, in millionths, so float noise below 6 places is no
+    inconsistency; the price may lie at most ``REPAIR_TOLERANCE`` of the bound
+    beyond it. Every other bar is left for the checks to refuse.
+    """
+    units = {
+        f: np.rint(bars[f].to_numpy(dtype="float64") * 10**PRICE_SCALE)
+        for f in ("open", "high", "low", "close")
+    }
+    with np.errstate(invalid="ignore", over="ignore"):
+        sound = (units["low"] > 0) & (units["high"] >= units["low"]) & (units["high"] < 1e18)
+        for f in ("open", "close"):
+            sound &= np.isnan(units[f]) | ((units[f] > 0) & (units[f] < 1e18))
+        repairs: list[_Repair] = []
+        for bound, extreme, beyond in (("low", np.fmin, "below"), ("high", np.fmax, "above")):
+            limit = units[bound]
+            price = extreme(units["open"], units["close"])
+            gap = np.abs(price - limit) / limit
+            outside = (price < limit) if bound == "low" else (price > limit)
+            needed = sound & outside & (gap <= REPAIR_TOLERANCE)
+            from_open = units["open"] == price
+            for row in np.flatnonzero(needed):
+                source = "open" if from_open[row] else "close"
+                repairs.append(
+                    (
+                        int(row),
+                        bound,
+                        int(limit[row]),
+                        int(price[row]),
+                        f"the {source} is {beyond} the {bound}",
+                    )
+                )
+            widened = np.where(from_open, bars["open"], bars["close"])
+            bars[bound] = np.where(needed, widened, bars[bound])
+    return repairs
 
 
 def _one_spelling(columns: pd.DataFrame, field: str) -> pd.Series:
@@ -310,7 +522,7 @@ def _one_spelling(columns: pd.DataFrame, field: str) -> pd.Series:
 
 
 def _checks(
-    bars: pd.DataFrame, original: dict[str, pd.Series]
+    bars: pd.DataFrame, original: dict[str, pd.Series], *, repair: bool
 ) -> list[tuple[pd.Series, str, pd.Series, str]]:
     checks: list[tuple[pd.Series, str, pd.Series, str]] = []
     close = bars["close"]
@@ -327,11 +539,15 @@ def _checks(
             (rounds_to_zero, field, original[field], "must be greater than 0 at 6 decimal places")
         )
         checks.append((values >= _LIMITS[field], field, original[field], "is too large"))
-    low, high = bars["low"], bars["high"]
-    for field in ("open", "close"):
-        checks.append((bars[field] < low, field, original[field], "is below the low"))
-        checks.append((bars[field] > high, field, original[field], "is above the high"))
+    # Compared as stored (to 6 places): float noise beyond them is no inconsistency.
+    stored = {f: np.rint(bars[f] * 10**PRICE_SCALE) for f in ("open", "high", "low", "close")}
+    low, high = stored["low"], stored["high"]
     checks.append((low > high, "low", original["low"], "is above the high"))
+    # Left after the repair (if any): beyond the tolerance, or in a bar it cannot mend.
+    farther = f" by more than {REPAIR_TOLERANCE:.0%}" if repair else ""
+    for field in ("open", "close"):
+        checks.append((stored[field] < low, field, original[field], f"is below the low{farther}"))
+        checks.append((stored[field] > high, field, original[field], f"is above the high{farther}"))
     volume = bars["volume"]
     checks.append((volume < 0, "volume", original["volume"], "must be at least 0"))
     checks.append(
@@ -345,7 +561,8 @@ def _checks(
     return checks
 
 
-def _split(bars: pd.DataFrame, problems: list[Problem]) -> tuple[pd.DataFrame, list[RejectedBar]]:
+def _rejected(bars: pd.DataFrame, problems: list[Problem]) -> tuple[pd.Series, list[RejectedBar]]:
+    """(mask of the bad rows, one report per bad row: its first problem)."""
     bad = pd.Series(False, index=bars.index)
     rejected: list[RejectedBar] = []
     seen: set[Any] = set()
@@ -374,7 +591,7 @@ def _split(bars: pd.DataFrame, problems: list[Problem]) -> tuple[pd.DataFrame, l
                 )
             )
     rejected.sort(key=lambda r: (r.ticker, r.date or dt.date.min))
-    return bars[~bad].reset_index(drop=True), rejected
+    return bad, rejected
 
 
 def staging_rows(

@@ -43,8 +43,10 @@ from database.prices import (
     YFINANCE_COLUMNS,
     PriceValidationError,
     RejectedBar,
+    RepairedBar,
     check_bar_source,
-    prepare_bars,
+    check_bars,
+    download_tickers,
     staging_rows,
     trading_day,
     unreadable_as_validation_error,
@@ -133,12 +135,14 @@ _FRAME_SQL = {
 
 @dataclass(frozen=True)
 class UpsertResult:
-    """What an upsert did; ``rejected`` is filled only with ``skip_invalid=True``."""
+    """What an upsert did; ``rejected`` is filled only with ``skip_invalid=True``;
+    ``repaired``: the stored bars whose low or high was widened to their open or close."""
 
     inserted: int
     updated: int
     unchanged: int
     rejected: list[RejectedBar] = field(default_factory=list)
+    repaired: list[RepairedBar] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -152,7 +156,18 @@ class LatestClose:
 class _Batch:
     rows: list[tuple[Any, ...]]
     rejected: list[RejectedBar]
+    repaired: list[RepairedBar]
     tickers: frozenset[str]
+
+
+@dataclass(frozen=True)
+class _Options:
+    """How one upsert call reads its bars."""
+
+    ticker: str | None
+    skip_invalid: bool
+    repair: bool
+    data_source: str
 
 
 class PriceHistoryRepository(BaseRepository[PriceHistory]):
@@ -171,6 +186,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         ticker: str | None,
         skip_invalid: bool,
         *,
+        repair: bool,
         text_dates: bool,
         extra: tuple[Any, ...] = (),
     ) -> Iterator[_Batch]:
@@ -186,11 +202,13 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         for chunk in chunks:
             if len(chunk) == 0:
                 continue
-            bars, rejected = prepare_bars(chunk, ticker)
-            if rejected and not skip_invalid:
-                raise PriceValidationError(rejected)
+            checked = check_bars(chunk, ticker, repair=repair)
+            if checked.rejected and not skip_invalid:
+                raise PriceValidationError(checked.rejected)
+            bars = checked.bars
             rows = staging_rows(bars, scaled=True, text_dates=text_dates, extra=extra)
-            yield _Batch(rows, rejected, frozenset(bars["ticker"].unique()))
+            tickers = frozenset(bars["ticker"].unique())
+            yield _Batch(rows, checked.rejected, checked.repaired, tickers)
 
     @staticmethod
     def _raise_duplicates(rows: list[Any]) -> None:
@@ -214,12 +232,17 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         *,
         ticker: str | None = None,
         skip_invalid: bool = False,
+        repair: bool = True,
         data_source: str = "yfinance",
     ) -> UpsertResult:
-        """Insert or update bars from a yfinance DataFrame or dict rows.
+        """Insert or update bars from a yfinance DataFrame (``history()``, or
+        ``download()`` with its two-level columns) or dict rows.
 
         ``ticker`` names the symbol of a single-ticker frame (else a ``ticker``
-        column is required). An invalid bar rejects the whole call, unless
+        column, or a ``download()`` frame's ticker level, which ``ticker`` must
+        match). An open or close outside ``[low, high]`` by at most
+        ``REPAIR_TOLERANCE`` widens the range to it (reported in ``repaired``)
+        unless ``repair=False``. An invalid bar rejects the whole call, unless
         ``skip_invalid=True``: then the valid bars are written and the bad ones
         are returned in ``rejected``. Returns how many rows were inserted,
         updated, and found unchanged.
@@ -235,15 +258,12 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
                 # another sees its rows, and merges.
                 _lock_tickers(session, tickers)
                 new = bool(tickers) and not session.scalar(_any_rows(tickers))
+                options = _Options(ticker, skip_invalid, repair, data_source)
                 if new and dialect_name(session) == "sqlite":
-                    direct = self._insert_into_empty(
-                        session, data, ticker, skip_invalid, data_source
-                    )
+                    direct = self._insert_into_empty(session, data, options)
                     if direct is not None:
                         return direct
-                return self._through_staging(
-                    session, data, ticker, skip_invalid, data_source, new=new
-                )
+                return self._through_staging(session, data, options, new=new)
 
     async def async_upsert(
         self,
@@ -252,6 +272,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         *,
         ticker: str | None = None,
         skip_invalid: bool = False,
+        repair: bool = True,
         data_source: str = "yfinance",
     ) -> UpsertResult:
         # One implementation: run_sync hands it a Session whose driver calls are
@@ -259,7 +280,12 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         # its numpy/pandas work is sent back to the loop's stack (_on_thread_stack).
         return await session.run_sync(
             lambda sync: self.upsert(
-                sync, data, ticker=ticker, skip_invalid=skip_invalid, data_source=data_source
+                sync,
+                data,
+                ticker=ticker,
+                skip_invalid=skip_invalid,
+                repair=repair,
+                data_source=data_source,
             )
         )
 
@@ -267,9 +293,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         self,
         session: Session,
         data: pd.DataFrame | Iterable[Mapping[str, Any]],
-        ticker: str | None,
-        skip_invalid: bool,
-        data_source: str,
+        options: _Options,
     ) -> UpsertResult | None:
         """SQLite, when none of the tickers has bars yet: rows straight into the table.
 
@@ -278,30 +302,35 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         """
         now = _now("sqlite")
         batches = self._prepared_batches(
-            data, ticker, skip_invalid, text_dates=True, extra=(data_source, now, now)
+            data,
+            options.ticker,
+            options.skip_invalid,
+            repair=options.repair,
+            text_dates=True,
+            extra=(options.data_source, now, now),
         )
         rejected: list[RejectedBar] = []
+        repaired: list[RepairedBar] = []
         total = 0
         try:
             with session.begin_nested():
                 driver = session.connection().connection.driver_connection
                 for batch in _each(batches):
                     rejected += batch.rejected
+                    repaired += batch.repaired
                     total += len(batch.rows)
                     _write(driver, "sqlite", "price_history", (*BAR_FIELDS, *_STAMPS), batch.rows)
         except Exception as error:
             if _is_unique_violation(error):
                 return None
             raise
-        return UpsertResult(total, 0, 0, rejected)
+        return UpsertResult(total, 0, 0, rejected, repaired)
 
     def _through_staging(
         self,
         session: Session,
         data: pd.DataFrame | Iterable[Mapping[str, Any]],
-        ticker: str | None,
-        skip_invalid: bool,
-        data_source: str,
+        options: _Options,
         *,
         new: bool,
     ) -> UpsertResult:
@@ -313,18 +342,26 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
             share_temporary_table(session, STAGING)
         session.execute(text(_CLEAR[dialect]))
         driver = session.connection().connection.driver_connection
-        batches = self._prepared_batches(data, ticker, skip_invalid, text_dates=dialect == "sqlite")
+        batches = self._prepared_batches(
+            data,
+            options.ticker,
+            options.skip_invalid,
+            repair=options.repair,
+            text_dates=dialect == "sqlite",
+        )
         rejected: list[RejectedBar] = []
+        repaired: list[RepairedBar] = []
         tickers: set[str] = set()
         total = 0
         for batch in _each(batches):
             rejected += batch.rejected
+            repaired += batch.repaired
             total += len(batch.rows)
             tickers |= batch.tickers
             _write(driver, dialect, STAGING, BAR_FIELDS, batch.rows)
         self._raise_duplicates(list(session.execute(_DUPLICATES)))
         _lock_tickers(session, sorted(tickers))  # dict rows: first known here
-        params = {"source": data_source, "now": _now(dialect)}
+        params = {"source": options.data_source, "now": _now(dialect)}
         result = _insert_new(session, dialect, params) if new else None
         if result is not None:
             inserted, updated = result, 0
@@ -334,7 +371,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
             inserted = session.scalar(_NEW_KEYS) or 0
             updated = session.execute(_MERGE[dialect], params).rowcount - inserted  # type: ignore[attr-defined]
         session.execute(text(_CLEAR[dialect]))
-        return UpsertResult(inserted, updated, total - inserted - updated, rejected)
+        return UpsertResult(inserted, updated, total - inserted - updated, rejected, repaired)
 
     # -- reading: statements -------------------------------------------------------------
 
@@ -514,6 +551,9 @@ def _known_tickers(
     if ticker is not None:
         return [normalize_ticker(ticker)]
     if isinstance(data, pd.DataFrame):
+        downloaded = download_tickers(data)
+        if downloaded is not None:
+            return downloaded
         for column in data.columns:
             if str(column).strip().lower() in ("ticker", "symbol"):
                 with unreadable_as_validation_error("ticker"):

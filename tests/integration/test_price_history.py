@@ -83,13 +83,13 @@ async def test_the_async_form_checks_and_converts_bars_off_the_greenlet(
 
         return spy
 
-    for name in ("prepare_bars", "staging_rows"):
+    for name in ("check_bars", "staging_rows"):
         monkeypatch.setattr(f"database.repositories.price_history.{name}", spy_on(name))
     calm = history("prices-history/CALM.csv")
     for _ in range(2):  # into the empty table, then through the staging table
         async with db.get_async_session() as session:
             await prices.async_upsert(session, calm, ticker="CALM")
-    assert where == [("prepare_bars", False), ("staging_rows", False)] * 2
+    assert where == [("check_bars", False), ("staging_rows", False)] * 2
 
 
 async def test_upserting_the_same_bars_again_changes_nothing(uow: UnitOfWork) -> None:
@@ -170,12 +170,43 @@ async def test_a_frame_with_a_ticker_column_holds_many_tickers(uow: UnitOfWork) 
     }
 
 
-async def test_bad_bars_reject_the_whole_call_and_name_ticker_date_and_field(
+async def test_a_real_history_with_yahoos_range_errors_is_stored_whole(
     uow: UnitOfWork, sql: RawSQL
 ) -> None:
     spy = pd.read_csv(DATA / "prices/SPY.csv", index_col="Date")  # two real rows with Open < Low
+    result = await uow(prices.upsert, spy, ticker="SPY")
+    assert (result.inserted, result.rejected) == (2519, [])
+    assert [(r.date, r.field, r.old, r.new, r.reason) for r in result.repaired] == [
+        (
+            dt.date(2015, 3, 5),
+            "low",
+            Decimal("209.850006"),
+            Decimal("209.419998"),
+            "the open is below the low",
+        ),
+        (
+            dt.date(2015, 3, 30),
+            "low",
+            Decimal("206.960007"),
+            Decimal("205.740005"),
+            "the open is below the low",
+        ),
+    ]
+    bar = await uow(prices.get_by_id, ("SPY", dt.date(2015, 3, 5)))
+    assert (bar.open, bar.low, bar.close) == (
+        Decimal("209.419998"),
+        Decimal("209.419998"),
+        Decimal("210.460007"),
+    )
+    assert sql.count("price_history") == 2519
+
+
+async def test_bad_bars_reject_the_whole_call_and_name_ticker_date_and_field(
+    uow: UnitOfWork, sql: RawSQL
+) -> None:
+    spy = pd.read_csv(DATA / "prices/SPY.csv", index_col="Date")
     with pytest.raises(PriceValidationError) as caught:
-        await uow(prices.upsert, spy, ticker="SPY")
+        await uow(prices.upsert, spy, ticker="SPY", repair=False)
     problems = [(r.date, r.field, r.reason) for r in caught.value.rejected]
     assert problems == [
         (dt.date(2015, 3, 5), "open", "is below the low"),
@@ -188,10 +219,14 @@ async def test_bad_bars_reject_the_whole_call_and_name_ticker_date_and_field(
 
 async def test_skip_invalid_writes_the_good_bars_and_returns_the_bad(uow: UnitOfWork) -> None:
     spy = pd.read_csv(DATA / "prices/SPY.csv", index_col="Date")
+    spy.loc["2015-03-04", "Close"] = -1.0
     result = await uow(prices.upsert, spy, ticker="SPY", skip_invalid=True)
-    assert result.inserted == 2517
-    assert [r.date for r in result.rejected] == [dt.date(2015, 3, 5), dt.date(2015, 3, 30)]
-    assert await uow(prices.get_by_id, ("SPY", dt.date(2015, 3, 5))) is None
+    assert result.inserted == 2518
+    assert [(r.date, r.field) for r in result.rejected] == [(dt.date(2015, 3, 4), "close")]
+    assert await uow(prices.get_by_id, ("SPY", dt.date(2015, 3, 4))) is None
+    assert len(result.repaired) == 2
+    unrepaired = await uow(prices.upsert, spy, ticker="SPY", skip_invalid=True, repair=False)
+    assert [r.date.day for r in unrepaired.rejected] == [4, 5, 30]
 
 
 async def test_the_dirty_yfinance_file_is_rejected_row_by_row(uow: UnitOfWork) -> None:
@@ -214,7 +249,9 @@ async def test_the_dirty_yfinance_file_is_rejected_row_by_row(uow: UnitOfWork) -
     ("change", "field", "reason"),
     [
         ({"Close": -1.0}, "close", "greater than 0"),
-        ({"Low": 5.0, "High": 4.0}, "open", "below the low"),
+        ({"Low": 5.0, "High": 4.0}, "low", "is above the high"),  # inverted: never repaired
+        ({"Open": 3.0}, "open", "is below the low by more than 2%"),
+        ({"Close": 5.2}, "close", "is above the high by more than 2%"),
         ({"Close": float("nan")}, "close", "is required"),
         ({"Volume": 1.5}, "volume", "whole number"),
         ({"Volume": -10}, "volume", "at least 0"),
