@@ -7,6 +7,7 @@ from database.config import DatabaseSettings
 from database.connection import DatabaseManager, HealthStatus
 from database.exceptions import DatabaseError
 from database.session import (
+    active_database,
     close_database,
     get_async_database_session,
     get_database,
@@ -20,6 +21,7 @@ __all__ = [
     "DatabaseManager",
     "DatabaseSettings",
     "HealthStatus",
+    "active_database",
     "async_run_transaction",
     "close_database",
     "get_async_database_session",

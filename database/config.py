@@ -12,6 +12,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 import pydantic
 from pydantic import Field, SecretStr
@@ -25,6 +26,10 @@ _SERVER_VARIABLES = ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD")
 
 _ASYNC_DRIVERS = {"postgresql": "asyncpg", "sqlite": "aiosqlite"}
 _SYNC_DRIVERS = {"postgresql": "psycopg", "sqlite": "pysqlite"}
+# Query arguments of a SQLite URL that SQLAlchemy consumes rather than sqlite3's URI.
+_SQLALCHEMY_SQLITE_ARGS = frozenset(
+    {"uri", "timeout", "check_same_thread", "isolation_level", "detect_types", "cached_statements"}
+)
 _BACKEND_ALIASES = {"postgres": "postgresql", "postgresql": "postgresql", "sqlite": "sqlite"}
 
 
@@ -102,6 +107,17 @@ class DriverUrls:
     def is_sqlite(self) -> bool:
         return self.backend == "sqlite"
 
+    @property
+    def in_memory(self) -> bool:
+        """A shared-cache in-memory SQLite database (``sqlite://``, ``mode=memory``)."""
+        return self.is_sqlite and self.sync_url.query.get("mode") == "memory"
+
+    def sqlite_uri(self) -> str:
+        """The ``file:`` URI that sqlite3 opens for this SQLite database."""
+        query = {k: v for k, v in self.sync_url.query.items() if k not in _SQLALCHEMY_SQLITE_ARGS}
+        database = self.sync_url.database or ""
+        return f"{database}?{urlencode(query, doseq=True)}" if query else database
+
     def safe(self) -> str:
         """The URL with its password masked, for logs and reprs."""
         return self.sync_url.set(drivername=self.backend).render_as_string(hide_password=True)
@@ -136,12 +152,17 @@ def driver_urls(url: str | URL) -> DriverUrls:
             parsed.set(drivername="postgresql+psycopg"),
         )
     if parsed.database in (None, "", ":memory:"):
-        # A private in-memory database that the sync and async engines share.
+        # A private in-memory database that the sync and async engines share: a
+        # named shared-cache URI (sqlite3 and aiosqlite are different connections).
         parsed = URL.create(
             "sqlite",
             database=f"file:buffetbot-{uuid.uuid4().hex}",
             query={"mode": "memory", "cache": "shared", "uri": "true"},
         )
+    elif parsed.query.get("mode") == "memory":
+        # A named in-memory database is shared between the pools' connections only
+        # with the shared cache; without it each connection would see its own.
+        parsed = parsed.update_query_dict({"cache": "shared", "uri": "true"})
     return DriverUrls(
         backend,
         parsed.set(drivername="sqlite+aiosqlite"),

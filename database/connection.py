@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
@@ -21,19 +22,22 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from sqlalchemy import Connection, Dialect, Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import URL
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, QueuePool
 from sqlalchemy.util import greenlet_spawn
 from sqlalchemy.util.concurrency import in_greenlet
 
 from database import monitoring, ownership, redaction
 from database.budget import EngineConnections, budget_for, close_idle
-from database.config import DatabaseSettings, DriverUrls, driver_urls
+from database.config import DatabaseSettings, DriverUrls, driver_urls, parse_url
 from database.exceptions import (
     OUTCOME_UNKNOWN,
+    ConfigurationError,
     DatabaseError,
     DatabaseUnavailableError,
     StaleDataError,
@@ -47,6 +51,29 @@ from database.row_security import RowSecurity, autocommit_refused
 from database.transactions import sqlite_begin
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Configuration:
+    """What a manager was made from: the URL as given, the settings, the engine options."""
+
+    url: URL
+    settings: DatabaseSettings
+    engine_options: dict[str, Any]
+
+    @classmethod
+    def of(
+        cls, url: str | URL | None, settings: DatabaseSettings | None, options: dict[str, Any]
+    ) -> _Configuration:
+        # Options named like a setting override it; the rest go to create_engine().
+        overrides = {k: v for k, v in options.items() if k in DatabaseSettings.model_fields}
+        engine_options = {k: v for k, v in options.items() if k not in overrides}
+        if settings is None:
+            settings = DatabaseSettings.from_env(**overrides)
+        elif overrides:
+            settings = settings.model_copy(update=overrides)
+        given = url if url is None or isinstance(url, URL) else parse_url(url)
+        return cls(given or settings.url(), settings, engine_options)
 
 
 @dataclass(frozen=True)
@@ -134,15 +161,15 @@ class DatabaseManager:
         settings: DatabaseSettings | None = None,
         **options: Any,
     ) -> None:
-        # Options named like a setting override it; the rest go to create_engine().
-        overrides = {k: options.pop(k) for k in list(options) if k in DatabaseSettings.model_fields}
-        if settings is None:
-            settings = DatabaseSettings.from_env(**overrides)
-        elif overrides:
-            settings = settings.model_copy(update=overrides)
-        self.settings = settings
-        self.urls: DriverUrls = driver_urls(url if url is not None else self.settings.url())
+        self._configuration = _Configuration.of(url, settings, options)
+        self.settings = self._configuration.settings
+        self.urls: DriverUrls = driver_urls(self._configuration.url)
+        options = dict(self._configuration.engine_options)
         self._options = options
+        # An in-memory database lives while a connection to it is open: this one,
+        # held from here to close(), outside the pools (which may close all of theirs).
+        self._keeper: sqlite3.Connection | None = None
+        self._keep_alive()
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
         self._sync_connections: EngineConnections | None = None
@@ -168,6 +195,31 @@ class DatabaseManager:
     def __repr__(self) -> str:
         return f"DatabaseManager({self.urls.safe()})"
 
+    def configured_as(
+        self,
+        url: str | URL | None = None,
+        *,
+        settings: DatabaseSettings | None = None,
+        **options: Any,
+    ) -> bool:
+        """Whether ``DatabaseManager(url, settings=settings, **options)`` would be this one's
+        twin: the same URL as given (``sqlite://`` included), settings and engine options."""
+        return _Configuration.of(url, settings, options) == self._configuration
+
+    def _keep_alive(self) -> None:
+        if self.urls.in_memory and self._keeper is None:
+            try:
+                self._keeper = sqlite3.connect(
+                    self.urls.sqlite_uri(), uri=True, check_same_thread=False
+                )
+            except sqlite3.Error as error:
+                raise self._unavailable(error) from error
+
+    def _release(self) -> None:
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.close()
+
     @property
     def backend(self) -> str:
         """``"postgresql"`` or ``"sqlite"``."""
@@ -185,9 +237,9 @@ class DatabaseManager:
 
     # -- engines ---------------------------------------------------------------
 
-    def _engine_options(self) -> dict[str, Any]:
+    def _engine_options(self, *, is_async: bool) -> dict[str, Any]:
         s = self.settings
-        return {
+        options: dict[str, Any] = {
             # Parameters are logged under DB_ECHO=debug only, with secret columns redacted.
             **redaction.engine_log_options(s.echo),
             # Each pool queues its own callers up to the budget; the budget
@@ -197,13 +249,28 @@ class DatabaseManager:
             "pool_pre_ping": s.pool_pre_ping,
             "pool_recycle": s.pool_recycle,
             "pool_timeout": s.pool_timeout,
-            **self._options,
         }
+        if self.urls.in_memory:
+            # SQLAlchemy would pick a one-connection pool for ``mode=memory``; its
+            # documentation asks for the queue pool with a named shared-cache database.
+            options["poolclass"] = AsyncAdaptedQueuePool if is_async else QueuePool
+        options.update(self._options)
+        poolclass = options.get("poolclass")
+        if isinstance(poolclass, type) and not issubclass(poolclass, QueuePool):
+            # NullPool, StaticPool, ...: they take none of the queue's arguments.
+            for name in ("pool_size", "max_overflow", "pool_timeout"):
+                options.pop(name, None)
+        return options
 
     def _connect_args(self, is_async: bool) -> dict[str, Any]:
         s = self.settings
         if self.urls.is_sqlite:
-            return {"timeout": s.sqlite_busy_timeout_ms / 1000}
+            sqlite_args: dict[str, Any] = {"timeout": s.sqlite_busy_timeout_ms / 1000}
+            if self.urls.in_memory and not is_async:
+                # SQLAlchemy allows threads to share file databases' connections only;
+                # the queue pool hands an in-memory one's to any thread too.
+                sqlite_args["check_same_thread"] = False
+            return sqlite_args
         if is_async:
             server_settings = {"application_name": s.application_name}
             if s.statement_timeout_ms:
@@ -372,11 +439,13 @@ class DatabaseManager:
     def _sync(self) -> tuple[Engine, sessionmaker[Session]]:
         with self._lock:
             if self._engine is None or self._sessions is None:
-                engine = create_engine(
-                    self.urls.sync_url,
-                    connect_args=self._connect_args(is_async=False),
-                    **self._engine_options(),
-                )
+                self._keep_alive()
+                with _engine_options_checked():
+                    engine = create_engine(
+                        self.urls.sync_url,
+                        connect_args=self._connect_args(is_async=False),
+                        **self._engine_options(is_async=False),
+                    )
                 self._budget.add_reclaimer(self, self.connection_budget)
                 tracked = EngineConnections(
                     self._budget, engine.dialect.do_terminate, in_loop=False
@@ -399,11 +468,13 @@ class DatabaseManager:
         with self._lock:
             for other in [s for s in self._loops.values() if s.loop.is_closed()]:
                 self._abandon(other)  # its loop closed without shutting down its generators
-            engine = sa_create_async_engine(
-                self.urls.async_url,
-                connect_args=self._connect_args(is_async=True),
-                **self._engine_options(),
-            )
+            self._keep_alive()
+            with _engine_options_checked():
+                engine = sa_create_async_engine(
+                    self.urls.async_url,
+                    connect_args=self._connect_args(is_async=True),
+                    **self._engine_options(is_async=True),
+                )
             self._budget.add_reclaimer(self, self.connection_budget)
             tracked = EngineConnections(
                 self._budget, _terminator(engine.dialect, loop), in_loop=True
@@ -563,6 +634,17 @@ class DatabaseManager:
 
     # -- closing -----------------------------------------------------------------
 
+    def check_connection(self) -> bool:
+        """Whether the database answers; never raises.
+
+        Alias of ``check_health().ok``, the name BuffetBot's examples use.
+        """
+        return self.check_health().ok
+
+    async def async_check_connection(self) -> bool:
+        """Alias of ``(await health_check()).ok``, the name BuffetBot's examples use."""
+        return (await self.health_check()).ok
+
     async def aclose(self) -> None:
         """Close every pooled connection, awaiting those of the running loop."""
         running = asyncio.get_running_loop()
@@ -629,6 +711,7 @@ class DatabaseManager:
             tracked.retired = True  # those in use close as they come back
         if engine is not None:
             engine.dispose()
+        self._release()  # an in-memory database goes with its last connection
 
 
 _TIMER = "database.query_started"
@@ -644,6 +727,16 @@ def _terminator(dialect: Dialect, loop: asyncio.AbstractEventLoop) -> Callable[[
                 dialect.do_terminate(connection)
 
     return terminate
+
+
+@contextlib.contextmanager
+def _engine_options_checked() -> Iterator[None]:
+    """An option ``create_engine`` refuses (unknown, or not for this pool) is a
+    ConfigurationError, as a bad setting is."""
+    try:
+        yield
+    except (TypeError, ArgumentError) as error:
+        raise ConfigurationError(f"engine options refused: {first_line(error)}") from error
 
 
 def _start_timer(conn: Connection, *_: Any) -> None:

@@ -1,4 +1,9 @@
-"""Alembic, driven from Python with the package's own scripts and no ``alembic.ini``."""
+"""Alembic, driven from Python with the package's own scripts and no ``alembic.ini``.
+
+Every function acts on ``url`` when given one; else on the database of the
+process-wide manager (``init_database(url)``) when one is set; else on the
+environment's (see ``database.migrations.env``).
+"""
 
 from __future__ import annotations
 
@@ -15,12 +20,13 @@ from alembic.util import CommandError
 
 from database.connection import DatabaseManager
 from database.exceptions import DatabaseError, MigrationError, translate_errors
+from database.session import active_database
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def alembic_config(url: str | None = None, *, output: TextIO | None = None) -> Config:
-    """An Alembic ``Config`` for ``url`` (else the environment's database)."""
+    """An Alembic ``Config`` for ``url`` (else the active manager's, else the environment's)."""
     config = Config(stdout=output) if output is not None else Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["url"] = url
@@ -68,9 +74,11 @@ def head_revision() -> str | None:
 
 
 def current_revision(url: str | None = None) -> str | None:
-    manager = DatabaseManager(url, pool_size=1, max_overflow=0)
+    active = active_database() if url is None else None
+    manager = active or DatabaseManager(url, pool_size=1, max_overflow=0)
     try:
         with _migrating(), manager.engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
     finally:
-        manager.close()
+        if manager is not active:
+            manager.close()

@@ -17,17 +17,29 @@ _manager: DatabaseManager | None = None
 
 
 def init_database(url: str | None = None, **options: Any) -> DatabaseManager:
-    """Make the process-wide manager for ``url`` (else the environment's database).
+    """The process-wide manager for ``url`` (else the environment's database).
 
-    A manager set by an earlier call is closed and replaced, never kept.
+    Called again with the same URL and options (a script that re-runs, as Streamlit
+    does), it returns the live manager and its pools. With another URL or other
+    options it makes a new manager and closes the one it replaces.
     """
     global _manager
-    manager = DatabaseManager(url, **options)
     with _lock:
-        previous, _manager = _manager, manager
+        previous = _manager
+        if previous is not None and previous.configured_as(url, **options):
+            return previous
+        manager = _manager = DatabaseManager(url, **options)
     if previous is not None:
         previous.close()
     return manager
+
+
+def active_database() -> DatabaseManager | None:
+    """The process-wide manager if one is set (by ``init_database`` or first use), else None.
+
+    Helpers that take an optional URL (``database.migrate``) act on its database.
+    """
+    return _manager
 
 
 def get_database() -> DatabaseManager:

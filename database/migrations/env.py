@@ -1,7 +1,10 @@
 """Alembic environment: the package's own settings, models and connection set-up.
 
 The URL comes from ``config.attributes["url"]`` (set by ``database.migrate``),
-else ``-x url=...``, else the environment as the package reads it. Migrations
+else ``-x url=...``; without one, the migrations run on the database of the
+process-wide manager (``init_database(url)``) when one is set, through its own
+engine (so an in-memory ``sqlite://`` database is the same one), else on the
+environment's database as the package reads it. Migrations
 run on the sync driver that the URL maps to (psycopg 3 / sqlite3), so
 ``postgresql+asyncpg://`` and plain ``postgresql://`` URLs both work.
 """
@@ -15,6 +18,7 @@ from alembic import context
 from database.connection import DatabaseManager
 from database.migrations.render import render_item
 from database.models import Base
+from database.session import active_database
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
@@ -34,17 +38,30 @@ def _options(dialect_name: str) -> dict[str, object]:
     }
 
 
-def run_migrations_offline() -> None:
+def _database() -> tuple[DatabaseManager, bool]:
+    """The manager of the database to migrate, and whether this run made it (and closes it)."""
     url = config.attributes.get("url") or context.get_x_argument(as_dictionary=True).get("url")
-    manager = DatabaseManager(url)
-    context.configure(
-        url=manager.urls.sync_url,
-        literal_binds=True,
-        dialect_opts={"paramstyle": "named"},
-        **_options(manager.backend),  # type: ignore[arg-type]
-    )
-    with context.begin_transaction():
-        context.run_migrations()
+    if url is None:
+        active = active_database()
+        if active is not None:
+            return active, False
+    return DatabaseManager(url, pool_size=1, max_overflow=0), True
+
+
+def run_migrations_offline() -> None:
+    manager, made = _database()
+    try:
+        context.configure(
+            url=manager.urls.sync_url,
+            literal_binds=True,
+            dialect_opts={"paramstyle": "named"},
+            **_options(manager.backend),  # type: ignore[arg-type]
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    finally:
+        if made:
+            manager.close()
 
 
 def run_migrations_online() -> None:
@@ -54,15 +71,15 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    url = config.attributes.get("url") or context.get_x_argument(as_dictionary=True).get("url")
-    manager = DatabaseManager(url, pool_size=1, max_overflow=0)
+    manager, made = _database()
     try:
         with manager.engine.connect() as connection:
             context.configure(connection=connection, **_options(manager.backend))  # type: ignore[arg-type]
             with context.begin_transaction():
                 context.run_migrations()
     finally:
-        manager.close()
+        if made:
+            manager.close()
 
 
 if context.is_offline_mode():

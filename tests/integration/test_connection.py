@@ -110,12 +110,15 @@ async def test_an_async_only_process_never_creates_the_sync_engine(db: DatabaseM
     assert not db.sync_engine_started
 
 
-def test_init_database_replaces_and_closes_the_previous_manager(database_url: str) -> None:
+def test_init_database_with_other_settings_replaces_and_closes_the_previous_manager(
+    database_url: str,
+) -> None:
     first = init_database(database_url)
     with first.get_session() as session:
         session.execute(text("SELECT 1"))
     assert first.sync_engine_started
-    second = init_database(database_url)
+    assert init_database(database_url) is first  # the same settings: the live one
+    second = init_database(database_url, pool_size=2)
     assert database.get_database() is second
     assert not first.sync_engine_started  # disposed, not kept
     database.close_database()
@@ -318,3 +321,13 @@ def test_threads_starting_together_share_one_sync_engine(database_url: str) -> N
     assert failures == []
     assert len(engines) == 8
     assert len({id(engine) for engine in engines}) == 1
+
+
+async def test_check_connection_is_the_health_checks_answer(db: DatabaseManager) -> None:
+    assert db.check_connection() is True
+    assert await db.async_check_connection() is True
+    nowhere = DatabaseManager("postgresql://u:p@127.0.0.1:1/x", connect_timeout=1)
+    try:
+        assert nowhere.check_connection() is False
+    finally:
+        nowhere.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from database import DatabaseManager
@@ -64,10 +66,59 @@ def test_urls_map_to_the_async_and_sync_drivers(
     assert urls.sync_url.drivername == sync_driver
 
 
-def test_in_memory_sqlite_is_shared_between_the_sync_and_async_engines() -> None:
-    urls = driver_urls("sqlite://")
+def uri_parts(uri: str) -> tuple[str, set[str]]:
+    """The file name of a sqlite3 URI and the names of its query parameters."""
+    name, _, query = uri.partition("?")
+    return name, {pair.partition("=")[0] for pair in query.split("&")}
+
+
+@pytest.mark.parametrize("given", ["sqlite://", "sqlite:///:memory:"])
+def test_in_memory_sqlite_is_shared_between_the_sync_and_async_engines(given: str) -> None:
+    urls = driver_urls(given)
+    assert urls.in_memory
     assert urls.sync_url.query["mode"] == "memory"
+    assert urls.sync_url.query["cache"] == "shared"
     assert urls.sync_url.database == urls.async_url.database
+    assert uri_parts(urls.sqlite_uri()) == (urls.sync_url.database, {"cache", "mode"})
+
+
+def test_each_anonymous_in_memory_database_has_its_own_name() -> None:
+    assert driver_urls("sqlite://").sync_url.database != driver_urls("sqlite://").sync_url.database
+
+
+def test_a_named_in_memory_database_gets_the_shared_cache() -> None:
+    urls = driver_urls("sqlite:///file:mine?mode=memory&uri=true")
+    assert urls.in_memory
+    assert uri_parts(urls.sqlite_uri()) == ("file:mine", {"cache", "mode"})
+
+
+def test_a_sqlite_file_is_not_in_memory() -> None:
+    urls = driver_urls("sqlite:///file.db")
+    assert not urls.in_memory
+    assert urls.sqlite_uri() == "file.db"
+
+
+def test_a_manager_knows_the_settings_it_was_made_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine: dict[str, Any] = {"connect_args": {"x": 1}}
+    manager = DatabaseManager("sqlite:///a.db", pool_size=3, echo=True, **engine)
+    assert manager.configured_as("sqlite:///a.db", pool_size=3, echo=True, **engine)
+    assert not manager.configured_as("sqlite:///b.db", pool_size=3, echo=True, **engine)
+    assert not manager.configured_as("sqlite:///a.db", pool_size=4, echo=True, **engine)
+    assert not manager.configured_as("sqlite:///a.db", pool_size=3, echo=True)
+    monkeypatch.setenv("DATABASE_URL", "sqlite:///a.db")
+    assert DatabaseManager().configured_as()
+    assert DatabaseManager().configured_as("sqlite:///a.db")
+    monkeypatch.setenv("DB_POOL_SIZE", "9")  # the environment changed since
+    assert not manager.configured_as("sqlite:///a.db", echo=True, **engine)
+
+
+def test_sqlite_memory_managers_are_configured_by_the_url_as_given() -> None:
+    manager = DatabaseManager("sqlite://")
+    try:
+        assert manager.configured_as("sqlite://")
+        assert not manager.configured_as("sqlite:///:memory:")
+    finally:
+        manager.close()
 
 
 def test_sslmode_is_spelled_for_asyncpg() -> None:
