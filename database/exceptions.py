@@ -190,6 +190,38 @@ class MigrationError(DatabaseError):
     """Alembic refused: an unknown revision, a schema that differs from the models, ..."""
 
 
+class SchemaVersionError(DatabaseError):
+    """The database's schema is not the one this package needs: none yet, older, or unknown.
+
+    ``current`` is the database's revision (None: no schema); ``required`` the
+    package's head; ``unknown`` is True when ``current`` is a revision this
+    package does not know (the database was migrated by newer code).
+    """
+
+    def __init__(self, current: str | None, required: str | None, *, unknown: bool = False) -> None:
+        if unknown:
+            message = (
+                f"schema at {current}, a revision unknown to this package "
+                f"(this package knows up to {required}): the database was migrated by newer "
+                "code; upgrade the package"
+            )
+        else:
+            at = "no schema" if current is None else f"schema at {current}"
+            message = f"{at}, this package needs {required}: run `buffetbot-db upgrade`"
+        super().__init__(message)
+        self.current = current
+        self.required = required
+        self.unknown = unknown
+
+
+class DatabaseFileMissingError(ConfigurationError):
+    """A SQLite database file that a read-only use would otherwise create does not exist."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"SQLite database file {path} does not exist (is the path mistyped?)")
+        self.path = path
+
+
 _FORCE_HINT = (
     "export them first, or force it: alembic -x force=true downgrade ..., "
     "buffetbot-db downgrade --force, or database.migrate.downgrade(..., force=True)"

@@ -18,8 +18,15 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
+from database.config import DriverUrls
 from database.connection import DatabaseManager
-from database.exceptions import DatabaseError, MigrationError, translate_errors
+from database.exceptions import (
+    DatabaseError,
+    DatabaseFileMissingError,
+    MigrationError,
+    SchemaVersionError,
+    translate_errors,
+)
 from database.session import active_database
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -74,11 +81,57 @@ def head_revision() -> str | None:
 
 
 def current_revision(url: str | None = None) -> str | None:
+    """The database's revision, None when no migration was applied."""
+    with _manager(url) as manager:
+        return _revision_of(manager)
+
+
+def require_existing(urls: DriverUrls) -> None:
+    """Raise DatabaseFileMissingError if ``urls`` name a SQLite file that does not exist.
+
+    For read-only uses: opening a missing file with sqlite3 would create it, empty.
+    """
+    if not urls.is_sqlite or urls.in_memory:
+        return
+    database = urls.sync_url.database or ""
+    path = database.removeprefix("file:") if urls.sync_url.query.get("uri") else database
+    if not Path(path).exists():
+        raise DatabaseFileMissingError(path)
+
+
+def verify_revision(revision: str | None) -> None:
+    """Raise SchemaVersionError unless ``revision`` is this package's head."""
+    script = ScriptDirectory.from_config(alembic_config())
+    head = script.get_current_head()
+    if revision == head:
+        return
+    known = {script_revision.revision for script_revision in script.walk_revisions()}
+    raise SchemaVersionError(revision, head, unknown=revision is not None and revision not in known)
+
+
+def require_current(url: str | None = None) -> None:
+    """Raise SchemaVersionError unless the database's schema is this package's head.
+
+    Also DatabaseFileMissingError for a SQLite file that does not exist (never
+    creating it). Call it once at start-up; the repositories do not check.
+    """
+    with _manager(url) as manager:
+        require_existing(manager.urls)
+        verify_revision(_revision_of(manager))
+
+
+@contextlib.contextmanager
+def _manager(url: str | None) -> Iterator[DatabaseManager]:
+    """The active manager when no URL is given, else a short-lived one for ``url``."""
     active = active_database() if url is None else None
     manager = active or DatabaseManager(url, pool_size=1, max_overflow=0)
     try:
-        with _migrating(), manager.engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
+        yield manager
     finally:
         if manager is not active:
             manager.close()
+
+
+def _revision_of(manager: DatabaseManager) -> str | None:
+    with _migrating(), manager.engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
+from database import migrate
 from database.connection import DatabaseManager
 
 app = typer.Typer(
@@ -33,6 +35,33 @@ class Options:
     def manager(self) -> DatabaseManager:
         return DatabaseManager(self.url, pool_size=2, max_overflow=0)
 
+    def existing_manager(self) -> DatabaseManager:
+        """A manager for a database that must exist: a missing SQLite file is an error,
+        never created."""
+        manager = self.manager()
+        try:
+            migrate.require_existing(manager.urls)
+        except BaseException:
+            manager.close()
+            raise
+        return manager
+
+    def current_manager(self) -> DatabaseManager:
+        """A manager for a database that exists and whose schema is this package's head."""
+        manager = self.existing_manager()
+        try:
+            migrate.require_current(manager.urls.sync_url.render_as_string(hide_password=False))
+        except BaseException:
+            manager.close()
+            raise
+        return manager
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"buffetbot-db {version('buffetbot-database')}", highlight=False)
+        raise typer.Exit()
+
 
 @app.callback()
 def options(
@@ -44,6 +73,15 @@ def options(
         ),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the package version and exit.",
+        ),
+    ] = False,
 ) -> None:
     context.obj = Options(url, debug)
 

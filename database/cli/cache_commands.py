@@ -16,6 +16,8 @@ from database.filecache.importer import cache_files
 from database.filecache.limits import DEFAULT_MAX_ALLOCATION, DEFAULT_MAX_FILE_SIZE, MiB
 from database.repositories import AnalysisRepository, MarketDataRepository, OptionsDataRepository
 
+REJECTED_FILES = 2  # import-cache's exit code when it rejected files
+
 
 @app.command("import-cache")
 def import_cache(
@@ -49,10 +51,15 @@ def import_cache(
     ] = DEFAULT_MAX_ALLOCATION // MiB,
     as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
 ) -> None:
-    """Import the old file cache; safe to run again (it imports nothing twice)."""
+    """Import the old file cache; safe to run again (it imports nothing twice).
+
+    Exit codes: 0 every file was imported, already present or expired; 1 the
+    import failed (nothing more was imported); 2 some files were rejected (each
+    listed with its reason; the others were imported).
+    """
 
     def load(options: Options) -> ImportReport:
-        manager = options.manager()
+        manager = options.current_manager()
         total = len(cache_files(directory)) if directory.is_dir() else 0
         columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         try:
@@ -79,13 +86,15 @@ def import_cache(
     }
     if as_json:
         console.print_json(json.dumps({**counts, "rejected_files": dict(report.rejected)}))
-        return
-    table = Table(title=f"import of {directory}", show_header=False)
-    for name, value in counts.items():
-        table.add_row(name.replace("_", " "), str(value))
-    console.print(table)
-    for name, reason in report.rejected:
-        errors.print(f"[yellow]rejected[/] {name}: {reason}", highlight=False)
+    else:
+        table = Table(title=f"import of {directory}", show_header=False)
+        for name, value in counts.items():
+            table.add_row(name.replace("_", " "), str(value))
+        console.print(table)
+        for name, reason in report.rejected:
+            errors.print(f"[yellow]rejected[/] {name}: {reason}", highlight=False)
+    if report.rejected:
+        raise typer.Exit(REJECTED_FILES)
 
 
 @app.command()
@@ -96,7 +105,7 @@ def cleanup(
     """Delete expired cache entries, expired analysis results and expired option contracts."""
 
     def clean(options: Options) -> dict[str, int]:
-        manager = options.manager()
+        manager = options.current_manager()
         try:
             with manager.get_session(system=True) as session:
                 return {

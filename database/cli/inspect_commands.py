@@ -23,7 +23,7 @@ def health(
     """Reachable, round-trip latency, schema at head, pool state; exit 0 only when all is well."""
 
     def measure(options: Options) -> dict[str, Any]:
-        manager = options.manager()
+        manager = options.existing_manager()
         try:
             status = manager.check_health()
             revision = (
@@ -83,7 +83,7 @@ def stats(
     """Query timings, pool state, cache hit rates and data freshness (this process's counters)."""
 
     def gather(options: Options) -> Snapshot:
-        manager = options.manager()
+        manager = options.current_manager()
         try:
             return collect(manager)
         finally:

@@ -10,14 +10,21 @@ from alembic.config import Config
 
 from database import migrate
 from database.cli.app import Options, app, console, run
+from database.exceptions import SchemaVersionError
 
 
-def _url(options: Options) -> str:
-    return options.manager().urls.sync_url.render_as_string(hide_password=False)
+def _url(options: Options, *, existing: bool = True) -> str:
+    """The URL to hand Alembic; unless ``existing`` is False, a missing SQLite file is an
+    error (Alembic would create it)."""
+    manager = options.existing_manager() if existing else options.manager()
+    try:
+        return manager.urls.sync_url.render_as_string(hide_password=False)
+    finally:
+        manager.close()
 
 
-def _config(options: Options) -> Config:
-    return migrate.alembic_config(_url(options))
+def _config(options: Options, *, existing: bool = True) -> Config:
+    return migrate.alembic_config(_url(options, existing=existing))
 
 
 @app.command()
@@ -26,11 +33,12 @@ def upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
     """Apply migrations up to REVISION (default: head)."""
-    run(context, "upgrade", lambda o: command.upgrade(_config(o), revision))
+    run(context, "upgrade", lambda o: command.upgrade(_config(o, existing=False), revision))
     console.print(f"upgraded to {revision}")
 
 
-@app.command()
+# "-1" is a revision, not an option.
+@app.command(context_settings={"ignore_unknown_options": True})
 def downgrade(
     context: typer.Context,
     revision: Annotated[str, typer.Argument(help="Target revision, or -N steps back.")] = "-1",
@@ -42,19 +50,30 @@ def downgrade(
 
     A step that would destroy rows refuses (naming them, exit 1) unless --force.
     """
-    run(context, "downgrade", lambda o: migrate.downgrade(_url(o), revision, force=force))
-    console.print(f"downgraded to {revision}")
+
+    def revert(options: Options) -> str | None:
+        url = _url(options)
+        migrate.downgrade(url, revision, force=force)
+        return migrate.current_revision(url)
+
+    reached = run(context, "downgrade", revert)
+    console.print(f"downgraded to {reached or 'base (no schema)'}", highlight=False)
 
 
 @app.command()
 def current(context: typer.Context) -> None:
-    """Show the database's revision and whether it is the newest."""
+    """Show the database's revision; exit 1 unless it is this package's head."""
 
     def show(options: Options) -> None:
         url = _url(options)
         revision, head = migrate.current_revision(url), migrate.head_revision()
-        state = "head" if revision == head else f"behind head {head}"
-        console.print(f"{revision or 'empty (no migrations applied)'} ({state})")
+        try:
+            migrate.verify_revision(revision)
+        except SchemaVersionError as error:
+            state = "unknown to this package" if error.unknown else f"behind head {head}"
+            console.print(f"{revision or 'empty (no migrations applied)'} ({state})")
+            raise
+        console.print(f"{revision} (head)")
 
     run(context, "current", show)
 
@@ -67,6 +86,12 @@ def history(context: typer.Context) -> None:
 
 @app.command()
 def check(context: typer.Context) -> None:
-    """Fail (exit 1) if the models and the database schema differ."""
-    run(context, "check", lambda o: command.check(_config(o)))
+    """Fail (exit 1) if the schema is not at head or differs from the models."""
+
+    def compare(options: Options) -> None:
+        url = _url(options)
+        migrate.require_current(url)
+        command.check(migrate.alembic_config(url))
+
+    run(context, "check", compare)
     console.print("schema matches the models")

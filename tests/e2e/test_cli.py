@@ -95,11 +95,11 @@ def test_the_whole_lifecycle(empty_url: str, tmp_path: Path) -> None:
     assert "freshness" in cli(empty_url, "stats").stdout
 
     folder = old_cache(tmp_path / "cache")
-    imported = json.loads(cli(empty_url, "import-cache", str(folder), "--json").stdout)
+    imported = json.loads(cli(empty_url, "import-cache", str(folder), "--json", expect=2).stdout)
     assert (imported["imported"], imported["expired"], imported["rejected"]) == (1, 1, 1)
-    again = json.loads(cli(empty_url, "import-cache", str(folder), "--json").stdout)
+    again = json.loads(cli(empty_url, "import-cache", str(folder), "--json", expect=2).stdout)
     assert (again["imported"], again["already_present"]) == (0, 1)
-    table = cli(empty_url, "import-cache", str(folder), "--include-expired")
+    table = cli(empty_url, "import-cache", str(folder), "--include-expired", expect=2)
     assert "already present" in table.stdout
     assert "rejected corrupt.cache" in table.stderr
 
@@ -109,7 +109,7 @@ def test_the_whole_lifecycle(empty_url: str, tmp_path: Path) -> None:
 
     assert "would destroy" in cli(empty_url, "downgrade", "base", expect=1).stderr
     assert "downgraded to base" in cli(empty_url, "downgrade", "base", "--force").stdout
-    assert "empty" in cli(empty_url, "current").stdout
+    assert "empty" in cli(empty_url, "current", expect=1).stdout
     unhealthy = json.loads(cli(empty_url, "health", "--json", expect=1).stdout)
     assert unhealthy["reachable"] is True
     assert unhealthy["at_head"] is False
@@ -139,7 +139,7 @@ def test_a_downgrade_that_would_destroy_rows_refuses_unless_forced(empty_url: st
         assert raw.count("market_data_cache") == 1
 
         assert "downgraded to base" in cli(empty_url, "downgrade", "base", "--force").stdout
-        assert "empty" in cli(empty_url, "current").stdout
+        assert "empty" in cli(empty_url, "current", expect=1).stdout
     finally:
         raw.close()
 
@@ -166,7 +166,7 @@ def test_an_unreachable_server_is_unhealthy() -> None:
 def test_a_large_import_shows_its_progress(backend: str, empty_url: str, tmp_path: Path) -> None:
     cli(empty_url, "upgrade")
     folder = old_cache(tmp_path / "big", count=9_998)  # + 2 named entries + 1 corrupt file
-    result = cli(empty_url, "import-cache", str(folder))
+    result = cli(empty_url, "import-cache", str(folder), expect=2)  # corrupt.cache
     assert "importing" in result.stderr
     assert "10001/10001" in result.stderr
     assert "imported" in result.stdout
