@@ -101,9 +101,9 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
         return self._select_statement(criteria, order_by="-calculated_at", limit=limit, scope=scope)
 
     def _invalidate_statement(
-        self, filters: dict[str, Any], scope: builtins.list[ColumnElement[bool]]
+        self, scope: builtins.list[ColumnElement[bool]], **given: Any
     ) -> Update:
-        filters = {k: v for k, v in filters.items() if v is not None}
+        filters = {k: v for k, v in given.items() if v is not None}
         if not filters:
             raise InvalidCriteriaError(
                 "AnalysisResult",
@@ -214,13 +214,13 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
         user_id: Any = None,
     ) -> int:
         """Expire the matching still-valid results now; returns how many."""
-        filters = {
-            "ticker": ticker,
-            "analysis_type": analysis_type,
-            "portfolio_id": portfolio_id,
-            "strategy": strategy,
-        }
-        statement = self._invalidate_statement(filters, self._scope(session, user_id, writing=True))
+        statement = self._invalidate_statement(
+            self._scope(session, user_id, writing=True),
+            ticker=ticker,
+            analysis_type=analysis_type,
+            portfolio_id=portfolio_id,
+            strategy=strategy,
+        )
         with self._translating():
             return _rowcount(session.execute(statement))
 
@@ -234,13 +234,13 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
         strategy: str | None = None,
         user_id: Any = None,
     ) -> int:
-        filters = {
-            "ticker": ticker,
-            "analysis_type": analysis_type,
-            "portfolio_id": portfolio_id,
-            "strategy": strategy,
-        }
-        statement = self._invalidate_statement(filters, self._scope(session, user_id, writing=True))
+        statement = self._invalidate_statement(
+            self._scope(session, user_id, writing=True),
+            ticker=ticker,
+            analysis_type=analysis_type,
+            portfolio_id=portfolio_id,
+            strategy=strategy,
+        )
         with self._translating():
             return _rowcount(await session.execute(statement))
 

@@ -154,16 +154,18 @@ class BaseRepository(Generic[ModelT]):
     def _creation_checks(
         self, session: Session | AsyncSession, user_id: Any, instances: Iterable[ModelT]
     ) -> builtins.list[tuple[ModelT, Select[Any]]]:
-        """Ownership queries to run before inserting; refuses a foreign owner at once."""
-        queries = []
+        """Ownership queries to run before inserting, one per distinct parent (a bulk
+        insert into one portfolio asks once); refuses a foreign owner at once."""
+        queries: dict[tuple[Any, ...], tuple[ModelT, Select[Any]]] = {}
         for user in acting_users(session, user_id):
             for instance in instances:
                 verdict = self._owned_new(user, instance)
                 if isinstance(verdict, Select):
-                    queries.append((instance, verdict))
+                    asked = tuple(sorted(verdict.compile().params.items()))
+                    queries.setdefault(asked, (instance, verdict))
                 elif not verdict:
                     self._refuse(instance)
-        return queries
+        return builtins.list(queries.values())
 
     def _refuse(self, instance: ModelT) -> None:
         """Creating under another user's parent looks exactly like a missing parent."""

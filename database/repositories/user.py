@@ -73,12 +73,7 @@ class UserRepository(BaseRepository[User]):
         The only way to change ``hashed_password``: ``update()`` refuses it.
         """
         hashed = security.hash_password(password)
-        user = (
-            user_or_id
-            if isinstance(user_or_id, User)
-            else self._missing(self.get_by_id(session, user_or_id), User, user_or_id)
-        )
-        self._owned_instance(session, user, None)
+        user = self._owned_instance(session, user_or_id, None)  # an id or a copy: one check
         with self._writing(user):
             self._attach(session, user)
             user.hashed_password = hashed
@@ -89,12 +84,7 @@ class UserRepository(BaseRepository[User]):
         self, session: AsyncSession, user_or_id: User | Any, password: str
     ) -> User:
         hashed = security.hash_password(password)
-        user = (
-            user_or_id
-            if isinstance(user_or_id, User)
-            else self._missing(await self.async_get_by_id(session, user_or_id), User, user_or_id)
-        )
-        await self._async_owned_instance(session, user, None)
+        user = await self._async_owned_instance(session, user_or_id, None)
         with self._writing(user):
             self._attach(session.sync_session, user)
             user.hashed_password = hashed

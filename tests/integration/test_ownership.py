@@ -316,3 +316,14 @@ async def test_run_transaction_opens_every_attempt_for_the_user(
     assert await async_run_transaction(async_read, database=db, user_id=stranger.id) is None
     found = await async_run_transaction(async_read, database=db, user_id=owner.id)
     assert found is not None
+
+
+async def test_a_bulk_insert_into_one_portfolio_checks_its_owner_once(
+    db: DatabaseManager, portfolio: Portfolio, owner: User, statements: list[str]
+) -> None:
+    rows = [{"portfolio_id": portfolio.id, "ticker": t, "shares": 1} for t in ("A", "B", "C")]
+    with db.get_session() as session:
+        created = positions.bulk_create(session, rows, user_id=owner.id)
+    assert len(created) == 3
+    checks = [s for s in statements if s.lstrip().upper().startswith("SELECT EXISTS")]
+    assert len(checks) == 1
