@@ -159,6 +159,7 @@ def decode(value: Any) -> Any:
             _decode_array(value["data"]),
             index=_decode_index(value["index"]),
             name=decode(value["name"]),
+            dtype=_exact_dtype(value["data"]),
         ),
     }
     if kind not in decoders:
@@ -237,14 +238,31 @@ def _decode_index(encoded: dict[str, Any]) -> pd.Index:
     if encoded["kind"] == "multi":
         arrays = [_decode_index(level) for level in encoded["levels"]]
         return pd.MultiIndex.from_arrays(arrays, names=[decode(n) for n in encoded["names"]])
-    index: pd.Index = pd.Index(_decode_array(encoded), name=decode(encoded["name"]))
+    index: pd.Index = pd.Index(
+        _decode_array(encoded), name=decode(encoded["name"]), dtype=_exact_dtype(encoded)
+    )
     return index
+
+
+def _exact_dtype(encoded: dict[str, Any]) -> type[object] | None:
+    """``object`` for an object array: pandas 3 would otherwise infer its strings as
+    ``str`` (pyarrow-backed when pyarrow is installed), which is not what was cached
+    and cannot hold every Python string (a lone surrogate)."""
+    return object if encoded["dtype"] == "object" else None
 
 
 def _decode_frame(encoded: dict[str, Any]) -> pd.DataFrame:
     index = _decode_index(encoded["index"])
     columns = _decode_index(encoded["columns"])
-    data = {i: _decode_array(column) for i, column in enumerate(encoded["data"])}
-    frame = pd.DataFrame(data, index=index)
+    if not encoded["data"]:
+        frame = pd.DataFrame(index=index)
+    else:
+        frame = pd.DataFrame(
+            {
+                i: pd.Series(_decode_array(column), dtype=_exact_dtype(column), copy=False)
+                for i, column in enumerate(encoded["data"])
+            }
+        )
+        frame.index = index
     frame.columns = columns
     return frame

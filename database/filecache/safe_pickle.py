@@ -1,4 +1,5 @@
-"""Unpickling that can only build data: builtins, datetime, decimal, numpy and pandas.
+"""Unpickling that can only build data: builtins, datetime, decimal, numpy, pandas
+(and the pyarrow arrays behind pandas' strings).
 
 A pickle names the callables that rebuild it; an ordinary ``pickle.load`` calls
 whatever it names (``os.system`` included). :func:`safe_loads` resolves only
@@ -91,6 +92,7 @@ _ALLOWED: frozenset[tuple[str, str]] = frozenset(
         *(
             ("pandas.arrays", name)
             for name in (
+                "ArrowStringArray",
                 "DatetimeArray",
                 "IntegerArray",
                 "PeriodArray",
@@ -98,6 +100,9 @@ _ALLOWED: frozenset[tuple[str, str]] = frozenset(
                 "TimedeltaArray",
             )
         ),
+        # pandas' "str" columns when pyarrow is installed (as it is beside Streamlit):
+        # an Arrow array rebuilt from its type's name and its buffers, then validated.
+        *(("pyarrow.lib", name) for name in ("_restore_array", "py_buffer", "type_for_alias")),
         ("pandas._libs.arrays", "__pyx_unpickle_NDArrayBacked"),
         ("pandas._libs.internals", "_unpickle_block"),
         ("pandas._libs.tslibs.nattype", "_nat_unpickle"),
@@ -197,6 +202,14 @@ def _guarded(module: str, name: str, target: Any, limits: PickleLimits) -> Any:
             refuse_over(length * 8, f"a RangeIndex of {length} items")
         return target(cls, attributes)
 
+    def arrow_array(data: Any) -> Any:  # buffers and offsets from the file: check them all
+        built = target(data)
+        try:
+            built.validate(full=True)
+        except ValueError as error:  # pyarrow's ArrowInvalid
+            raise UnsafePickleError(module, f"{name} of an invalid array ({error})") from None
+        return built
+
     guards: dict[str, Callable[..., Any]] = {
         "bytes": sized,
         "bytearray": sized,
@@ -207,6 +220,7 @@ def _guarded(module: str, name: str, target: Any, limits: PickleLimits) -> Any:
         "_reconstruct": array,
         "dtype": dtype,
         "_new_Index": new_index,
+        "_restore_array": arrow_array,
     }
     return guards.get(name, target)
 

@@ -492,7 +492,8 @@ _payloads = st.one_of(
     JSON_OBJECTS,
     st.lists(HOSTILE, max_size=3),
     st.dictionaries(HOSTILE.filter(lambda k: _hashable(k)), HOSTILE, max_size=2),
-    st.just(pd.DataFrame({"a\x00": ["\x00", "\ud800"], "b": [1.5, float("nan")]})),
+    # object columns: pyarrow-backed strings (pandas 3 with pyarrow) cannot hold a surrogate.
+    st.just(pd.DataFrame({"a\x00": ["\x00", "\ud800"], "b": [1.5, float("nan")]}, dtype=object)),
 )
 
 
