@@ -95,6 +95,8 @@ class ThrowawayPostgres:
     def start(self) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
         options += "-c max_connections=200"
+        # The statistics `buffetbot-db stats` reads (CREATE EXTENSION in a database to see them).
+        options += " -c shared_preload_libraries=pg_stat_statements"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(

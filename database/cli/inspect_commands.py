@@ -12,7 +12,7 @@ from rich.table import Table
 from database import migrate
 from database.cli.app import Options, app, console, run
 from database.demo import DemoResult, run_demo
-from database.stats import Snapshot, collect
+from database.stats import Snapshot, collect, shorten
 
 
 @app.command()
@@ -53,13 +53,16 @@ def health(
     if as_json:
         console.print_json(json.dumps({**report, "healthy": healthy}))
     else:
-        table = Table(title=f"health of {report['url']}", show_header=False)
+        _print_url("health of", report["url"])
+        table = Table(show_header=False)
         table.add_row("reachable", "yes" if report["reachable"] else f"no: {report['error']}")
         if report["latency_ms"] is not None:
             table.add_row("round trip", f"{report['latency_ms']:.1f} ms")
         table.add_row(
             "schema",
-            "at head" if report["at_head"] else f"{report['revision']} (head is {report['head']})",
+            "at head"
+            if report["at_head"]
+            else f"{report['revision'] or 'no schema'} (head is {report['head']})",
         )
         pool = report["pool"]
         table.add_row(
@@ -79,13 +82,17 @@ def stats(
     prometheus: Annotated[
         bool, typer.Option("--prometheus", help="Print Prometheus text.")
     ] = False,
+    top: Annotated[
+        int, typer.Option("--top", min=1, help="How many of pg_stat_statements' statements.")
+    ] = 10,
 ) -> None:
-    """Query timings, pool state, cache hit rates and data freshness (this process's counters)."""
+    """Data freshness, pool state, the database's statement statistics (pg_stat_statements,
+    PostgreSQL) and this process's own counters."""
 
     def gather(options: Options) -> Snapshot:
         manager = options.current_manager()
         try:
-            return collect(manager)
+            return collect(manager, top_statements=top)
         finally:
             manager.close()
 
@@ -99,12 +106,18 @@ def stats(
     _print_stats(snapshot)
 
 
+def _print_url(what: str, url: str) -> None:
+    """A title line with the URL whole (never wrapped, so that it can be copied)."""
+    console.print(f"{what} {url}", soft_wrap=True, highlight=False, markup=False)
+
+
 def _print_stats(snapshot: Snapshot) -> None:
+    _print_url("statistics of", snapshot.url)
     fresh = snapshot.freshness
-    table = Table(title=f"data freshness ({snapshot.url})")
-    table.add_column("ticker")
-    table.add_column("latest price date")
-    for ticker, day in fresh.latest_price_dates.items():
+    table = Table(title="data freshness")
+    table.add_column("ticker", no_wrap=True)
+    table.add_column("latest price date", no_wrap=True)
+    for ticker, day in sorted(fresh.latest_price_dates.items()):
         table.add_row(ticker, day.isoformat())
     console.print(table)
     summary = Table(show_header=False)
@@ -114,17 +127,63 @@ def _print_stats(snapshot: Snapshot) -> None:
     summary.add_row("expired analysis results", str(fresh.expired_analysis_results))
     pool = snapshot.pool
     summary.add_row(
-        "pool", f"size {pool.size}, checked out {pool.checked_out}, overflow {pool.overflow}"
+        "pool (this process)",
+        f"size {pool.size}, checked out {pool.checked_out}, overflow {pool.overflow}",
     )
     console.print(summary)
-    queries = Table(title="statements (this process)")
-    for name in ("table", "kind", "count", "p50 ms", "p95 ms", "max ms"):
-        queries.add_column(name, justify="right" if "ms" in name or name == "count" else "left")
+    _print_database_statements(snapshot)
+    queries = Table(title="statements of this process (buffetbot-db stats itself)")
+    for name in ("table", "kind", "count", "total ms", "mean ms", "~p50 ms", "~p95 ms"):
+        queries.add_column(
+            name, justify="left" if name in ("table", "kind") else "right", no_wrap=True
+        )
     for q in snapshot.queries:
         queries.add_row(
-            q.table, q.kind, str(q.count), f"{q.p50_ms:.2f}", f"{q.p95_ms:.2f}", f"{q.max_ms:.2f}"
+            q.table,
+            q.kind,
+            str(q.count),
+            f"{q.total_ms:.2f}",
+            f"{q.mean_ms:.2f}",
+            _ms(q.p50_ms),
+            _ms(q.p95_ms),
         )
     console.print(queries)
+    console.print(
+        "~p50, ~p95: estimated from the latency histogram's buckets", style="dim", highlight=False
+    )
+
+
+def _print_database_statements(snapshot: Snapshot) -> None:
+    found = snapshot.database_statements
+    if not found.available:
+        console.print("database statements, all processes (pg_stat_statements)", style="italic")
+        console.print(found.note, highlight=False, markup=False)
+        return
+    title = "database statements, all processes (pg_stat_statements, top by total time)"
+    table = Table(title=title)
+    for name in ("calls", "total ms", "mean ms", "rows"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("query", no_wrap=True, overflow="ellipsis")
+    numbers = [
+        (f"{s.calls:,}", f"{s.total_ms:,.2f}", f"{s.mean_ms:,.2f}", f"{s.rows:,}")
+        for s in found.statements
+    ]
+    # Room left for the query once the number columns (and the borders) are drawn.
+    used = sum(
+        max([len(name), *(len(n[i]) for n in numbers)]) + 3
+        for i, name in enumerate(("calls", "total ms", "mean ms", "rows"))
+    )
+    width = max(console.width - used - 4, 20)
+    for statement, row in zip(found.statements, numbers, strict=True):
+        query = "(hidden: needs pg_read_all_stats)" if statement.hidden else statement.query
+        table.add_row(*row, shorten(query, width))
+    console.print(table)
+    if found.note:
+        console.print(found.note, highlight=False, markup=False)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 @app.command()
@@ -167,8 +226,8 @@ def _print_demo(result: DemoResult) -> None:
             _text(p.close_date),
             _amount(p.market_value),
             f"[{colour}]{_amount(p.gain, '+,.2f')}[/]",
-            _text(p.allocation_percentage),
-            _text(p.target_allocation_percentage),
+            _amount(p.allocation_percentage),
+            _amount(p.target_allocation_percentage),
         )
     table.add_row(
         "total",
@@ -179,7 +238,7 @@ def _print_demo(result: DemoResult) -> None:
         f"{valuation.total_market_value:,.2f}",
         f"{valuation.total_gain:+,.2f}",
         "100.00",
-        f"{valuation.target_allocation_total} + {valuation.target_cash_percentage} cash",
+        f"{valuation.target_allocation_total:,.2f} + {valuation.target_cash_percentage:,.2f} cash",
     )
     console.print(table)
     console.print(
