@@ -123,18 +123,22 @@ class DriverUrls:
         return self.sync_url.set(drivername=self.backend).render_as_string(hide_password=True)
 
 
-def parse_url(text: str) -> URL:
-    """Parse a URL without ever echoing its password in the error."""
+def parse_url(text: str, source: str = "DATABASE_URL") -> URL:
+    """Parse a URL without ever echoing its password in the error, which names
+    ``source``: where the text came from (a variable, an argument, a flag)."""
     try:
         return make_url(text)
     except ArgumentError:
-        raise ConfigurationError("DATABASE_URL is not a valid database URL") from None
+        raise ConfigurationError(
+            f"{source} is not a valid database URL"
+            " (expected postgresql://user:password@host/name or sqlite:///path/to/file.db)"
+        ) from None
 
 
 def driver_urls(url: str | URL) -> DriverUrls:
     """Map ``postgres://``, ``postgresql[+driver]://`` and ``sqlite[+driver]://`` URLs
     to asyncpg / psycopg 3 and aiosqlite / sqlite3."""
-    parsed = parse_url(url) if isinstance(url, str) else url
+    parsed = parse_url(url, "the url argument") if isinstance(url, str) else url
     backend = _BACKEND_ALIASES.get(parsed.get_backend_name())
     if backend is None:
         raise ConfigurationError(

@@ -72,7 +72,7 @@ class _Configuration:
             settings = DatabaseSettings.from_env(**overrides)
         elif overrides:
             settings = settings.model_copy(update=overrides)
-        given = url if url is None or isinstance(url, URL) else parse_url(url)
+        given = url if url is None or isinstance(url, URL) else parse_url(url, "the url argument")
         return cls(given or settings.url(), settings, engine_options)
 
 
@@ -156,7 +156,7 @@ class DatabaseManager:
 
     def __init__(
         self,
-        url: str | None = None,
+        url: str | URL | None = None,
         *,
         settings: DatabaseSettings | None = None,
         **options: Any,
@@ -732,11 +732,23 @@ def _terminator(dialect: Dialect, loop: asyncio.AbstractEventLoop) -> Callable[[
 @contextlib.contextmanager
 def _engine_options_checked() -> Iterator[None]:
     """An option ``create_engine`` refuses (unknown, or not for this pool) is a
-    ConfigurationError, as a bad setting is."""
+    ConfigurationError, as a bad setting is; so is a driver that is not installed."""
     try:
         yield
     except (TypeError, ArgumentError) as error:
         raise ConfigurationError(f"engine options refused: {first_line(error)}") from error
+    except ModuleNotFoundError as error:
+        extra = _DRIVER_EXTRAS.get((error.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        raise ConfigurationError(
+            f"this database needs the {error.name!r} driver: "
+            f"pip install 'buffetbot-database[{extra}]'"
+        ) from error
+
+
+# Drivers that come with an extra of this package, not with the package itself.
+_DRIVER_EXTRAS = {"asyncpg": "postgresql", "psycopg": "postgresql"}
 
 
 def _start_timer(conn: Connection, *_: Any) -> None:

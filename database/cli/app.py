@@ -2,28 +2,48 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TextIO, TypeVar
 
 import typer
 from rich.console import Console
 
 from database import migrate
+from database.config import parse_url
 from database.connection import DatabaseManager
+
+EXIT_CODES = "\n\n".join(
+    (
+        "Exit codes:",
+        "0  success;",
+        "1  the command failed (one line on stderr; the traceback with --debug),"
+        " or health, current or check found the database not ready;",
+        "2  a usage error (unknown command or option, bad value);",
+        "3  import-cache rejected some files (the others were imported).",
+    )
+)
 
 app = typer.Typer(
     name="buffetbot-db",
     help="Migrate, inspect, import and clean BuffetBot's database.",
+    epilog=EXIT_CODES,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Tables need room: when the output is not a terminal, rich would assume 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 120)
-errors = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+
+
+def _width(stream: TextIO) -> int | None:
+    """The terminal's width, or COLUMNS; else 120 (rich would assume 80 for a pipe)."""
+    return None if stream.isatty() or os.environ.get("COLUMNS") else 120
+
+
+console = Console(width=_width(sys.stdout))
+errors = Console(stderr=True, width=_width(sys.stderr))
 T = TypeVar("T")
 
 
@@ -33,7 +53,9 @@ class Options:
     debug: bool
 
     def manager(self) -> DatabaseManager:
-        return DatabaseManager(self.url, pool_size=2, max_overflow=0)
+        # Parsed here so that a bad value is blamed on the flag, not on DATABASE_URL.
+        url = None if self.url is None else parse_url(self.url, "--url")
+        return DatabaseManager(url, pool_size=2, max_overflow=0)
 
     def existing_manager(self) -> DatabaseManager:
         """A manager for a database that must exist: a missing SQLite file is an error,
@@ -97,12 +119,35 @@ def run(context: typer.Context, what: str, action: Callable[[Options], T]) -> T:
         if options.debug:
             raise
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        errors.print(f"[bold red]error:[/] {what} failed: {message}", highlight=False)
+        # soft_wrap: one line, never broken inside a path or a URL.
+        errors.print(
+            f"[bold red]error:[/] {what} failed: {message}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(1) from None
+
+
+# The help lists the commands in these groups, in this order.
+HELP_GROUPS = {
+    "Schema": ("upgrade", "downgrade", "current", "history", "check"),
+    "Data": ("import-cache", "cleanup", "demo"),
+    "Inspect": ("health", "stats"),
+}
+
+
+def _arrange_help() -> None:
+    order = [name for names in HELP_GROUPS.values() for name in names]
+    group = {name: title for title, names in HELP_GROUPS.items() for name in names}
+    commands = app.registered_commands
+    for command in commands:
+        name = command.name or (command.callback.__name__ if command.callback else "")
+        command.name = name
+        command.rich_help_panel = group[name]
+    commands.sort(key=lambda command: order.index(command.name or ""))
 
 
 def main() -> Any:
     # Imported for their @app.command() registrations.
     from database.cli import cache_commands, inspect_commands, migration_commands  # noqa: F401
 
+    _arrange_help()
     return app(prog_name="buffetbot-db", args=sys.argv[1:])

@@ -16,7 +16,7 @@ from database.filecache.importer import cache_files
 from database.filecache.limits import DEFAULT_MAX_ALLOCATION, DEFAULT_MAX_FILE_SIZE, MiB
 from database.repositories import AnalysisRepository, MarketDataRepository, OptionsDataRepository
 
-REJECTED_FILES = 2  # import-cache's exit code when it rejected files
+REJECTED_FILES = 3  # import-cache's exit code when it rejected files (2 is a usage error)
 
 
 @app.command("import-cache")
@@ -54,7 +54,7 @@ def import_cache(
     """Import the old file cache; safe to run again (it imports nothing twice).
 
     Exit codes: 0 every file was imported, already present or expired; 1 the
-    import failed (nothing more was imported); 2 some files were rejected (each
+    import failed (nothing more was imported); 3 some files were rejected (each
     listed with its reason; the others were imported).
     """
 

@@ -32,9 +32,16 @@ def upgrade(
     context: typer.Context,
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
-    """Apply migrations up to REVISION (default: head)."""
-    run(context, "upgrade", lambda o: command.upgrade(_config(o, existing=False), revision))
-    console.print(f"upgraded to {revision}")
+    """Apply migrations up to REVISION (default: head); prints the revision reached."""
+
+    def apply(options: Options) -> str | None:
+        url = _url(options, existing=False)
+        command.upgrade(migrate.alembic_config(url), revision)
+        return migrate.current_revision(url)
+
+    reached = run(context, "upgrade", apply)
+    head = " (head)" if reached == migrate.head_revision() else ""
+    console.print(f"upgraded to {reached or 'base (no schema)'}{head}", highlight=False)
 
 
 # "-1" is a revision, not an option.

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from database import migrate
 from database.filecache import make_key
 from tests.conftest import RawSQL
 
@@ -58,7 +59,7 @@ def old_cache(folder: Path, count: int = 0) -> Path:
 
 
 def test_the_whole_lifecycle(empty_url: str, tmp_path: Path) -> None:
-    assert "upgraded to head" in cli(empty_url, "upgrade").stdout
+    assert f"upgraded to {migrate.head_revision()} (head)" in cli(empty_url, "upgrade").stdout
     assert "(head)" in cli(empty_url, "current").stdout
     assert "Initial schema" in cli(empty_url, "history").stdout
     assert "schema matches the models" in cli(empty_url, "check").stdout
@@ -95,11 +96,11 @@ def test_the_whole_lifecycle(empty_url: str, tmp_path: Path) -> None:
     assert "freshness" in cli(empty_url, "stats").stdout
 
     folder = old_cache(tmp_path / "cache")
-    imported = json.loads(cli(empty_url, "import-cache", str(folder), "--json", expect=2).stdout)
+    imported = json.loads(cli(empty_url, "import-cache", str(folder), "--json", expect=3).stdout)
     assert (imported["imported"], imported["expired"], imported["rejected"]) == (1, 1, 1)
-    again = json.loads(cli(empty_url, "import-cache", str(folder), "--json", expect=2).stdout)
+    again = json.loads(cli(empty_url, "import-cache", str(folder), "--json", expect=3).stdout)
     assert (again["imported"], again["already_present"]) == (0, 1)
-    table = cli(empty_url, "import-cache", str(folder), "--include-expired", expect=2)
+    table = cli(empty_url, "import-cache", str(folder), "--include-expired", expect=3)
     assert "already present" in table.stdout
     assert "rejected corrupt.cache" in table.stderr
 
@@ -166,7 +167,7 @@ def test_an_unreachable_server_is_unhealthy() -> None:
 def test_a_large_import_shows_its_progress(backend: str, empty_url: str, tmp_path: Path) -> None:
     cli(empty_url, "upgrade")
     folder = old_cache(tmp_path / "big", count=9_998)  # + 2 named entries + 1 corrupt file
-    result = cli(empty_url, "import-cache", str(folder), expect=2)  # corrupt.cache
+    result = cli(empty_url, "import-cache", str(folder), expect=3)  # corrupt.cache
     assert "importing" in result.stderr
     assert "10001/10001" in result.stderr
     assert "imported" in result.stdout

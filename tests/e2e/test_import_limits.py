@@ -25,13 +25,13 @@ def test_the_import_command_takes_the_limits_and_reports_each_refusal(
     small = {"data": {"price": 1}, "timestamp": time.time(), "expiration": 3600}
     (folder / f"{make_key('quote', 1)}.cache").write_bytes(pickle.dumps(small))
     limited = cli(
-        empty_url, "import-cache", str(folder), "--max-file-size", "1", "--json", expect=2
+        empty_url, "import-cache", str(folder), "--max-file-size", "1", "--json", expect=3
     )
     report = json.loads(limited.stdout)
     assert (report["imported"], report["rejected"]) == (1, 2)
     assert "over the 1.0 MiB file size limit" in report["rejected_files"]["large.cache"]
     assert "would allocate 1.0 GiB" in report["rejected_files"]["bomb.cache"]
-    table = cli(empty_url, "import-cache", str(folder), "--max-allocation", "1", expect=2)
+    table = cli(empty_url, "import-cache", str(folder), "--max-allocation", "1", expect=3)
     said = " ".join(table.stderr.split())
     assert "rejected large.cache: refused to unpickle:" in said
     assert "over the 1.0 MiB limit" in said

@@ -105,7 +105,7 @@ def test_no_command_but_upgrade_creates_a_mistyped_sqlite_file(
         failed = cli(url, *command, expect=1)
         assert f"SQLite database file {missing} does not exist" in said(failed.stderr)
         assert not missing.exists(), command
-    assert "upgraded to head" in cli(url, "upgrade").stdout
+    assert f"upgraded to {HEAD} (head)" in cli(url, "upgrade").stdout
     assert missing.exists()
 
 
@@ -142,10 +142,10 @@ def test_a_downgrade_by_steps_names_the_revision_it_reached(empty_url: str) -> N
     assert "downgraded to base (no schema)" in cli(empty_url, "downgrade", "base").stdout
 
 
-def test_import_cache_exits_2_when_it_rejected_a_file(empty_url: str, tmp_path: Path) -> None:
+def test_import_cache_exits_3_when_it_rejected_a_file(empty_url: str, tmp_path: Path) -> None:
     cli(empty_url, "upgrade")
     folder = old_cache(tmp_path / "cache")  # two good entries and corrupt.cache
-    rejected = cli(empty_url, "import-cache", str(folder), expect=2)
+    rejected = cli(empty_url, "import-cache", str(folder), expect=3)
     assert "rejected corrupt.cache" in rejected.stderr
     assert "imported" in rejected.stdout
     (folder / "corrupt.cache").unlink()

@@ -8,6 +8,7 @@ downloaded): the PostgreSQL drivers are truly absent, not hidden.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import shutil
 import sqlite3
@@ -122,10 +123,10 @@ def test_the_extras_leave_the_postgresql_drivers_and_the_cli_stack_out(
     installed: dict[str, Path],
 ) -> None:
     linked = {p.name.split("-")[0].lower() for p in installed["core"].glob("*.dist-info")}
-    assert {"sqlalchemy", "alembic", "aiosqlite", "pandas"} <= linked
+    assert {"sqlalchemy", "alembic", "aiosqlite", "pandas", "prometheus_client"} <= linked
     assert not linked & {"asyncpg", "psycopg", "psycopg_binary", "typer", "rich"}
     cli = {p.name.split("-")[0].lower() for p in installed["cli"].glob("*.dist-info")}
-    assert {"typer", "rich", "prometheus_client"} <= cli
+    assert {"typer", "rich"} <= cli
     assert not cli & {"asyncpg", "psycopg", "psycopg_binary"}
 
 
@@ -180,4 +181,19 @@ def test_the_command_without_the_cli_extra_says_which_extra_to_install(
         [str(installed["command"]), "--help"], cwd=tmp_path, path=[installed["core"]], expect=1
     )
     assert "buffetbot-database[cli]" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_postgresql_url_without_the_extra_names_the_extra(
+    installed: dict[str, Path], tmp_path: Path
+) -> None:
+    path = [installed["core"], installed["cli"]]
+    url = "postgresql://app@127.0.0.1:9/buffetbot"
+    command = [str(installed["command"]), "--url", url, "health", "--json"]
+    result = run(command, cwd=tmp_path, path=path, expect=1)
+    error = json.loads(result.stdout)["error"]
+    assert (
+        error
+        == "this database needs the 'psycopg' driver: pip install 'buffetbot-database[postgresql]'"
+    )
     assert "Traceback" not in result.stderr

@@ -1,0 +1,103 @@
+"""The CLI edges a newcomer hit (issue 9): help in groups with the exit codes, messages
+that name the flag or variable actually used and the SQLite path, one-line errors,
+and the revision an upgrade reached."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from database import migrate
+from tests.e2e.test_cli import COMMAND, cli
+
+HEAD = migrate.head_revision()
+
+
+def run(*arguments: str, expect: int, **variables: str) -> subprocess.CompletedProcess[str]:
+    """The CLI with exactly ``variables`` as its database configuration."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_URL"))}
+    environment.update(variables)
+    result = subprocess.run(
+        [COMMAND, *arguments], capture_output=True, text=True, env=environment, check=False
+    )
+    assert result.returncode == expect, f"{arguments}: {result.stdout}\n{result.stderr}"
+    return result
+
+
+def test_help_lists_the_commands_in_groups_and_the_exit_codes() -> None:
+    shown = run("--help", expect=0, COLUMNS="100").stdout
+    groups = [shown.index(f"─ {title} ") for title in ("Schema", "Data", "Inspect")]
+    assert groups == sorted(groups)
+    for title, names in (
+        ("Schema", ("upgrade", "downgrade", "current", "history", "check")),
+        ("Data", ("import-cache", "cleanup", "demo")),
+        ("Inspect", ("health", "stats")),
+    ):
+        start = shown.index(f"─ {title} ")
+        places = [shown.index(f" {name} ", start) for name in names]
+        assert places == sorted(places), title
+        end = min((g for g in groups if g > start), default=len(shown))
+        assert all(place < end for place in places), f"{title}: a command outside its group"
+    flat = " ".join(shown.split())
+    assert "Exit codes:" in flat
+    assert "3 import-cache rejected some files" in flat
+
+
+@pytest.mark.parametrize(
+    ("arguments", "variables", "blamed"),
+    [
+        (("--url", "foo", "current"), {}, "--url"),
+        (("current",), {"DATABASE_URL": "foo"}, "DATABASE_URL"),
+        # the flag wins over the variable, and so is the one blamed
+        (("--url", "::", "current"), {"DATABASE_URL": "sqlite:///x.db"}, "--url"),
+    ],
+)
+def test_a_bad_url_is_blamed_on_where_it_came_from(
+    arguments: tuple[str, ...], variables: dict[str, str], blamed: str
+) -> None:
+    failed = run(*arguments, expect=1, **variables)
+    assert f"{blamed} is not a valid database URL" in failed.stderr
+    wrong = {"--url", "DATABASE_URL"} - {blamed}
+    assert not any(f"{name} is not" in failed.stderr for name in wrong)
+    assert "Traceback" not in failed.stderr
+
+
+def test_a_bad_setting_names_its_variable() -> None:
+    failed = run("current", expect=1, DB_PORT="fifty")
+    assert "DB_PORT" in failed.stderr
+    assert "Traceback" not in failed.stderr
+
+
+@pytest.mark.parametrize("where", ["missing folder", "folder is a file"])
+def test_an_unwritable_sqlite_path_is_named(tmp_path: Path, where: str) -> None:
+    if where == "missing folder":
+        path = tmp_path / "no" / "such" / "folder" / "app.db"
+    else:
+        (tmp_path / "plain-file").write_text("not a folder")
+        path = tmp_path / "plain-file" / "app.db"
+    failed = cli(f"sqlite:///{path}", "upgrade", expect=1)
+    assert str(path) in failed.stderr
+    assert failed.stderr.count("\n") == 1, "one line"
+    assert "Traceback" not in failed.stderr
+    assert not path.exists()
+
+
+def test_a_long_error_is_one_line_even_in_a_narrow_terminal(tmp_path: Path) -> None:
+    path = tmp_path / ("a-rather-long-folder-name-" * 4) / "missing-folder" / "app.db"
+    failed = run("--url", f"sqlite:///{path}", "upgrade", expect=1, COLUMNS="40")
+    assert failed.stderr.count("\n") == 1
+    assert str(path) in failed.stderr
+
+
+def test_upgrade_prints_the_revision_it_reached(empty_url: str) -> None:
+    assert cli(empty_url, "upgrade", "0002").stdout.strip() == "upgraded to 0002"
+    assert cli(empty_url, "upgrade").stdout.strip() == f"upgraded to {HEAD} (head)"
+    assert cli(empty_url, "upgrade").stdout.strip() == f"upgraded to {HEAD} (head)"  # again
+
+
+def test_a_usage_error_exits_2_and_a_failure_1(empty_url: str) -> None:
+    assert "No such command" in " ".join(cli(empty_url, "upgrayed", expect=2).stderr.split())
+    cli(empty_url, "current", expect=1)  # exists (or not), but not migrated
