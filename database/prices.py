@@ -29,6 +29,11 @@ from database.validation import exact_date, exact_datetime, exact_str, normalize
 PRICE_FIELDS = ("open", "high", "low", "close", "adj_close")
 VALUE_FIELDS = (*PRICE_FIELDS, "volume", "dividends", "stock_splits")
 BAR_FIELDS = ("ticker", "date", *VALUE_FIELDS)
+# Fields a download may lack as a whole (yf.download() has no Dividends or Stock
+# Splits without actions=True; auto_adjust=True has no Adj Close): an upsert
+# without the column keeps what is stored. A bar's open, high, low and close are
+# replaced together, so that its range stays its own.
+KEPT_WHEN_ABSENT = ("adj_close", "volume", "dividends", "stock_splits")
 PRICE_SCALE = 6  # NUMERIC(18, 6), as in the price_history table
 # Yahoo's bars now and then have an open or close a little outside [low, high]
 # (SPY 2015-03-05: open 209.419998, low 209.850006, 0.2% apart). Such a bar is
@@ -117,6 +122,7 @@ class CheckedBars:
     bars: pd.DataFrame
     rejected: list[RejectedBar]
     repaired: list[RepairedBar]
+    given: frozenset[str] = frozenset(VALUE_FIELDS)  # the value fields the input had
 
 
 class PriceValidationError(ValidationError):
@@ -360,7 +366,8 @@ def _check_bars(
         if not bad.iloc[row]
     ]
     repaired.sort(key=lambda r: (r.ticker, r.date, r.field))
-    return CheckedBars(bars[~bad].reset_index(drop=True), rejected, repaired)
+    given = frozenset(f for f in VALUE_FIELDS if f in frame)
+    return CheckedBars(bars[~bad].reset_index(drop=True), rejected, repaired, given)
 
 
 # -- yf.download()'s two-level columns ------------------------------------------------

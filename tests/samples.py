@@ -1,6 +1,6 @@
 """Run the Python samples of a Markdown file in order, as a newcomer would.
 
-Usage: ``python -m tests.samples FILE [--context seed] [--pytest-url URL]``
+Usage: ``python -m tests.samples FILE [--context seed] [--pytest-url URL] [--stub-yfinance]``
 
 Blocks share one namespace, like a notebook or an asyncio REPL session. A block
 with top-level ``await`` runs in a fresh event loop (``asyncio.run``); other
@@ -10,6 +10,10 @@ Blocks that define pytest fixtures or tests are collected and run with pytest at
 the end. With ``--context seed``, names the seed README takes for granted
 (``session``, ``portfolio_id``, ``select``, ``MyModel``...) are supplied: see
 ``SEED_CONTEXT``. Without it, every block must be self-contained.
+
+With ``--stub-yfinance``, ``import yfinance`` gets the stand-in in
+``tests/stubs/yfinance`` (the project's test data, no network), in the blocks and
+in the pytest run of the deferred blocks.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import ast
 import asyncio
 import builtins
 import inspect
+import os
 import re
 import subprocess
 import sys
@@ -31,6 +36,7 @@ from typing import Any
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
+STUBS = Path(__file__).resolve().parent / "stubs"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
@@ -178,12 +184,27 @@ def run_pytest_blocks(blocks: list[tuple[str, str]], url: str | None, preamble: 
             )
 
 
+def use_yfinance_stand_in() -> None:
+    """``import yfinance`` gets tests/stubs/yfinance, here and in the pytest subprocess."""
+    sys.path.insert(0, str(STUBS))
+    sys.modules.pop("yfinance", None)
+    inherited = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(STUBS), inherited]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("markdown", type=Path)
     parser.add_argument("--context", choices=["seed"], default=None)
     parser.add_argument("--pytest-url", default=None)
+    parser.add_argument(
+        "--stub-yfinance",
+        action="store_true",
+        help="import yfinance from tests/stubs (the stand-in serving tests/data)",
+    )
     arguments = parser.parse_args()
+    if arguments.stub_yfinance:
+        use_yfinance_stand_in()
     context: dict[str, Callable[[], Any]] = (
         dict(SEED_CONTEXT) if arguments.context == "seed" else {}
     )

@@ -72,6 +72,30 @@ def test_the_seed_readme_samples_run_as_written(fresh_urls: tuple[str, str]) -> 
 
 def test_our_readme_samples_run_as_written(fresh_urls: tuple[str, str]) -> None:
     url, _ = fresh_urls
-    result = run_samples(ROOT / "README.md", url)
+    result = run_samples(ROOT / "README.md", url, "--stub-yfinance")
     assert "FAILED" not in result.stdout
     assert result.stdout.count("ok README.md") >= 5
+
+
+STAND_IN_SAMPLES = """
+```python
+import yfinance as yf
+
+print(yf.__version__, len(yf.Ticker("AAPL").history(start="2018-01-02", end="2018-01-06")))
+```
+
+```python
+def test_the_stand_in_in_pytest():
+    import yfinance
+
+    assert yfinance.__version__.endswith("+stand-in")
+```
+"""
+
+
+def test_stub_yfinance_makes_samples_import_the_stand_in(tmp_path: Path) -> None:
+    markdown = tmp_path / "recipe.md"
+    markdown.write_text(STAND_IN_SAMPLES)
+    result = run_samples(markdown, f"sqlite:///{tmp_path / 'recipe.db'}", "--stub-yfinance")
+    assert "0.2.54+stand-in 4" in result.stdout  # 2 .. 5 January 2018: four trading days
+    assert "ok recipe.md:8 (pytest)" in result.stdout

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from decimal import Decimal
 from typing import Any, ParamSpec, TypeVar
 
 import pandas as pd
-from sqlalchemy import Select, and_, bindparam, exists, func, select, text
+from sqlalchemy import Select, TextClause, and_, bindparam, exists, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,6 +40,7 @@ from database.models import PriceHistory
 from database.models.base import utcnow
 from database.prices import (
     BAR_FIELDS,
+    KEPT_WHEN_ABSENT,
     PRICE_SCALE,
     YFINANCE_COLUMNS,
     PriceValidationError,
@@ -65,8 +67,6 @@ T = TypeVar("T")
 STAGING = "price_history_staging"
 _VALUES = BAR_FIELDS[2:]
 _COLUMNS = ", ".join(BAR_FIELDS)
-_CHANGED = " OR ".join(f"p.{c} IS DISTINCT FROM excluded.{c}" for c in _VALUES)
-_SET = ", ".join(f"{c} = excluded.{c}" for c in (*_VALUES, "data_source", "updated_at"))
 
 # The staging table holds the bars as SQLite stores them: prices in millionths
 # (BIGINT), so the two backends round alike, and both PostgreSQL drivers copy
@@ -99,20 +99,29 @@ _INSERT_NEW = {
     dialect: text(f"{_INSERT} SELECT {staged}, :source, :now, :now FROM {STAGING}{_IN_KEY_ORDER}")
     for dialect, staged in _STAGED.items()
 }
-_MERGE = {
-    # xmax = 0 marks a row this statement inserted rather than updated.
-    "postgresql": text(
-        f"WITH merged AS ({_INSERT} SELECT {_STAGED['postgresql']}, :source, :now, :now"
-        f" FROM {STAGING}{_IN_KEY_ORDER}"
-        f" ON CONFLICT (ticker, date) DO UPDATE SET {_SET} WHERE {_CHANGED}"
-        " RETURNING (xmax = 0) AS inserted)"
-        " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged"
-    ),
-    "sqlite": text(
-        f"{_INSERT} SELECT {_COLUMNS}, :source, :now, :now FROM {STAGING} WHERE true"
-        f" ON CONFLICT (ticker, date) DO UPDATE SET {_SET} WHERE {_CHANGED}"
-    ),
-}
+
+
+@functools.cache
+def _merge(dialect: str, kept: frozenset[str]) -> TextClause:
+    """The merge of the staged bars, updating a stored bar only where a value differs;
+    the ``kept`` fields (absent from the input) keep their stored values."""
+    updated = [c for c in _VALUES if c not in kept]
+    changed = " OR ".join(f"p.{c} IS DISTINCT FROM excluded.{c}" for c in updated)
+    assign = ", ".join(f"{c} = excluded.{c}" for c in (*updated, "data_source", "updated_at"))
+    upsert = f" ON CONFLICT (ticker, date) DO UPDATE SET {assign} WHERE {changed}"
+    if dialect == "postgresql":
+        # xmax = 0 marks a row this statement inserted rather than updated.
+        return text(
+            f"WITH merged AS ({_INSERT} SELECT {_STAGED['postgresql']}, :source, :now, :now"
+            f" FROM {STAGING}{_IN_KEY_ORDER}{upsert} RETURNING (xmax = 0) AS inserted)"
+            " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
+            " FROM merged"
+        )
+    return text(
+        f"{_INSERT} SELECT {_COLUMNS}, :source, :now, :now FROM {STAGING} WHERE true{upsert}"
+    )
+
+
 _NEW_KEYS = text(
     f"SELECT count(*) FROM {STAGING} s WHERE NOT EXISTS "
     "(SELECT 1 FROM price_history p WHERE p.ticker = s.ticker AND p.date = s.date)"
@@ -158,6 +167,7 @@ class _Batch:
     rejected: list[RejectedBar]
     repaired: list[RepairedBar]
     tickers: frozenset[str]
+    given: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -208,7 +218,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
             bars = checked.bars
             rows = staging_rows(bars, scaled=True, text_dates=text_dates, extra=extra)
             tickers = frozenset(bars["ticker"].unique())
-            yield _Batch(rows, checked.rejected, checked.repaired, tickers)
+            yield _Batch(rows, checked.rejected, checked.repaired, tickers, checked.given)
 
     @staticmethod
     def _raise_duplicates(rows: list[Any]) -> None:
@@ -352,12 +362,14 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         rejected: list[RejectedBar] = []
         repaired: list[RepairedBar] = []
         tickers: set[str] = set()
+        given: set[str] = set()
         total = 0
         for batch in _each(batches):
             rejected += batch.rejected
             repaired += batch.repaired
             total += len(batch.rows)
             tickers |= batch.tickers
+            given |= batch.given
             _write(driver, dialect, STAGING, BAR_FIELDS, batch.rows)
         self._raise_duplicates(list(session.execute(_DUPLICATES)))
         _lock_tickers(session, sorted(tickers))  # dict rows: first known here
@@ -365,11 +377,13 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         result = _insert_new(session, dialect, params) if new else None
         if result is not None:
             inserted, updated = result, 0
-        elif dialect == "postgresql":
-            inserted, updated = session.execute(_MERGE[dialect], params).one()
         else:
-            inserted = session.scalar(_NEW_KEYS) or 0
-            updated = session.execute(_MERGE[dialect], params).rowcount - inserted  # type: ignore[attr-defined]
+            merge = _merge(dialect, frozenset(KEPT_WHEN_ABSENT) - given)
+            if dialect == "postgresql":
+                inserted, updated = session.execute(merge, params).one()
+            else:
+                inserted = session.scalar(_NEW_KEYS) or 0
+                updated = session.execute(merge, params).rowcount - inserted  # type: ignore[attr-defined]
         session.execute(text(_CLEAR[dialect]))
         return UpsertResult(inserted, updated, total - inserted - updated, rejected, repaired)
 
