@@ -17,6 +17,7 @@ deep), is refused with a ``ValidationError`` on ``data``, never a
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import re
@@ -27,6 +28,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from database.datatypes import (
+    DATA_TYPES,
+    DataTypes,
+    build_dataclass,
+    build_namedtuple,
+    enum_member,
+    kind_of,
+    type_name,
+)
 from database.exceptions import ValidationError
 
 TAG = "__type__"
@@ -39,13 +49,15 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _CONTAINERS = (list, tuple, set, frozenset, dict, np.ndarray, pd.DataFrame, pd.Series)
 
 
-def encode(value: Any) -> Any:
+def encode(value: Any, types: DataTypes | None = None) -> Any:
     """A JSON-serialisable form of ``value`` that :func:`decode` turns back into it.
 
     ``ValidationError`` (on ``data``) for a type it cannot store, or a payload
     that contains itself or is nested more than :data:`MAX_DEPTH` containers deep.
+    The application's dataclasses, named tuples and enums are stored if allowed in
+    ``types`` (by default :data:`database.datatypes.DATA_TYPES`).
     """
-    return _encode(value, ())
+    return _encode(value, (), DATA_TYPES if types is None else types)
 
 
 def _enter(value: Any, path: tuple[int, ...]) -> tuple[int, ...]:
@@ -61,15 +73,28 @@ def _enter(value: Any, path: tuple[int, ...]) -> tuple[int, ...]:
     return (*path, id(value))
 
 
-def _encode(value: Any, path: tuple[int, ...]) -> Any:
+def _encode(value: Any, path: tuple[int, ...], types: DataTypes) -> Any:
     if isinstance(value, _CONTAINERS):
         path = _enter(value, path)
+    kind = kind_of(type(value))
+    if kind is not None and type(value) in types:
+        return _encode_app_type(value, kind, path, types)
+    if kind == "dataclass":
+        raise ValidationError(
+            "data",
+            type_name(type(value)),
+            "cannot be cached: allow it with database.datatypes.allow_types",
+        )
     if isinstance(value, str):
         return value if _storable(value) else {TAG: "str", "value": [ord(c) for c in value]}
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, np.generic):
-        return {TAG: "numpy", "dtype": str(value.dtype), "value": _encode(value.item(), path)}
+        return {
+            TAG: "numpy",
+            "dtype": str(value.dtype),
+            "value": _encode(value.item(), path, types),
+        }
     if isinstance(value, int):
         # Beyond 64 bits as hex: JSON readers differ there, and Python's json refuses
         # to write or read an integer of more than 4300 digits (hex has no such limit).
@@ -89,52 +114,62 @@ def _encode(value: Any, path: tuple[int, ...]) -> Any:
     if isinstance(value, dt.timedelta):
         return {TAG: "timedelta", "value": [value.days, value.seconds, value.microseconds]}
     if isinstance(value, list):
-        return [_encode(item, path) for item in value]
+        return [_encode(item, path, types) for item in value]
     if isinstance(value, tuple):
-        return {TAG: "tuple", "value": [_encode(item, path) for item in value]}
+        return {TAG: "tuple", "value": [_encode(item, path, types) for item in value]}
     if isinstance(value, set | frozenset):
         # Encoded (so checked) before repr orders them: repr recurses without a limit.
-        items = [(_encode(item, path), item) for item in value]
+        items = [(_encode(item, path, types), item) for item in value]
         items.sort(key=lambda pair: repr(pair[1]))
         return {TAG: type(value).__name__, "value": [encoded for encoded, _ in items]}
     if isinstance(value, dict):
         if all(isinstance(k, str) and _storable(k) for k in value) and TAG not in value:
-            return {k: _encode(v, path) for k, v in value.items()}
-        pairs = [[_encode(k, path), _encode(v, path)] for k, v in value.items()]
+            return {k: _encode(v, path, types) for k, v in value.items()}
+        pairs = [[_encode(k, path, types), _encode(v, path, types)] for k, v in value.items()]
         return {TAG: "dict", "value": pairs}
     if isinstance(value, np.ndarray):
         return {
             TAG: "ndarray",
             "dtype": value.dtype.str if value.dtype != object else "object",
             "shape": list(value.shape),
-            "value": [_encode(item, path) for item in value.ravel().tolist()],
+            "value": [_encode(item, path, types) for item in value.ravel().tolist()],
         }
     if isinstance(value, pd.DataFrame):
         return {
             TAG: "dataframe",
-            "index": _encode_index(value.index, path),
-            "columns": _encode_index(value.columns, path),
-            "data": [_encode_array(value.iloc[:, i], path) for i in range(value.shape[1])],
+            "index": _encode_index(value.index, path, types),
+            "columns": _encode_index(value.columns, path, types),
+            "data": [_encode_array(value.iloc[:, i], path, types) for i in range(value.shape[1])],
         }
     if isinstance(value, pd.Series):
         return {
             TAG: "series",
-            "name": _encode(value.name, path),
-            "index": _encode_index(value.index, path),
-            "data": _encode_array(value, path),
+            "name": _encode(value.name, path, types),
+            "index": _encode_index(value.index, path, types),
+            "data": _encode_array(value, path, types),
         }
     raise ValidationError("data", type(value).__name__, "cannot be cached (not a supported type)")
 
 
-def decode(value: Any) -> Any:
-    """The value :func:`encode` was given."""
+def decode(value: Any, types: DataTypes | None = None) -> Any:
+    """The value :func:`encode` was given. An application type must be allowed in
+    ``types`` (by default :data:`database.datatypes.DATA_TYPES`): one that is not, or
+    no longer, is a ``ValidationError``."""
+    return _decode(value, DATA_TYPES if types is None else types)
+
+
+def _decode(value: Any, types: DataTypes) -> Any:
     if isinstance(value, list):
-        return [decode(item) for item in value]
+        return [_decode(item, types) for item in value]
     if not isinstance(value, dict):
         return value
     kind = value.get(TAG)
     if kind is None:
-        return {k: decode(v) for k, v in value.items()}
+        return {k: _decode(v, types) for k, v in value.items()}
+
+    def decode(item: Any) -> Any:
+        return _decode(item, types)
+
     payload: Any = value.get("value")
     decoders: dict[str, Callable[[], Any]] = {
         "float": lambda: float(payload),
@@ -153,11 +188,19 @@ def decode(value: Any) -> Any:
         "frozenset": lambda: frozenset(decode(item) for item in payload),
         "dict": lambda: {decode(k): decode(v) for k, v in payload},
         "numpy": lambda: np.array(decode(payload), dtype=value["dtype"])[()],
-        "dataframe": lambda: _decode_frame(value),
-        "ndarray": lambda: _decode_ndarray(value),
+        "dataframe": lambda: _decode_frame(value, types),
+        "ndarray": lambda: _decode_ndarray(value, types),
+        "dataclass": lambda: build_dataclass(
+            _app_type(value, "dataclass", types),
+            {name: decode(item) for name, item in _fields(value).items()},
+        ),
+        "namedtuple": lambda: build_namedtuple(
+            _app_type(value, "namedtuple", types), [decode(item) for item in payload]
+        ),
+        "enum": lambda: enum_member(_app_type(value, "enum", types), decode(payload)),
         "series": lambda: pd.Series(
-            _decode_array(value["data"]),
-            index=_decode_index(value["index"]),
+            _decode_array(value["data"], types),
+            index=_decode_index(value["index"], types),
             name=decode(value["name"]),
             dtype=_exact_dtype(value["data"]),
         ),
@@ -167,25 +210,61 @@ def decode(value: Any) -> Any:
     return decoders[kind]()
 
 
+def _encode_app_type(value: Any, kind: str, path: tuple[int, ...], types: DataTypes) -> Any:
+    """An allowed dataclass (its fields), named tuple (its items) or enum member (its
+    value), tagged with its class's ``module.qualname``."""
+    name = type_name(type(value))
+    if kind == "enum":
+        return {TAG: "enum", "name": name, "value": _encode(value.value, path, types)}
+    if not isinstance(value, _CONTAINERS):  # a named tuple has entered as a tuple
+        path = _enter(value, path)
+    if kind == "namedtuple":
+        items = [_encode(item, path, types) for item in value]
+        return {TAG: "namedtuple", "name": name, "value": items}
+    fields = {
+        field.name: _encode(getattr(value, field.name), path, types)
+        for field in dataclasses.fields(value)
+    }
+    return {TAG: "dataclass", "name": name, "fields": fields}
+
+
+def _app_type(encoded: dict[str, Any], kind: str, types: DataTypes) -> type:
+    """The allowed class an encoded dataclass, named tuple or enum names."""
+    name = encoded.get("name")
+    cls = types.get(name) if isinstance(name, str) else None
+    if cls is None or kind_of(cls) != kind:
+        raise ValidationError("data", name, f"is not an allowed {kind} (see allow_types)")
+    return cls
+
+
+def _fields(encoded: dict[str, Any]) -> dict[str, Any]:
+    fields = encoded.get("fields")
+    if not isinstance(fields, dict):
+        raise ValidationError("data", encoded.get("name"), "has no fields")
+    return fields
+
+
 def _storable(text: str) -> bool:
     return _UNSTORABLE.search(text) is None
 
 
-def _decode_ndarray(encoded: dict[str, Any]) -> np.ndarray[Any, Any]:
-    items = [decode(item) for item in encoded["value"]]
+def _decode_ndarray(encoded: dict[str, Any], types: DataTypes) -> np.ndarray[Any, Any]:
+    items = [_decode(item, types) for item in encoded["value"]]
     array = np.empty(len(items), dtype=encoded["dtype"])
     array[:] = items
     return array.reshape(encoded["shape"])
 
 
-def _encode_array(values: pd.Series | pd.Index, path: tuple[int, ...]) -> dict[str, Any]:
+def _encode_array(
+    values: pd.Series | pd.Index, path: tuple[int, ...], types: DataTypes
+) -> dict[str, Any]:
     dtype = values.dtype
     if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
         items = [None if pd.isna(v) else v.isoformat() for v in values]
     elif pd.api.types.is_timedelta64_dtype(dtype):
         items = [None if pd.isna(v) else v.value for v in values]
     else:
-        items = [_encode(None if _is_missing(v) else v, path) for v in values.tolist()]
+        items = [_encode(None if _is_missing(v) else v, path, types) for v in values.tolist()]
     return {"dtype": str(dtype), "values": items}
 
 
@@ -193,7 +272,7 @@ def _is_missing(value: Any) -> bool:
     return value is pd.NaT or value is pd.NA
 
 
-def _decode_array(encoded: dict[str, Any]) -> Any:
+def _decode_array(encoded: dict[str, Any], types: DataTypes) -> Any:
     dtype, items = encoded["dtype"], encoded["values"]
     if dtype.startswith("datetime64"):
         stamps = pd.to_datetime(items, utc="," in dtype, format="ISO8601")
@@ -202,7 +281,7 @@ def _decode_array(encoded: dict[str, Any]) -> Any:
         return stamps.astype(dtype)
     if dtype.startswith("timedelta64"):
         return pd.to_timedelta(items).astype(dtype)
-    decoded = [decode(item) for item in items]
+    decoded = [_decode(item, types) for item in items]
     if dtype == "object":
         array = np.empty(len(decoded), dtype=object)
         array[:] = decoded
@@ -210,36 +289,43 @@ def _decode_array(encoded: dict[str, Any]) -> Any:
     return pd.array(decoded, dtype=dtype)
 
 
-def _encode_index(index: pd.Index, path: tuple[int, ...]) -> dict[str, Any]:
+def _encode_index(index: pd.Index, path: tuple[int, ...], types: DataTypes) -> dict[str, Any]:
     if isinstance(index, pd.RangeIndex):
         return {
             "kind": "range",
             "start": index.start,
             "stop": index.stop,
             "step": index.step,
-            "name": _encode(index.name, path),
+            "name": _encode(index.name, path, types),
         }
     if isinstance(index, pd.MultiIndex):
         return {
             "kind": "multi",
             "levels": [
-                _encode_index(index.get_level_values(i), path) for i in range(index.nlevels)
+                _encode_index(index.get_level_values(i), path, types) for i in range(index.nlevels)
             ],
-            "names": [_encode(n, path) for n in index.names],
+            "names": [_encode(n, path, types) for n in index.names],
         }
-    return {"kind": "index", "name": _encode(index.name, path), **_encode_array(index, path)}
+    return {
+        "kind": "index",
+        "name": _encode(index.name, path, types),
+        **_encode_array(index, path, types),
+    }
 
 
-def _decode_index(encoded: dict[str, Any]) -> pd.Index:
+def _decode_index(encoded: dict[str, Any], types: DataTypes) -> pd.Index:
     if encoded["kind"] == "range":
         return pd.RangeIndex(
-            encoded["start"], encoded["stop"], encoded["step"], name=decode(encoded["name"])
+            encoded["start"], encoded["stop"], encoded["step"], name=_decode(encoded["name"], types)
         )
     if encoded["kind"] == "multi":
-        arrays = [_decode_index(level) for level in encoded["levels"]]
-        return pd.MultiIndex.from_arrays(arrays, names=[decode(n) for n in encoded["names"]])
+        arrays = [_decode_index(level, types) for level in encoded["levels"]]
+        names = [_decode(n, types) for n in encoded["names"]]
+        return pd.MultiIndex.from_arrays(arrays, names=names)
     index: pd.Index = pd.Index(
-        _decode_array(encoded), name=decode(encoded["name"]), dtype=_exact_dtype(encoded)
+        _decode_array(encoded, types),
+        name=_decode(encoded["name"], types),
+        dtype=_exact_dtype(encoded),
     )
     return index
 
@@ -251,15 +337,15 @@ def _exact_dtype(encoded: dict[str, Any]) -> type[object] | None:
     return object if encoded["dtype"] == "object" else None
 
 
-def _decode_frame(encoded: dict[str, Any]) -> pd.DataFrame:
-    index = _decode_index(encoded["index"])
-    columns = _decode_index(encoded["columns"])
+def _decode_frame(encoded: dict[str, Any], types: DataTypes) -> pd.DataFrame:
+    index = _decode_index(encoded["index"], types)
+    columns = _decode_index(encoded["columns"], types)
     if not encoded["data"]:
         frame = pd.DataFrame(index=index)
     else:
         frame = pd.DataFrame(
             {
-                i: pd.Series(_decode_array(column), dtype=_exact_dtype(column), copy=False)
+                i: pd.Series(_decode_array(column, types), dtype=_exact_dtype(column), copy=False)
                 for i, column in enumerate(encoded["data"])
             }
         )

@@ -21,6 +21,10 @@ class CacheFileError(ValueError):
     """A cache file that cannot be used: unreadable, corrupt, truncated or unsafe."""
 
 
+class CacheFileMissingError(CacheFileError):
+    """There is no such cache file (a plain miss, not a broken file)."""
+
+
 @dataclass(frozen=True)
 class CacheFile:
     key: str
@@ -39,19 +43,28 @@ class CacheFile:
     def is_expired(self, now: dt.datetime | None = None) -> bool:
         return self.expires_at <= (now or dt.datetime.now(dt.UTC))
 
+    def older_than(self, seconds: float, now: float) -> bool:
+        """The old cache's test, ``now - timestamp > seconds`` (``now``: epoch seconds)."""
+        return now - self.timestamp > seconds
 
-def read_cache_file(folder: int, name: str, limits: PickleLimits | None = None) -> CacheFile:
-    """Load the file ``name`` of the open cache ``folder`` safely, within ``limits``
-    (see :mod:`database.filecache.folder`); CacheFileError says what is wrong with it."""
-    limits = limits or PickleLimits()
+
+def read_cache_bytes(folder: int, name: str, limits: PickleLimits | None = None) -> bytes:
+    """The bytes of the file ``name`` of the open cache ``folder``, within ``limits``;
+    CacheFileMissingError if there is none, CacheFileError if it cannot be read."""
     try:
-        raw = read_entry(folder, name, limits)
+        return read_entry(folder, name, limits or PickleLimits())
+    except FileNotFoundError:
+        raise CacheFileMissingError(f"unreadable: no file {name}") from None
     except OSError as error:
         raise CacheFileError(f"unreadable: {error.strerror or error}") from None
     except PickleLimitError as error:
         raise CacheFileError(str(error)) from None
+
+
+def parse_cache_file(raw: bytes, name: str, limits: PickleLimits | None = None) -> CacheFile:
+    """The entry in a cache file's bytes, unpickled safely; CacheFileError says what is wrong."""
     try:
-        entry = safe_loads(raw, limits)
+        entry = safe_loads(raw, limits or PickleLimits())
     except (
         pickle.UnpicklingError,
         EOFError,
@@ -73,6 +86,13 @@ def read_cache_file(folder: int, name: str, limits: PickleLimits | None = None) 
         entry["timestamp"], entry.get("expiration", DEFAULT_EXPIRATION)
     )
     return CacheFile(name.removesuffix(SUFFIX), entry["data"], timestamp, expiration)
+
+
+def read_cache_file(folder: int, name: str, limits: PickleLimits | None = None) -> CacheFile:
+    """Load the file ``name`` of the open cache ``folder`` safely, within ``limits``
+    (see :mod:`database.filecache.folder`); CacheFileError says what is wrong with it
+    (CacheFileMissingError, a subclass, when there is no such file)."""
+    return parse_cache_file(read_cache_bytes(folder, name, limits), name, limits)
 
 
 def _checked_times(timestamp: object, expiration: object) -> tuple[float, float]:

@@ -15,6 +15,7 @@ SQLite each batch's transaction begins as a writer (``begin_write``).
 
 from __future__ import annotations
 
+import pickletools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -23,15 +24,19 @@ from typing import Any
 
 from sqlalchemy import select
 
-from database import codec
 from database.connection import DatabaseManager
 from database.exceptions import ValidationError
-from database.filecache.cache import FILE_CACHE_TICKER, database_key
-from database.filecache.files import SUFFIX, CacheFile, CacheFileError, read_cache_file
+from database.filecache.cache import file_entry_row
+from database.filecache.files import (
+    SUFFIX,
+    CacheFile,
+    CacheFileError,
+    parse_cache_file,
+    read_cache_bytes,
+)
 from database.filecache.folder import entry_names, open_folder
 from database.filecache.limits import DEFAULT_MAX_ALLOCATION, DEFAULT_MAX_FILE_SIZE, PickleLimits
-from database.models import DataType, MarketDataCache
-from database.models.base import utcnow
+from database.models import MarketDataCache
 from database.repositories.upsert import native_insert
 from database.transactions import begin_write
 
@@ -65,19 +70,7 @@ def _batches(names: Sequence[str], size: int) -> Iterator[Sequence[str]]:
 
 
 def _row(entry: CacheFile) -> dict[str, Any]:
-    now = utcnow()
-    return {
-        "cache_key": database_key(entry.key),
-        "ticker": FILE_CACHE_TICKER,
-        "data_type": DataType.FILE_CACHE,
-        "data": {"payload": codec.encode(entry.data)},
-        "data_source": "file_cache",
-        "parameters": {"key": entry.key},
-        "cached_at": entry.cached_at,
-        "expires_at": entry.expires_at,
-        "created_at": now,
-        "updated_at": now,
-    }
+    return file_entry_row(entry)
 
 
 def _unexpected(error: Exception) -> str:
@@ -87,6 +80,207 @@ def _unexpected(error: Exception) -> str:
     except Exception:  # its own __str__ may fail as well
         text = ""
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+IMPORT, EXPIRED, REJECTED = "import", "expired", "rejected"
+
+
+@dataclass
+class _Examined:
+    """What the import makes of one file: its row, or why it is skipped."""
+
+    outcome: str
+    row: dict[str, Any] | None = None
+    reason: str | None = None
+    data_type: str = "unknown"
+    pandas: str = "unknown"
+
+
+def _examine(
+    folder: int, name: str, limits: PickleLimits, *, include_expired: bool, describe: bool = False
+) -> _Examined:
+    """Read, check and encode one file as the import does; with ``describe``, also name
+    its data's type and the pandas its pickle was written by. Never raises."""
+    found = _Examined(REJECTED)
+    try:
+        raw = read_cache_bytes(folder, name, limits)
+        if describe:
+            found.pandas = pandas_written_by(raw)
+        entry = parse_cache_file(raw, name, limits)
+        found.data_type = type(entry.data).__name__
+        if entry.is_expired() and not include_expired:
+            found.outcome = EXPIRED
+            return found
+        found.row = _row(entry)
+        found.outcome = IMPORT
+    except (CacheFileError, ValidationError) as error:  # what a bad file raises
+        found.reason = str(error)
+    except Exception as error:  # one file, whatever is wrong with it, never stops the run
+        found.reason = _unexpected(error)
+    return found
+
+
+# Where a pickle's pandas objects come from says which pandas wrote it, roughly:
+# pandas 3 names its public classes from ``pandas`` itself (``pandas.DataFrame``,
+# ``pandas.arrays.DatetimeArray``); 1.x and 2.x from their implementation modules
+# (``pandas.core.frame.DataFrame``, ``pandas.core.arrays.datetimes``), and 1.x and
+# 2.x name the same ones. NumPy 2's ``numpy._core`` beside those means pandas 2
+# (2.2.2 is the first pandas that runs on NumPy 2); NumPy 1's ``numpy.core`` leaves
+# 1.x or 2.x open.
+PANDAS_3 = "3.x"
+PANDAS_2 = "2.x"
+PANDAS_1_OR_2 = "1.x or 2.x"
+NO_PANDAS = "none"
+UNKNOWN = "unknown"
+_STRINGS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING"}
+_STRINGS |= {"SHORT_BINSTRING"}
+
+
+def pickle_globals(raw: bytes) -> set[tuple[str, str]]:
+    """The ``(module, name)`` pairs a pickle names, read from its opcodes without running
+    anything; as many as can be read before a corrupt or truncated part."""
+    found: set[tuple[str, str]] = set()
+    memo: dict[int, object] = {}
+    recent: list[object] = []
+    try:
+        for opcode, argument, _ in pickletools.genops(raw):
+            op = opcode.name
+            if op == "GLOBAL" and isinstance(argument, str):
+                module, _, attribute = argument.partition(" ")
+                found.add((module, attribute))
+                recent.append(None)
+            elif op == "STACK_GLOBAL":
+                if len(recent) >= 2 and all(isinstance(item, str) for item in recent[-2:]):
+                    found.add((str(recent[-2]), str(recent[-1])))
+                recent.append(None)
+            elif op in _STRINGS:
+                recent.append(argument if isinstance(argument, str) else None)
+            elif op == "MEMOIZE":
+                memo[len(memo)] = recent[-1] if recent else None
+            elif op in ("PUT", "BINPUT", "LONG_BINPUT") and isinstance(argument, int):
+                memo[argument] = recent[-1] if recent else None
+            elif op in ("GET", "BINGET", "LONG_BINGET") and isinstance(argument, int):
+                recent.append(memo.get(argument))
+            elif op not in ("FRAME", "PROTO"):
+                recent.append(None)
+            del recent[:-2]
+    except Exception:  # corrupt or truncated: what was read so far
+        return found
+    return found
+
+
+def pandas_written_by(raw: bytes) -> str:
+    """Which pandas wrote the pickle ``raw``, as far as its module paths tell: "3.x",
+    "2.x", "1.x or 2.x", "unknown" (pandas objects that do not say), or "none"."""
+    if b"pandas" not in raw:
+        return NO_PANDAS
+    names = pickle_globals(raw)
+    modules = {module for module, _ in names}
+    if not any(module == "pandas" or module.startswith("pandas.") for module in modules):
+        return NO_PANDAS
+    if any(module in ("pandas", "pandas.arrays") for module in modules):
+        return PANDAS_3
+    if any(
+        module in ("pandas.core.frame", "pandas.core.series")
+        or module.startswith("pandas.core.arrays.")
+        for module in modules
+    ):
+        if any(module.startswith("numpy._core") for module in modules):
+            return PANDAS_2
+        return PANDAS_1_OR_2
+    return UNKNOWN
+
+
+@dataclass(frozen=True)
+class DryRunFile:
+    """One file as the import would take it: ``outcome`` is import, expired or rejected."""
+
+    name: str
+    outcome: str
+    data_type: str
+    pandas: str
+    reason: str | None = None
+
+
+@dataclass
+class DryRunReport:
+    """What ``import_directory`` would do with a directory, file by file; nothing written.
+
+    ``would_import`` counts what the import would write or find already present
+    (telling those apart needs the database, which a dry run does not open).
+    """
+
+    files: list[DryRunFile] = field(default_factory=list)
+
+    def _count(self, outcome: str) -> int:
+        return sum(1 for file in self.files if file.outcome == outcome)
+
+    @property
+    def would_import(self) -> int:
+        return self._count(IMPORT)
+
+    @property
+    def expired(self) -> int:
+        return self._count(EXPIRED)
+
+    @property
+    def rejected(self) -> list[tuple[str, str]]:
+        return [(f.name, f.reason or "") for f in self.files if f.outcome == REJECTED]
+
+    def by_type(self) -> list[dict[str, Any]]:
+        """Counts per (data type, pandas version), sorted."""
+        groups: dict[tuple[str, str], dict[str, Any]] = {}
+        for file in self.files:
+            group = groups.setdefault(
+                (file.data_type, file.pandas),
+                {
+                    "data_type": file.data_type,
+                    "pandas": file.pandas,
+                    "would_import": 0,
+                    "expired": 0,
+                    "rejected": 0,
+                },
+            )
+            group["would_import" if file.outcome == IMPORT else file.outcome] += 1
+        return [groups[key] for key in sorted(groups)]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": True,
+            "would_import": self.would_import,
+            "expired": self.expired,
+            "rejected": len(self.rejected),
+            "rejected_files": dict(self.rejected),
+            "by_type": self.by_type(),
+        }
+
+
+def dry_run_directory(
+    directory: str | Path,
+    *,
+    include_expired: bool = False,
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+    max_allocation: int = DEFAULT_MAX_ALLOCATION,
+) -> DryRunReport:
+    """What :func:`import_directory` would import, skip as expired, or reject (with the
+    reason), per file, with each file's data type and the pandas that wrote it.
+
+    Reads each file exactly as the import does (safely, within the same limits)
+    and writes nothing: no database is needed or opened, and no file is touched.
+    """
+    limits = PickleLimits(max_file_size=max_file_size, max_allocation=max_allocation)
+    report = DryRunReport()
+    with ExitStack() as stack:
+        try:
+            folder = stack.enter_context(open_folder(Path(directory)))
+        except OSError:
+            raise ValidationError("directory", str(directory), "is not a directory") from None
+        for name in entry_names(folder, SUFFIX):
+            found = _examine(folder, name, limits, include_expired=include_expired, describe=True)
+            report.files.append(
+                DryRunFile(name, found.outcome, found.data_type, found.pandas, found.reason)
+            )
+    return report
 
 
 def import_directory(
@@ -115,18 +309,13 @@ def import_directory(
         for batch in _batches(entry_names(folder, SUFFIX), batch_size):
             rows: list[dict[str, Any]] = []
             for name in batch:
-                try:
-                    entry = read_cache_file(folder, name, limits)
-                    if entry.is_expired() and not include_expired:
-                        report.expired += 1
-                        continue
-                    rows.append(_row(entry))
-                except (CacheFileError, ValidationError) as error:  # what a bad file raises
-                    report.rejected.append((name, str(error)))
-                except (
-                    Exception
-                ) as error:  # one file, whatever is wrong with it, never stops the run
-                    report.rejected.append((name, _unexpected(error)))
+                found = _examine(folder, name, limits, include_expired=include_expired)
+                if found.outcome == EXPIRED:
+                    report.expired += 1
+                elif found.row is None:
+                    report.rejected.append((name, found.reason or ""))
+                else:
+                    rows.append(found.row)
             if rows:
                 _write_batch(manager, rows, report)
             report.batches += 1

@@ -35,6 +35,93 @@ DEFAULT_MAX_ALLOCATION = 256 * MiB
 # What one small object (an int, a reference in a list, a dict slot) costs at least.
 OBJECT_SIZE = 64
 
+# Where older numpy (1.x) and pandas (1.5, 2.x) kept the names today's versions pickle,
+# found by recording what each version's pickles name: an old name resolves to today's,
+# and is allowed, guarded and size-checked exactly as today's name is.
+_PANDAS_CLASSES = {
+    "pandas.core.frame": ("DataFrame",),
+    "pandas.core.series": ("Series",),
+    "pandas.core.indexes.base": ("Index",),
+    "pandas.core.indexes.range": ("RangeIndex",),
+    "pandas.core.indexes.datetimes": ("DatetimeIndex",),
+    "pandas.core.indexes.multi": ("MultiIndex",),
+    "pandas.core.indexes.category": ("CategoricalIndex",),
+    "pandas.core.indexes.period": ("PeriodIndex",),
+    "pandas.core.indexes.timedeltas": ("TimedeltaIndex",),
+    "pandas.core.arrays.categorical": ("Categorical",),
+    "pandas.core.arrays.integer": tuple(
+        f"{kind}Int{bits}Dtype" for kind in ("", "U") for bits in (8, 16, 32, 64)
+    ),
+    "pandas.core.arrays.floating": ("Float32Dtype", "Float64Dtype"),
+    "pandas.core.arrays.boolean": ("BooleanDtype",),
+    "pandas.core.arrays.string_": ("StringDtype",),
+    "pandas.core.dtypes.dtypes": ("CategoricalDtype", "DatetimeTZDtype", "PeriodDtype"),
+    "pandas._libs.tslibs.period": ("Period",),
+}
+_PANDAS_ARRAYS = {
+    "pandas.core.arrays.datetimes": "DatetimeArray",
+    "pandas.core.arrays.timedeltas": "TimedeltaArray",
+    "pandas.core.arrays.period": "PeriodArray",
+    "pandas.core.arrays.integer": "IntegerArray",
+    "pandas.core.arrays.floating": "FloatingArray",
+    "pandas.core.arrays.boolean": "BooleanArray",
+    "pandas.core.arrays.string_": "StringArray",
+    "pandas.core.arrays.string_arrow": "ArrowStringArray",
+}
+RENAMED: dict[tuple[str, str], tuple[str, str]] = {
+    **{
+        (f"numpy.core.{module}", name): (f"numpy._core.{module}", name)
+        for module, name in (
+            ("multiarray", "_reconstruct"),
+            ("multiarray", "scalar"),
+            ("numeric", "_frombuffer"),
+        )
+    },
+    **{
+        (module, name): ("pandas", name)
+        for module, names in _PANDAS_CLASSES.items()
+        for name in names
+    },
+    **{(module, name): ("pandas.arrays", name) for module, name in _PANDAS_ARRAYS.items()},
+    # pandas 1.x's numeric indexes are today's Index with the same numpy dtype.
+    **{
+        ("pandas.core.indexes.numeric", name): ("pandas", "Index")
+        for name in ("Int64Index", "UInt64Index", "Float64Index", "NumericIndex")
+    },
+    ("pandas._libs.tslibs.nattype", "__nat_unpickle"): (
+        "pandas._libs.tslibs.nattype",
+        "_nat_unpickle",
+    ),
+    ("pandas._libs.missing", "NA"): ("pandas", "NA"),
+    # Protocols 0 to 2 name these as Python 2 did.
+    ("copy_reg", "_reconstructor"): ("copyreg", "_reconstructor"),
+    **{
+        ("__builtin__", name): ("builtins", name)
+        for name in (
+            "bytearray",
+            "complex",
+            "dict",
+            "float",
+            "frozenset",
+            "int",
+            "list",
+            "object",
+            "set",
+            "slice",
+            "str",
+            "tuple",
+        )
+    },
+    ("__builtin__", "xrange"): ("builtins", "range"),
+    ("__builtin__", "unicode"): ("builtins", "str"),
+}
+
+
+def canonical(module: str, name: str) -> tuple[str, str]:
+    """Today's name for a global an older numpy or pandas pickled (else the name itself)."""
+    return RENAMED.get((module, name), (module, name))
+
+
 _SIZED_CALLS = {("builtins", "bytes"), ("builtins", "bytearray"), ("__builtin__", "bytearray")}
 _RANGE_CALLS = {("builtins", "range"), ("__builtin__", "xrange")}
 _CONTAINERS = {
@@ -43,6 +130,7 @@ _CONTAINERS = {
         ("pandas", name)
         for name in (
             "Categorical",
+            "CategoricalIndex",
             "DataFrame",
             "DatetimeIndex",
             "Index",
@@ -50,6 +138,7 @@ _CONTAINERS = {
             "PeriodIndex",
             "RangeIndex",
             "Series",
+            "TimedeltaIndex",
         )
     ),
 }
@@ -237,10 +326,12 @@ class _Model:
         items = self.take(name)
         cost, value = _literal(arg)
         if name in _GLOBALS:
-            value = tuple(str(arg).split(" ", 1))
+            parts = str(arg).split(" ", 1)
+            value = canonical(*parts) if len(parts) == 2 else tuple(parts)
         elif name == "STACK_GLOBAL":
             module, qualname = (self.values.get(item) for item in items)
-            value = (module, qualname) if isinstance(module, str) else None
+            both = isinstance(module, str) and isinstance(qualname, str)
+            value = canonical(module, qualname) if both else None  # type: ignore[arg-type]
         if name in _CALLS or name == "INST":
             self.check_call(name, value if name == "INST" else self.values.get(items[0]), items)
         self.stack.append(self.node(cost, value, items))

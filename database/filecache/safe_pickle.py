@@ -8,6 +8,14 @@ the names below, collected by pickling the data types the old file cache held
 with their indexes, dtypes and time zones). Anything else is refused with
 :class:`UnsafePickleError` before it is called.
 
+Pickles written by pandas 1.5, 2.x and 3.x with numpy 1.x and 2.x load into today's
+objects: the names older versions pickled (``numpy.core.multiarray._reconstruct``,
+``pandas.core.frame.DataFrame``, pandas 1's ``Int64Index``...) resolve to today's
+(:data:`database.filecache.limits.RENAMED`), and the pytz zones of pandas before 3 to
+``zoneinfo`` zones (UTC to ``datetime.timezone.utc``) without importing pytz. The
+application's own dataclasses, named tuples and enums load only if allowed by name
+(:mod:`database.datatypes`).
+
 Sizes are bounded too (:mod:`database.filecache.limits`): the opcodes are
 checked before the unpickler starts, and the callables that allocate from a
 small argument (``bytes(n)``, ``bytearray(n)``, ``range``, numpy's
@@ -18,17 +26,31 @@ computed while unpickling is checked before anything is allocated.
 from __future__ import annotations
 
 import codecs
+import dataclasses
+import datetime as dt
+import enum
+import importlib
 import io
 import math
 import operator
 import pickle
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
-from database.exceptions import DatabaseError
+from database.datatypes import (
+    DATA_TYPES,
+    DataTypes,
+    build_namedtuple,
+    enum_member,
+    fill_dataclass,
+    kind_of,
+    type_name,
+)
+from database.exceptions import DatabaseError, ValidationError
 from database.filecache.limits import (
     PickleLimitError,
     PickleLimits,
+    canonical,
     check_pickle,
     over_budget,
     range_length,
@@ -73,27 +95,35 @@ _ALLOWED: frozenset[tuple[str, str]] = frozenset(
         *(
             ("pandas", name)
             for name in (
+                "BooleanDtype",
                 "Categorical",
                 "CategoricalDtype",
+                "CategoricalIndex",
                 "DataFrame",
                 "DatetimeIndex",
                 "DatetimeTZDtype",
                 "Index",
-                "Int64Dtype",
+                *(f"{kind}Int{bits}Dtype" for kind in ("", "U") for bits in (8, 16, 32, 64)),
+                "Float32Dtype",
+                "Float64Dtype",
                 "MultiIndex",
+                "NA",  # the missing-value singleton itself, not a callable
                 "Period",
                 "PeriodDtype",
                 "PeriodIndex",
                 "RangeIndex",
                 "Series",
                 "StringDtype",
+                "TimedeltaIndex",
             )
         ),
         *(
             ("pandas.arrays", name)
             for name in (
                 "ArrowStringArray",
+                "BooleanArray",
                 "DatetimeArray",
+                "FloatingArray",
                 "IntegerArray",
                 "PeriodArray",
                 "StringArray",
@@ -122,6 +152,7 @@ _ALLOWED: frozenset[tuple[str, str]] = frozenset(
         ),
         ("pandas.core.indexes.base", "_new_Index"),
         ("pandas.core.indexes.datetimes", "_new_DatetimeIndex"),
+        ("pandas.core.indexes.timedeltas", "_new_TimedeltaIndex"),
         ("pandas.core.internals.managers", "BlockManager"),
         ("pandas.core.internals.managers", "SingleBlockManager"),
     }
@@ -146,6 +177,51 @@ def _zoneinfo_getattr(target: Any, name: str) -> Any:
     raise UnsafePickleError(
         getattr(target, "__module__", "?"), f"{getattr(target, '__name__', target)}.{name}"
     )
+
+
+# pandas before 3 pickled time zones as pytz objects; pytz is not a requirement (pandas 3
+# does not use it) and is never imported: a pytz zone is read as the zoneinfo zone of the
+# same name, UTC as datetime.timezone.utc (what pandas 3 itself gives for UTC), so values
+# compare equal to what today's pandas builds. A pytz zone pickles as
+# pytz._p(zone, utcoffset, dst, tzname) (pytz.tzinfo.unpickler), UTC as pytz._UTC().
+_PYTZ_ZONES = {("pytz", "_p"), ("pytz", "timezone"), ("pytz.tzinfo", "unpickler")}
+_PYTZ_UTC = {("pytz", "_UTC"), ("pytz", "utc"), ("pytz", "UTC")}
+_UTC_NAMES = {"UTC", "Etc/UTC", "GMT", "Etc/GMT", "UCT", "Zulu", "Universal"}
+
+
+def _pytz_zone(module: str, name: str) -> Callable[..., Any]:
+    def zone(key: Any, *offsets: Any) -> Any:
+        from zoneinfo import ZoneInfo
+
+        shape_ok = len(offsets) <= 3 and all(
+            item is None or (isinstance(item, int | str) and not isinstance(item, bool))
+            for item in offsets
+        )
+        if not isinstance(key, str) or not 0 < len(key) <= 255 or not shape_ok:
+            raise UnsafePickleError(module, f"{name} of {key!r}: not a time zone")
+        if key in _UTC_NAMES:
+            return dt.UTC
+        try:
+            return ZoneInfo(key)  # refuses keys that are paths (ValueError)
+        except (ValueError, OSError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+            raise UnsafePickleError(module, f"{name} of {key!r}: not a time zone") from None
+
+    return zone
+
+
+def _pytz_utc() -> dt.timezone:
+    return dt.UTC
+
+
+def _pytz(module: str, name: str) -> Any:
+    """What a pytz global stands for, without importing pytz."""
+    if (module, name) in _PYTZ_ZONES:
+        return _pytz_zone(module, name)
+    if (module, name) == ("pytz", "_UTC"):
+        return _pytz_utc
+    if (module, name) in _PYTZ_UTC:
+        return dt.UTC  # the object itself, as pytz.utc is
+    raise UnsafePickleError(module, name)
 
 
 _RANGE_KEYS = (("start", 0), ("stop", 0), ("step", 1))
@@ -202,15 +278,34 @@ def _guarded(module: str, name: str, target: Any, limits: PickleLimits) -> Any:
             refuse_over(length * 8, f"a RangeIndex of {length} items")
         return target(cls, attributes)
 
-    def arrow_array(data: Any) -> Any:  # buffers and offsets from the file: check them all
-        built = target(data)
+    def arrow_array(data: Any) -> Any:
+        # pyarrow builds the array from the file's buffers before anything checks them
+        # (too few buffers, a negative offset or deep children would read out of
+        # bounds): only a plain string array gets that far, then validated in full.
+        _check_arrow_string_data(data, module, name)
         try:
+            built = target(data)
             built.validate(full=True)
-        except ValueError as error:  # pyarrow's ArrowInvalid
+        except Exception as error:  # pyarrow's ArrowInvalid, ArrowIndexError...
             raise UnsafePickleError(module, f"{name} of an invalid array ({error})") from None
         return built
 
+    def block(values: Any, placement: Any, ndim: Any = 2, *rest: Any) -> Any:
+        # The rows of a frame's block: a placement far longer than the values would be
+        # expanded to an array of that length (blknos, take) when the frame is used.
+        # (One place for a one-dimensional array: a Series, or an extension array column.)
+        shape: tuple[int, ...] = tuple(getattr(values, "shape", ()))
+        rows = shape[0] if len(shape) == 2 else 1
+        if isinstance(placement, slice):
+            count = range_length(placement.start or 0, placement.stop, placement.step or 1)
+        else:
+            count = len(placement) if hasattr(placement, "__len__") else -1
+        if not 0 <= count <= rows:
+            raise UnsafePickleError(module, f"{name} placing {rows} rows in {count} places")
+        return target(values, placement, ndim, *rest)
+
     guards: dict[str, Callable[..., Any]] = {
+        "_unpickle_block": block,
         "bytes": sized,
         "bytearray": sized,
         "range": ranged,
@@ -225,29 +320,194 @@ def _guarded(module: str, name: str, target: Any, limits: PickleLimits) -> Any:
     return guards.get(name, target)
 
 
+_ARROW_STRING_TYPES = ("string", "large_string")
+
+
+def _check_arrow_string_data(data: Any, module: str, name: str) -> None:
+    """Refuse, before pyarrow sees it, anything but the ArrayData tuple of a string
+    array: (type, length, null_count, offset, [validity, offsets, data], [], None)."""
+    pyarrow = importlib.import_module("pyarrow")
+
+    def refuse(why: str) -> NoReturn:
+        raise UnsafePickleError(module, f"{name} of {why}")
+
+    if not isinstance(data, tuple) or len(data) != 7:
+        refuse("something that is not an array's data")
+    kind, length, null_count, offset, buffers, children, dictionary = data
+    strings = [getattr(pyarrow, alias)() for alias in _ARROW_STRING_TYPES]
+    if not any(kind == allowed for allowed in strings):
+        refuse(f"an array of type {kind!r} (only strings are data here)")
+    for value in (length, null_count, offset):
+        if type(value) is not int:
+            refuse("a length, null count or offset that is not an integer")
+    if length < 0 or offset < 0 or not -1 <= null_count <= length:
+        refuse("a negative length or offset, or a null count out of range")
+    if children != [] or dictionary is not None:
+        refuse("children or a dictionary")
+    if not isinstance(buffers, list) or len(buffers) != 3:
+        refuse("other than the three buffers of a string array")
+    validity, offsets, values = buffers
+    if not all(isinstance(b, pyarrow.Buffer) for b in (offsets, values)) or not (
+        validity is None or isinstance(validity, pyarrow.Buffer)
+    ):
+        refuse("buffers that are not buffers")
+
+
+def _arrow_string_array(limits: PickleLimits) -> type:
+    """pandas' ``ArrowStringArray`` as pickle rebuilds it (``__new__``, then
+    ``__setstate__``), taking only an Arrow array (checked by ``_restore_array``) as its
+    data: pandas would turn any iterable (a list of huge ranges) into one."""
+    pyarrow = importlib.import_module("pyarrow")
+    real: type = importlib.import_module("pandas.arrays").ArrowStringArray
+
+    def set_state(self: Any, state: Any) -> None:
+        data = state.get("_pa_array", state.get("_data")) if isinstance(state, dict) else None
+        if not isinstance(data, pyarrow.Array | pyarrow.ChunkedArray):
+            raise UnsafePickleError("pandas.arrays", "ArrowStringArray of non-Arrow data")
+        self.__class__ = real
+        real.__setstate__(self, state)  # type: ignore[attr-defined]
+
+    return type("ArrowStringArray", (real,), {"__setstate__": set_state})
+
+
+def _dataclass_state(cls: type, state: Any) -> dict[Any, Any]:
+    """The field values in a dataclass's pickled state: its ``__dict__``, the
+    ``(dict, slots)`` pair of a class with slots, or the list of values of a frozen
+    one with slots."""
+    if isinstance(state, dict):
+        return state
+    if isinstance(state, tuple) and len(state) == 2:
+        merged: dict[Any, Any] = {}
+        for part in state:
+            if part is not None and not isinstance(part, dict):
+                raise ValidationError("data", type_name(cls), "has a malformed pickled state")
+            merged.update(part or {})
+        return merged
+    fields = dataclasses.fields(cls)
+    if isinstance(state, list) and len(state) == len(fields):
+        return {field.name: value for field, value in zip(fields, state, strict=True)}
+    raise ValidationError("data", type_name(cls), "has a malformed pickled state")
+
+
 class _DataUnpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, limits: PickleLimits) -> None:
+    def __init__(self, data: bytes, limits: PickleLimits, types: DataTypes) -> None:
         super().__init__(io.BytesIO(data))
         self.limits = limits
+        self.types = types
+        self.staging: dict[type, type] = {}
+        self.unfilled: dict[int, object] = {}  # dataclass instances still waiting for state
+        self.filled: list[tuple[object, type]] = []  # and those given it, with their class
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in {("builtins", "getattr"), ("__builtin__", "getattr")}:
             return _zoneinfo_getattr
+        if module == "pytz" or module.startswith("pytz."):
+            return _pytz(module, name)
+        module, name = canonical(module, name)
         if (module, name) not in _ALLOWED:
+            app_type = self.app_type(module, name)
+            if app_type is not None:
+                return app_type
             raise UnsafePickleError(module, name)
-        return _guarded(module, name, super().find_class(module, name), self.limits)
+        if (module, name) == ("pandas.arrays", "ArrowStringArray"):
+            return _arrow_string_array(self.limits)
+        found = _guarded(module, name, super().find_class(module, name), self.limits)
+        if (module, name) == ("copyreg", "_reconstructor"):  # protocols 0 and 1
+            return self.tracked(found)
+        return found
+
+    def tracked(self, reconstruct: Callable[..., Any]) -> Callable[..., Any]:
+        """``copyreg._reconstructor``, noting the dataclass stand-ins it creates empty;
+        for an allowed named tuple (``tuple.__new__(cls, items)``), building it."""
+
+        def reconstructor(cls: Any, base: Any, state: Any) -> Any:
+            stand_ins = {stand_in: real for real, stand_in in self.staging.items()}
+            real = stand_ins.get(cls)
+            if real is not None and base is tuple and kind_of(real) == "namedtuple":
+                return build_namedtuple(real, state if isinstance(state, tuple) else ())
+            built = reconstruct(cls, base, state)
+            if type(built) in stand_ins:
+                self.unfilled[id(built)] = built
+            return built
+
+        return reconstructor
+
+    def app_type(self, module: str, name: str) -> Any:
+        """How to rebuild an allowed application class (or a member of an allowed enum)."""
+        cls = self.types.get(f"{module}.{name}")
+        if cls is None and "." in name:  # an enum member pickled by its name
+            owner, member = name.rsplit(".", 1)
+            parent = self.types.get(f"{module}.{owner}")
+            if parent is not None and issubclass(parent, enum.Enum):
+                if member not in parent.__members__:
+                    raise ValidationError("data", type_name(parent), f"has no member {member!r}")
+                return parent.__members__[member]
+        if cls is None:
+            return None
+        kind = kind_of(cls)
+        if kind == "enum":  # pickled as a call of the class with the member's value
+            return lambda value: enum_member(cls, value)
+        if kind == "namedtuple":  # NEWOBJ (or a call) of the class with its items
+            if cls not in self.staging:
+
+                def new_tuple(stand_in: type, *items: Any) -> Any:
+                    return build_namedtuple(cls, items)  # exactly its number of items
+
+                namespace = {"__slots__": (), "__new__": new_tuple}
+                self.staging[cls] = type(cls.__name__, (cls,), namespace)
+            return self.staging[cls]
+        return self.staged(cls)
+
+    def staged(self, cls: type) -> type:
+        """A stand-in for the dataclass ``cls``: pickle creates it empty (``cls.__new__``,
+        through NEWOBJ or ``copyreg._reconstructor``) and then gives it its state; the
+        stand-in takes only the class's fields as state, once, and becomes ``cls`` itself
+        when the load ends (so that state given twice is still seen). One left without
+        state is refused then."""
+        if cls not in self.staging:
+            unfilled, filled = self.unfilled, self.filled
+
+            def new_empty(stand_in: type, *args: Any, **kwargs: Any) -> Any:
+                if args or kwargs:
+                    raise UnsafePickleError(cls.__module__, f"{cls.__qualname__} with arguments")
+                instance: object = object.__new__(stand_in)
+                unfilled[id(instance)] = instance
+                return instance
+
+            def set_state(self: Any, state: Any) -> None:
+                if unfilled.pop(id(self), None) is None:
+                    raise UnsafePickleError(cls.__module__, f"{cls.__qualname__} given state twice")
+                fill_dataclass(self, cls, _dataclass_state(cls, state))
+                filled.append((self, cls))
+
+            namespace = {"__slots__": (), "__new__": new_empty, "__setstate__": set_state}
+            self.staging[cls] = type(cls.__name__, (cls,), namespace)
+        return self.staging[cls]
+
+    def load(self) -> Any:
+        value = super().load()
+        if self.unfilled:
+            cls = type(next(iter(self.unfilled.values()))).__mro__[1]
+            raise UnsafePickleError(cls.__module__, f"{cls.__qualname__} without its fields")
+        for instance, cls in self.filled:
+            object.__setattr__(instance, "__class__", cls)
+        return value
 
 
-def safe_loads(data: bytes, limits: PickleLimits | None = None) -> Any:
+def safe_loads(
+    data: bytes, limits: PickleLimits | None = None, *, types: DataTypes | None = None
+) -> Any:
     """Unpickle ``data`` if it only builds allowed data types within ``limits``.
 
     UnsafePickleError for anything else; PickleLimitError, with the reason, for
     a pickle that is too large or would allocate too much (checked before the
-    unpickler starts, and again for sizes it computes).
+    unpickler starts, and again for sizes it computes). The application's own
+    classes allowed in ``types`` (by default :data:`database.datatypes.DATA_TYPES`,
+    filled by :func:`database.datatypes.allow_types`) are rebuilt too.
     """
     limits = limits or PickleLimits()
     check_pickle(data, limits)
-    return _DataUnpickler(data, limits).load()
+    return _DataUnpickler(data, limits, DATA_TYPES if types is None else types).load()
 
 
 __all__ = ["PickleLimitError", "UnsafePickleError", "safe_loads"]

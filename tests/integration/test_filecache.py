@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import pickle
 import time
@@ -150,21 +151,25 @@ def test_the_database_cache_has_the_old_interface(db: DatabaseManager, sql: RawS
     cache = DatabaseCache(db)
     key = make_key("get_financials", "NVDA", freq="yearly")
     assert cache.get(key) is None
-    cache.set(key, PRICES, expiration=60)
+    assert cache.set(key, PRICES, expiration=60) is True
     pd.testing.assert_frame_equal(cache.get(key), PRICES)
     sql.execute(
         "UPDATE market_data_cache SET cached_at = :old",
-        old=_stored_time(sql, dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)),
+        old=_stored_time(sql, dt.datetime.now(dt.UTC) - dt.timedelta(seconds=90)),
     )
-    assert cache.get(key, expiration=10) is None  # older than the caller allows
-    assert cache.get(key) is not None  # still within its own 60 s
+    assert cache.get(key) is not None  # past its own 60 s, within the default 3600 s
     stats = cache.get_stats()
-    assert (stats["entries"], stats["expired"], stats["hits"], stats["misses"]) == (1, 0, 2, 2)
+    assert stats["type"] == "database"
+    assert (stats["items"], stats["expired"]) == (1, 0)  # expires_at is untouched
+    assert cache.get(key, expiration=10) is None  # older than the caller allows: deleted
+    assert sql.count("market_data_cache") == 0
+    counts = statistics.snapshot()["file_cache"]
+    assert (counts.hits, counts.misses) == (2, 2)  # the hit rate is still monitored
     assert cache.delete(key) is True
-    assert cache.delete(key) is False
+    assert cache.delete(key) is True  # also when missing, as the old cache answered
     cache.set("a", 1)
     cache.set("b", 2)
-    assert cache.clear() == 2
+    assert cache.clear() is True
     assert sql.count("market_data_cache") == 0
 
 
@@ -177,14 +182,23 @@ def test_dual_writes_and_reads_that_fall_back_to_files(
     assert files.get("both") == {"v": 1}
     assert sql.count("market_data_cache") == 1
     files.set("file-only", {"v": 2}, expiration=120)  # written before the move began
+    written = files.read("file-only")
     assert dual.get("file-only") == {"v": 2}
     assert sql.count("market_data_cache") == 2  # back-filled
     assert DatabaseCache(db).get("file-only") == {"v": 2}
+    cached_at, expires_at = sql.rows(
+        "SELECT cached_at, expires_at FROM market_data_cache WHERE data_source = 'file_cache'"
+        " ORDER BY expires_at DESC"
+    )[0]
+    assert written is not None
+    assert cached_at == _stored_time(sql, written.cached_at)  # the file's own time
+    assert expires_at == _stored_time(sql, written.expires_at)
     assert dual.delete("both") is True
     assert files.get("both") is None
-    assert dual.get_stats()["file"]["entries"] == 1
-    assert dual.clear() == 2
+    assert dual.get_stats()["items"] == 1
+    assert dual.clear() is True
     assert sql.count("market_data_cache") == 0
+    assert files.get_stats()["items"] == 0
 
 
 def _stored_time(sql: RawSQL, moment: dt.datetime) -> object:
@@ -367,9 +381,7 @@ def test_the_market_data_cache_refuses_a_payload_that_contains_itself(
         )
     assert caught.value.field == "data"
     deep = safe_loads(deeply_nested_pickle(200_000))["data"]
-    with pytest.raises(ValidationError, match="nested more than") as caught:
-        DatabaseCache(db).set("deep", deep)
-    assert caught.value.field == "data"
+    assert DatabaseCache(db).set("deep", deep) is False  # the drop-in logs and answers False
     assert sql.count("market_data_cache") == 0
 
 
@@ -379,14 +391,16 @@ def test_the_market_data_cache_refuses_a_payload_that_contains_itself(
     ids=["nan", "inf", "negative", "huge", "text", "numpy"],
 )
 def test_the_file_cache_checks_expiration_as_the_database_cache_does(
-    db: DatabaseManager, tmp_path: Path, expiration: Any
+    db: DatabaseManager, tmp_path: Path, expiration: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     files = FileCache(tmp_path / "cache")
-    with pytest.raises(ValidationError) as by_database:
-        DatabaseCache(db).set("key", 1, expiration=expiration)
-    with pytest.raises(ValidationError) as by_files:
-        files.set("key", 1, expiration=expiration)
-    assert str(by_files.value) == str(by_database.value)
-    assert files.get_stats()["entries"] == 0
+    with caplog.at_level(logging.ERROR, logger="database.filecache.cache"):
+        assert DatabaseCache(db).set("key", 1, expiration=expiration) is False
+        assert files.set("key", 1, expiration=expiration) is False
+    by_database, by_files = (record.getMessage() for record in caplog.records)
+    reason = by_database.split(": ", 1)[1]
+    assert reason == by_files.split(": ", 1)[1]
+    assert "ttl" in reason
+    assert files.get_stats()["items"] == 0
     files.set("key", 1, expiration=60)
     assert 0 < (files.remaining("key") or 0) <= 60

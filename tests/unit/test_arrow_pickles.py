@@ -58,3 +58,54 @@ def test_other_pyarrow_callables_stay_refused() -> None:
 
     with pytest.raises(UnsafePickleError, match="memory_map"):
         safe_loads(pickle.dumps(Reader()))
+
+
+class _Call:
+    """Pickles as ``function(*arguments)``: a forged pickle, built without pickletools."""
+
+    def __init__(self, function: object, *arguments: object) -> None:
+        self.function, self.arguments = function, arguments
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return self.function, self.arguments
+
+
+def _array(alias: str, length: int, offset: int, buffers: list[object]) -> _Call:
+    kind = _Call(pa.lib.type_for_alias, alias)
+    return _Call(pa.lib._restore_array, (kind, length, 0, offset, buffers, [], None))
+
+
+def _buffer(data: bytes) -> _Call:
+    return _Call(pa.lib.py_buffer, bytearray(data))
+
+
+@pytest.mark.parametrize(
+    ("forged", "why"),
+    [
+        # pyarrow would index buffers that are not there (a crash, not an error)
+        (_array("string", 2, 0, [None]), "three buffers"),
+        (_array("int64", 5, 0, []), "only strings"),
+        # a negative offset reads memory before the buffer
+        (
+            _array("large_string", 1, -(1 << 40), [None, _buffer(b"\0" * 16), _buffer(b"ab")]),
+            "negative",
+        ),
+        (_array("uint8", 64, -48, [None, _buffer(b"A" * 16)]), "only strings"),
+    ],
+)
+def test_forged_array_data_is_refused_before_pyarrow_reads_it(forged: _Call, why: str) -> None:
+    with pytest.raises(UnsafePickleError, match=why):
+        safe_loads(pickle.dumps(forged, protocol=5))
+
+
+def test_a_string_column_of_anything_but_arrow_data_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # pandas' __setstate__ would turn these ranges into arrays of 30 million integers
+    array = pd.array(["a"], dtype="str")
+    state = {**array.__getstate__(), "_pa_array": [range(30_000_000)] * 4}
+    monkeypatch.setattr(type(array), "__getstate__", lambda self: state)
+    forged = pickle.dumps(array, protocol=5)
+    monkeypatch.undo()
+    with pytest.raises(UnsafePickleError, match="non-Arrow data"):
+        safe_loads(forged)

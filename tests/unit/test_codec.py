@@ -178,3 +178,40 @@ def test_a_payload_at_the_depth_limit_and_a_shared_part_are_kept() -> None:
 def test_integers_of_any_size_come_back_through_json(number: int) -> None:
     back = round_trip({"n": number})
     assert back == {"n": number}
+
+
+def test_application_types_are_stored_only_when_allowed() -> None:
+    """Dataclasses and enums need allowing (see tests/unit/test_app_types.py); a named
+    tuple or int enum that is not allowed is stored as its tuple or int, as before."""
+    import enum
+    from dataclasses import dataclass
+    from typing import NamedTuple
+
+    from database.datatypes import DataTypes
+
+    class Pair(NamedTuple):
+        a: int
+        b: int
+
+    class Size(enum.IntEnum):
+        BIG = 2
+
+    @dataclass
+    class Point:
+        x: float
+
+    assert round_trip(Pair(1, 2)) == (1, 2)
+    assert type(round_trip(Pair(1, 2))) is tuple
+    assert round_trip(Size.BIG) == 2
+    with pytest.raises(ValidationError, match="allow_types"):
+        codec.encode({"p": Point(1.0)})
+    types = DataTypes([Pair, Size, Point])
+    stored = json.loads(json.dumps(codec.encode([Pair(1, 2), Size.BIG, Point(1.5)], types)))
+    assert stored[2] == {
+        "__type__": "dataclass",
+        "name": Point.__module__ + "." + Point.__qualname__,
+        "fields": {"x": 1.5},
+    }
+    assert codec.decode(stored, types) == [Pair(1, 2), Size.BIG, Point(1.5)]
+    with pytest.raises(ValidationError, match="not an allowed"):
+        codec.decode(stored)
