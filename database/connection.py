@@ -742,8 +742,8 @@ def _engine_options_checked() -> Iterator[None]:
         if extra is None:
             raise
         raise ConfigurationError(
-            f"this database needs the {error.name!r} driver: "
-            f"pip install 'buffetbot-database[{extra}]'"
+            f"this database needs the {error.name!r} driver: install this package with its"
+            f" {extra} extra, pip install '<path or git URL of buffetbot-database>[{extra}]'"
         ) from error
 
 

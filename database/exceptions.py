@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -108,8 +108,11 @@ class UnknownFieldError(ValidationError):
     Relationship names, ``metadata``, ``registry`` and dunder names included.
     """
 
-    def __init__(self, model: str, name: str, value: Any) -> None:
-        ValidationError.__init__(self, name, value, f"is not a column of {model}")
+    def __init__(
+        self, model: str, name: str, value: Any, fields: Iterable[str] | None = None
+    ) -> None:
+        known = f" (fields: {', '.join(sorted(fields))})" if fields else ""
+        ValidationError.__init__(self, name, value, f"is not a column of {model}{known}")
         self.model = model
 
 
@@ -195,11 +198,25 @@ class SchemaVersionError(DatabaseError):
 
     ``current`` is the database's revision (None: no schema); ``required`` the
     package's head; ``unknown`` is True when ``current`` is a revision this
-    package does not know (the database was migrated by newer code).
+    package does not know (the database was migrated by newer code). ``missing``
+    names the table or column a statement found missing (``current`` is then
+    None: not read).
     """
 
-    def __init__(self, current: str | None, required: str | None, *, unknown: bool = False) -> None:
-        if unknown:
+    def __init__(
+        self,
+        current: str | None,
+        required: str | None,
+        *,
+        unknown: bool = False,
+        missing: str | None = None,
+    ) -> None:
+        if missing is not None:  # found by a statement: the revision itself was not read
+            message = (
+                f"{missing} does not exist: the schema is not this package's {required}"
+                " (never migrated, or older): run `buffetbot-db upgrade`"
+            )
+        elif unknown:
             message = (
                 f"schema at {current}, a revision unknown to this package "
                 f"(this package knows up to {required}): the database was migrated by newer "
@@ -332,6 +349,8 @@ def _by_state(
         return StatementTimeoutError(f"{model}: statement cancelled: {message}")
     if state == _INSUFFICIENT_PRIVILEGE:
         return PermissionDeniedError(f"{model}: {message}")
+    if missing := _missing_schema_object(state, message):
+        return missing
     if state is not None and state.startswith(_UNAVAILABLE_PREFIXES):
         return DatabaseUnavailableError(*where, message)
     if isinstance(orig, sqlite3.Error) or type(orig).__module__.startswith("sqlite3"):
@@ -342,6 +361,37 @@ def _by_state(
         ):
             return DatabaseUnavailableError(None, None, message)
     return None
+
+
+# A table or column of this package's schema that a statement did not find:
+# PostgreSQL's 42P01 / 42703, SQLite's messages.
+_UNDEFINED_TABLE, _UNDEFINED_COLUMN = "42P01", "42703"
+_MISSING = (
+    re.compile(r'relation "(?:\w+\.)?(?P<table>\w+)" does not exist'),
+    re.compile(r"column (?:\w+\.)?(?P<table>\w+)\.(?P<column>\w+) does not exist"),
+    re.compile(r"no such table: (?:\w+\.)?(?P<table>\w+)"),
+    re.compile(r"no such column: (?P<table>\w+)\.(?P<column>\w+)"),
+    re.compile(r"table (?P<table>\w+) has no column named (?P<column>\w+)"),
+)
+
+
+def _missing_schema_object(state: str | None, message: str) -> SchemaVersionError | None:
+    """A SchemaVersionError when a statement found one of this package's tables or
+    columns missing: the database was never migrated, or is older than the package."""
+    if state not in (None, _UNDEFINED_TABLE, _UNDEFINED_COLUMN):
+        return None
+    match = next((m for pattern in _MISSING if (m := pattern.search(message))), None)
+    if match is None:
+        return None
+    from database.migrate import head_revision  # imported late: it imports this module
+    from database.models.base import Base
+
+    table = Base.metadata.tables.get(match["table"])
+    column = match.groupdict().get("column")
+    if table is None or (column is not None and column not in table.c):
+        return None  # not this package's schema: the application's own statement
+    missing = f"table {table.name}" if column is None else f"column {table.name}.{column}"
+    return SchemaVersionError(None, head_revision(), missing=missing)
 
 
 def translate(

@@ -17,7 +17,8 @@ def main() -> Any:
         if (error.name or "").partition(".")[0] not in _CLI_PACKAGES:
             raise
         sys.exit(
-            f"buffetbot-db needs the '{error.name}' package: pip install 'buffetbot-database[cli]'"
+            f"buffetbot-db needs the '{error.name}' package: install this package with its cli"
+            " extra, pip install '<path or git URL of buffetbot-database>[cli]'"
         )
     return run_cli()
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any, TextIO, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from database import migrate
 from database.config import parse_url
@@ -121,7 +122,9 @@ def run(context: typer.Context, what: str, action: Callable[[Options], T]) -> T:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         # soft_wrap: one line, never broken inside a path or a URL.
         errors.print(
-            f"[bold red]error:[/] {what} failed: {message}", highlight=False, soft_wrap=True
+            f"[bold red]error:[/] {what} failed: {escape(message)}",
+            highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(1) from None
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from database import migrate
@@ -55,15 +56,17 @@ def health(
     else:
         _print_url("health of", report["url"])
         table = Table(show_header=False)
-        table.add_row("reachable", "yes" if report["reachable"] else f"no: {report['error']}")
+        reachable = "yes" if report["reachable"] else f"no: {escape(str(report['error']))}"
+        table.add_row("reachable", reachable)
         if report["latency_ms"] is not None:
             table.add_row("round trip", f"{report['latency_ms']:.1f} ms")
-        table.add_row(
-            "schema",
-            "at head"
-            if report["at_head"]
-            else f"{report['revision'] or 'no schema'} (head is {report['head']})",
-        )
+        if not report["reachable"]:
+            schema = f"unknown: not reachable (head is {report['head']})"
+        elif report["at_head"]:
+            schema = "at head"
+        else:
+            schema = f"{report['revision'] or 'no schema'} (head is {report['head']})"
+        table.add_row("schema", schema)
         pool = report["pool"]
         table.add_row(
             "pool",
@@ -232,11 +235,11 @@ def _print_demo(result: DemoResult) -> None:
     table.add_row(
         "total",
         "",
-        f"{valuation.total_cost_basis:,.2f}",
+        _amount(valuation.total_cost_basis),
         "",
         "",
-        f"{valuation.total_market_value:,.2f}",
-        f"{valuation.total_gain:+,.2f}",
+        _amount(valuation.total_market_value),
+        _amount(valuation.total_gain, "+,.2f"),
         "100.00",
         f"{valuation.target_allocation_total:,.2f} + {valuation.target_cash_percentage:,.2f} cash",
     )

@@ -34,14 +34,16 @@ def upgrade(
 ) -> None:
     """Apply migrations up to REVISION (default: head); prints the revision reached."""
 
-    def apply(options: Options) -> str | None:
+    def apply(options: Options) -> tuple[str | None, str | None]:
         url = _url(options, existing=False)
+        before = migrate.current_revision(url)
         command.upgrade(migrate.alembic_config(url), revision)
-        return migrate.current_revision(url)
+        return before, migrate.current_revision(url)
 
-    reached = run(context, "upgrade", apply)
+    before, reached = run(context, "upgrade", apply)
     head = " (head)" if reached == migrate.head_revision() else ""
-    console.print(f"upgraded to {reached or 'base (no schema)'}{head}", highlight=False)
+    done = "already at" if reached == before else "upgraded to"
+    console.print(f"{done} {reached or 'base (no schema)'}{head}", highlight=False)
 
 
 # "-1" is a revision, not an option.

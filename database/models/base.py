@@ -67,7 +67,7 @@ class Base(AsyncAttrs, DeclarativeBase):
         settable = settable_fields(type(self))
         for key in kwargs:
             if key not in settable:
-                raise UnknownFieldError(type(self).__name__, key, kwargs[key])
+                raise UnknownFieldError(type(self).__name__, key, kwargs[key], settable)
         for key, value in kwargs.items():
             setattr(self, key, value)
 

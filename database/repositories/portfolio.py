@@ -91,16 +91,18 @@ class PortfolioValuation:
     the sum of the rounded positions by a few ten-thousandths, and the rounded
     allocations from 100.00 by a few hundredths): ``total_cost_basis`` over the
     positions with a cost, ``total_market_value`` over those with a price,
-    ``total_gain`` and ``total_gain_percentage`` over those with both.
+    ``total_gain`` and ``total_gain_percentage`` over those with both. A total
+    no position contributes to (positions held, but none priced) is None, not 0;
+    a portfolio without positions totals 0.
     """
 
     portfolio_id: uuid.UUID
     name: str
     as_of: dt.date | None
     positions: tuple[PositionValue, ...]  # by ticker
-    total_cost_basis: Decimal
-    total_market_value: Decimal
-    total_gain: Decimal
+    total_cost_basis: Decimal | None
+    total_market_value: Decimal | None
+    total_gain: Decimal | None
     total_gain_percentage: Decimal | None
     positions_without_price: int
     positions_without_cost: int
@@ -110,6 +112,12 @@ class PortfolioValuation:
 
 def _money(value: Decimal | None) -> Decimal | None:
     return None if value is None else value.quantize(_MONEY_PLACES, ROUND_HALF_UP)
+
+
+def _total(figures: Sequence[Decimal | None]) -> Decimal | None:
+    """The sum of the known figures; None when there are figures but none is known."""
+    known = [f for f in figures if f is not None]
+    return sum(known, Decimal(0)) if known or not figures else None
 
 
 def _percentage(part: Decimal | None, whole: Decimal | None) -> Decimal | None:
@@ -128,9 +136,9 @@ def _valuation(rows: Sequence[Row[Any]], as_of: dt.date | None) -> PortfolioValu
             None if value is None or cost is None else value - cost
             for value, cost in zip(values, costs, strict=True)
         ]
-        total_value = sum((v for v in values if v is not None), Decimal(0))
-        total_cost = sum((c for c in costs if c is not None), Decimal(0))
-        total_gain = sum((g for g in gains if g is not None), Decimal(0))
+        total_value = _total(values)
+        total_cost = _total(costs)
+        total_gain = _total(gains)
         gained_cost = sum(
             (c for c, g in zip(costs, gains, strict=True) if c is not None and g is not None),
             Decimal(0),
@@ -156,9 +164,9 @@ def _valuation(rows: Sequence[Row[Any]], as_of: dt.date | None) -> PortfolioValu
             name=rows[0].name,
             as_of=as_of,
             positions=positions,
-            total_cost_basis=total_cost.quantize(_MONEY_PLACES, ROUND_HALF_UP),
-            total_market_value=total_value.quantize(_MONEY_PLACES, ROUND_HALF_UP),
-            total_gain=total_gain.quantize(_MONEY_PLACES, ROUND_HALF_UP),
+            total_cost_basis=_money(total_cost),
+            total_market_value=_money(total_value),
+            total_gain=_money(total_gain),
             total_gain_percentage=_percentage(total_gain, gained_cost),
             positions_without_price=sum(1 for v in values if v is None),
             positions_without_cost=sum(1 for c in costs if c is None),

@@ -95,9 +95,47 @@ def test_a_long_error_is_one_line_even_in_a_narrow_terminal(tmp_path: Path) -> N
 def test_upgrade_prints_the_revision_it_reached(empty_url: str) -> None:
     assert cli(empty_url, "upgrade", "0002").stdout.strip() == "upgraded to 0002"
     assert cli(empty_url, "upgrade").stdout.strip() == f"upgraded to {HEAD} (head)"
-    assert cli(empty_url, "upgrade").stdout.strip() == f"upgraded to {HEAD} (head)"  # again
+    assert cli(empty_url, "upgrade").stdout.strip() == f"already at {HEAD} (head)"
 
 
 def test_a_usage_error_exits_2_and_a_failure_1(empty_url: str) -> None:
     assert "No such command" in " ".join(cli(empty_url, "upgrayed", expect=2).stderr.split())
     cli(empty_url, "current", expect=1)  # exists (or not), but not migrated
+
+
+@pytest.mark.parametrize("name", ["[/x]", "[red]x"])
+def test_brackets_in_a_message_are_printed_as_they_are(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name / "app.db"  # rich would read "[/x]" and "[red]" as markup
+    failed = cli(f"sqlite:///{path}", "current", expect=1)
+    assert str(path) in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert failed.stderr.count("\n") == 1
+
+
+def test_health_of_an_unreachable_server_does_not_claim_no_schema() -> None:
+    url = "postgresql://app:secret@127.0.0.1:9/buffetbot"
+    shown = " ".join(cli(url, "health", expect=1).stdout.split())
+    assert "schema │ unknown: not reachable" in shown
+    assert "no schema" not in shown
+    assert "secret" not in shown
+
+
+def test_import_cache_prints_bracketed_file_names_as_they_are(
+    empty_url: str, tmp_path: Path
+) -> None:
+    cli(empty_url, "upgrade")
+    folder = tmp_path / "[red]cache"
+    folder.mkdir()
+    (folder / "[bold]x.cache").write_bytes(b"not a pickle")
+    failed = cli(empty_url, "import-cache", str(folder), expect=3)
+    assert "rejected [bold]x.cache:" in failed.stderr
+    assert f"import of {folder}\n" in failed.stdout  # whole, on a line of its own
+
+
+def test_import_cache_of_a_missing_folder_says_so_without_a_progress_bar(
+    empty_url: str, tmp_path: Path
+) -> None:
+    cli(empty_url, "upgrade")
+    failed = cli(empty_url, "import-cache", str(tmp_path / "nope"), expect=1)
+    assert failed.stderr.count("\n") == 1
+    assert "is not a directory" in failed.stderr

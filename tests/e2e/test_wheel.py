@@ -180,7 +180,8 @@ def test_the_command_without_the_cli_extra_says_which_extra_to_install(
     result = run(
         [str(installed["command"]), "--help"], cwd=tmp_path, path=[installed["core"]], expect=1
     )
-    assert "buffetbot-database[cli]" in result.stderr
+    assert "with its cli extra" in result.stderr
+    assert "buffetbot-database>[cli]" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -192,8 +193,11 @@ def test_a_postgresql_url_without_the_extra_names_the_extra(
     command = [str(installed["command"]), "--url", url, "health", "--json"]
     result = run(command, cwd=tmp_path, path=path, expect=1)
     error = json.loads(result.stdout)["error"]
-    assert (
-        error
-        == "this database needs the 'psycopg' driver: pip install 'buffetbot-database[postgresql]'"
+    assert error == (
+        "this database needs the 'psycopg' driver: install this package with its postgresql"
+        " extra, pip install '<path or git URL of buffetbot-database>[postgresql]'"
     )
     assert "Traceback" not in result.stderr
+    # and in the text output, the brackets are printed, not taken for markup
+    shown = run(command[:-1], cwd=tmp_path, path=path, expect=1).stdout
+    assert "[postgresql]'" in shown

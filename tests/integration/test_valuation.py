@@ -140,7 +140,8 @@ async def test_before_any_bar_every_position_is_without_a_price(
     valuation = await uow(portfolios.value_portfolio, held.id, as_of=dt.date(2024, 1, 1))
     assert valuation.positions_without_price == 4
     assert all(p.close is None and p.allocation_percentage is None for p in valuation.positions)
-    assert (valuation.total_market_value, valuation.total_gain) == (Decimal(0), Decimal(0))
+    # unknown, not 0: held, but no position has a price yet
+    assert (valuation.total_market_value, valuation.total_gain) == (None, None)
     assert valuation.total_gain_percentage is None
     assert valuation.total_cost_basis == Decimal("1722.5000")
 
