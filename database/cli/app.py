@@ -24,7 +24,8 @@ EXIT_CODES = "\n\n".join(
         "1  the command failed (one line on stderr; the traceback with --debug),"
         " or health, current or check found the database not ready;",
         "2  a usage error (unknown command or option, bad value);",
-        "3  import-cache rejected some files (the others were imported).",
+        "3  import-cache rejected (with --dry-run: would reject) some files;"
+        " the others were imported.",
     )
 )
 

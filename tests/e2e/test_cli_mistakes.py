@@ -43,7 +43,7 @@ def test_help_lists_the_commands_in_groups_and_the_exit_codes() -> None:
         assert all(place < end for place in places), f"{title}: a command outside its group"
     flat = " ".join(shown.split())
     assert "Exit codes:" in flat
-    assert "3 import-cache rejected some files" in flat
+    assert "3 import-cache rejected (with --dry-run: would reject) some files" in flat
 
 
 @pytest.mark.parametrize(
