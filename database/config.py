@@ -145,6 +145,13 @@ def driver_urls(url: str | URL) -> DriverUrls:
             f"unsupported database {parsed.get_backend_name()!r}: use postgresql:// or sqlite:///"
         )
     if backend == "postgresql":
+        if "@" in (parsed.host or ""):
+            # "user:p@ss@host": split at the first @, the rest of the password would
+            # become the host name, and be shown in every connection error.
+            raise ConfigurationError(
+                "the database URL has an '@' after the user name and password:"
+                " percent-encode an '@' inside the password as %40"
+            )
         if not parsed.database:
             raise ConfigurationError(f"{parsed.render_as_string()} names no database")
         # asyncpg spells the psycopg ``sslmode`` query option ``ssl``.

@@ -39,11 +39,27 @@ app = typer.Typer(
 )
 
 
+def _sane_columns() -> None:
+    """Keep COLUMNS, which rich reads for every console (typer's help included),
+    within 20..1000: a huge value makes it build lines that wide (a hang, or
+    MemoryError), 0 prints nothing; a value that is not a number is dropped."""
+    value = os.environ.get("COLUMNS")
+    if value is None:
+        return
+    try:
+        columns = int(value)
+    except ValueError:
+        del os.environ["COLUMNS"]
+        return
+    os.environ["COLUMNS"] = str(min(max(columns, 20), 1000))
+
+
 def _width(stream: TextIO) -> int | None:
     """The terminal's width, or COLUMNS; else 120 (rich would assume 80 for a pipe)."""
     return None if stream.isatty() or os.environ.get("COLUMNS") else 120
 
 
+_sane_columns()
 console = Console(width=_width(sys.stdout))
 errors = Console(stderr=True, width=_width(sys.stderr))
 T = TypeVar("T")

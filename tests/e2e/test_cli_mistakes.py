@@ -21,7 +21,12 @@ def run(*arguments: str, expect: int, **variables: str) -> subprocess.CompletedP
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_URL"))}
     environment.update(variables)
     result = subprocess.run(
-        [COMMAND, *arguments], capture_output=True, text=True, env=environment, check=False
+        [COMMAND, *arguments],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
+        timeout=60,
     )
     assert result.returncode == expect, f"{arguments}: {result.stdout}\n{result.stderr}"
     return result
@@ -139,3 +144,11 @@ def test_import_cache_of_a_missing_folder_says_so_without_a_progress_bar(
     failed = cli(empty_url, "import-cache", str(tmp_path / "nope"), expect=1)
     assert failed.stderr.count("\n") == 1
     assert "is not a directory" in failed.stderr
+
+
+@pytest.mark.parametrize("columns", ["999999999999", "0", "-5", "abc"])
+def test_any_columns_value_gives_the_help(columns: str) -> None:
+    # rich builds lines as wide as COLUMNS: a huge one hung or ran out of memory
+    shown = run("--help", expect=0, COLUMNS=columns).stdout
+    assert "import-cache" in shown
+    assert max(len(line) for line in shown.splitlines()) <= 1000

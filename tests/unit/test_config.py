@@ -185,3 +185,14 @@ def test_db_echo_takes_debug_in_any_case_and_names_its_values(
     with pytest.raises(ConfigurationError) as caught:
         DatabaseSettings.from_env()
     assert str(caught.value) == "DB_ECHO='loud': must be true, false or debug"
+
+
+def test_an_at_sign_inside_a_password_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        DatabaseManager("postgresql://app:pre@TOPSECRET@127.0.0.1:5432/buffetbot")
+    assert "%40" in str(raised.value)
+    assert "TOPSECRET" not in str(raised.value)
+    encoded = DatabaseManager("postgresql://app:pre%40TOPSECRET@127.0.0.1:5432/buffetbot")
+    assert encoded.urls.sync_url.password == "pre@TOPSECRET"
+    assert encoded.urls.sync_url.host == "127.0.0.1"
+    encoded.close()
