@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,9 +27,12 @@ from sqlalchemy import bindparam, func, select, text
 
 from database import monitoring
 from database.connection import DatabaseManager, PoolStatus
+from database.exceptions import DatabaseError
 from database.models import AnalysisResult, MarketDataCache, PriceHistory
 from database.models.base import utcnow
 from database.monitoring import CacheCounts, QueryTiming
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -122,8 +126,8 @@ def _jsonable(value: Any) -> Any:
 class _Gauges:
     """Pool and freshness, as metric families of values read beforehand."""
 
-    def __init__(self, pool: PoolStatus, freshness: Freshness) -> None:
-        self.pool, self.freshness = pool, freshness
+    def __init__(self, pool: PoolStatus, freshness: Freshness | None) -> None:
+        self.pool, self.freshness = pool, freshness  # freshness None: it could not be read
 
     def collect(self) -> Iterator[Metric]:
         pool = GaugeMetricFamily(
@@ -139,6 +143,8 @@ class _Gauges:
         )
         at_capacity.add_metric([], self.pool.checkouts_at_capacity)
         yield at_capacity
+        if self.freshness is None:
+            return
         latest = GaugeMetricFamily(
             "buffetbot_db_latest_price_timestamp",
             "Latest price date (epoch seconds)",
@@ -167,10 +173,29 @@ class DatabaseCollector:
         self.manager = manager
 
     def describe(self) -> list[Metric]:
-        return []  # no scrape at registration time
+        """The metric names, without a query: the registry refuses a second collector
+        of the same names (a duplicate would make Prometheus reject every scrape)."""
+        empty = Freshness({}, None, None, 0, 0)
+        return [*_Gauges(PoolStatus(0, 0, 0, 0, 0), empty).collect(), self._up(True)]
 
     def collect(self) -> Iterator[Metric]:
-        yield from _Gauges(self.manager.pool_status(), read_freshness(self.manager)).collect()
+        """The gauges; with the database unreachable, the pool's and ``up`` 0 (never
+        an error: it would cost the scrape every other metric of the process)."""
+        try:
+            freshness: Freshness | None = read_freshness(self.manager)
+        except DatabaseError as error:
+            logger.warning("metrics without freshness: %s", error)
+            freshness = None
+        yield from _Gauges(self.manager.pool_status(), freshness).collect()
+        yield self._up(freshness is not None)
+
+    @staticmethod
+    def _up(reachable: bool) -> Metric:
+        up = GaugeMetricFamily(
+            "buffetbot_db_up", "1 when the last scrape could read the database, else 0"
+        )
+        up.add_metric([], 1 if reachable else 0)
+        return up
 
 
 def read_freshness(manager: DatabaseManager) -> Freshness:

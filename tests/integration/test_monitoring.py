@@ -274,6 +274,28 @@ def test_an_application_registers_the_pool_and_freshness_gauges(db: DatabaseMana
     assert latest == dt.datetime(2024, 5, 3, tzinfo=dt.UTC).timestamp()
 
 
+def test_a_second_collector_of_the_same_metrics_is_refused(db: DatabaseManager) -> None:
+    registry = CollectorRegistry()
+    registry.register(DatabaseCollector(db))
+    # duplicates would make Prometheus reject every scrape of the process
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        registry.register(DatabaseCollector(db))
+    assert registry.get_sample_value("buffetbot_db_up") == 1
+
+
+def test_an_unreachable_database_costs_the_scrape_only_its_freshness() -> None:
+    down = DatabaseManager("postgresql://app@127.0.0.1:9/buffetbot", connect_timeout=2)
+    registry = CollectorRegistry()
+    registry.register(DatabaseCollector(down))
+    try:
+        exposed = generate_latest(registry).decode()  # no error
+    finally:
+        down.close()
+    assert registry.get_sample_value("buffetbot_db_up") == 0
+    assert "buffetbot_db_pool_connections" in exposed
+    assert "buffetbot_db_latest_price_timestamp" not in exposed
+
+
 def test_long_statements_are_shortened_between_words() -> None:
     query = "SELECT price_history.ticker, price_history.close FROM price_history WHERE x = $1"
     short = shorten(query, 40)
