@@ -29,11 +29,13 @@ from database.validation import exact_date, exact_datetime, exact_str, normalize
 PRICE_FIELDS = ("open", "high", "low", "close", "adj_close")
 VALUE_FIELDS = (*PRICE_FIELDS, "volume", "dividends", "stock_splits")
 BAR_FIELDS = ("ticker", "date", *VALUE_FIELDS)
-# Fields a download may lack as a whole (yf.download() has no Dividends or Stock
-# Splits without actions=True; auto_adjust=True has no Adj Close): an upsert
-# without the column keeps what is stored. A bar's open, high, low and close are
-# replaced together, so that its range stays its own.
-KEPT_WHEN_ABSENT = ("adj_close", "volume", "dividends", "stock_splits")
+# Fields a source often lacks (yf.download() has no Dividends or Stock Splits
+# without actions=True; auto_adjust=True has no Adj Close): a missing value (no
+# such column or key, or NaN) keeps what is stored for that bar; a new bar gets
+# NULL, or 0 for the actions. A bar's open, high, low and close are replaced
+# together, so that its range stays its own.
+KEPT_WHEN_MISSING = ("adj_close", "volume", "dividends", "stock_splits")
+ACTION_FIELDS = ("dividends", "stock_splits")
 PRICE_SCALE = 6  # NUMERIC(18, 6), as in the price_history table
 # Yahoo's bars now and then have an open or close a little outside [low, high]
 # (SPY 2015-03-05: open 209.419998, low 209.850006, 0.2% apart). Such a bar is
@@ -122,7 +124,6 @@ class CheckedBars:
     bars: pd.DataFrame
     rejected: list[RejectedBar]
     repaired: list[RepairedBar]
-    given: frozenset[str] = frozenset(VALUE_FIELDS)  # the value fields the input had
 
 
 class PriceValidationError(ValidationError):
@@ -345,8 +346,6 @@ def _check_bars(
         problems.append((not_numbers, field, raw, "is not a number"))
         original[field] = raw
         bars[field] = numbers
-    for field in ("dividends", "stock_splits"):
-        bars[field] = bars[field].fillna(0.0)
     repairs = _widen_ranges(bars) if repair else []
     problems += _checks(bars, original, repair=repair)
     problems.append((bars["date"].isna(), "date", frame["date"], "is not a date"))
@@ -366,8 +365,7 @@ def _check_bars(
         if not bad.iloc[row]
     ]
     repaired.sort(key=lambda r: (r.ticker, r.date, r.field))
-    given = frozenset(f for f in VALUE_FIELDS if f in frame)
-    return CheckedBars(bars[~bad].reset_index(drop=True), rejected, repaired, given)
+    return CheckedBars(bars[~bad].reset_index(drop=True), rejected, repaired)
 
 
 # -- yf.download()'s two-level columns ------------------------------------------------
@@ -564,7 +562,7 @@ def _checks(
     for field in ("dividends", "stock_splits"):
         checks.append((bars[field] < 0, field, original[field], "must be at least 0"))
         checks.append((bars[field] >= _LIMITS[field], field, original[field], "is too large"))
-        checks.append((~np.isfinite(bars[field]), field, original[field], "must be finite"))
+        checks.append((np.isinf(bars[field]), field, original[field], "must be finite"))
     return checks
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
-import functools
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from decimal import Decimal
 from typing import Any, ParamSpec, TypeVar
 
 import pandas as pd
-from sqlalchemy import Select, TextClause, and_, bindparam, exists, func, select, text
+from sqlalchemy import Select, and_, bindparam, exists, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,8 +38,9 @@ from database.exceptions import is_unique_violation as _is_unique_violation
 from database.models import PriceHistory
 from database.models.base import utcnow
 from database.prices import (
+    ACTION_FIELDS,
     BAR_FIELDS,
-    KEPT_WHEN_ABSENT,
+    KEPT_WHEN_MISSING,
     PRICE_SCALE,
     YFINANCE_COLUMNS,
     PriceValidationError,
@@ -80,10 +80,18 @@ _STAGING_DDL = {
     + ", ".join(f"{c} INTEGER" for c in _VALUES)
     + ")",
 }
+
+
+def _staged(column: str, dialect: str) -> str:
+    """A staged value as the table takes it: scaled back on PostgreSQL; a missing
+    dividend or split (a new bar's, after _KEEP_STORED) is 0."""
+    value = column if dialect == "sqlite" or column == "volume" else f"{column} * 1e-{PRICE_SCALE}"
+    return f"COALESCE({value}, 0)" if column in ACTION_FIELDS else value
+
+
 _STAGED = {
-    "postgresql": "ticker, date, "
-    + ", ".join(c if c == "volume" else f"{c} * 1e-{PRICE_SCALE}" for c in _VALUES),
-    "sqlite": _COLUMNS,
+    dialect: "ticker, date, " + ", ".join(_staged(c, dialect) for c in _VALUES)
+    for dialect in ("postgresql", "sqlite")
 }
 _CLEAR = {"postgresql": f"TRUNCATE {STAGING}", "sqlite": f"DELETE FROM {STAGING}"}
 _DUPLICATES = text(
@@ -101,25 +109,38 @@ _INSERT_NEW = {
 }
 
 
-@functools.cache
-def _merge(dialect: str, kept: frozenset[str]) -> TextClause:
-    """The merge of the staged bars, updating a stored bar only where a value differs;
-    the ``kept`` fields (absent from the input) keep their stored values."""
-    updated = [c for c in _VALUES if c not in kept]
-    changed = " OR ".join(f"p.{c} IS DISTINCT FROM excluded.{c}" for c in updated)
-    assign = ", ".join(f"{c} = excluded.{c}" for c in (*updated, "data_source", "updated_at"))
-    upsert = f" ON CONFLICT (ticker, date) DO UPDATE SET {assign} WHERE {changed}"
-    if dialect == "postgresql":
-        # xmax = 0 marks a row this statement inserted rather than updated.
-        return text(
-            f"WITH merged AS ({_INSERT} SELECT {_STAGED['postgresql']}, :source, :now, :now"
-            f" FROM {STAGING}{_IN_KEY_ORDER}{upsert} RETURNING (xmax = 0) AS inserted)"
-            " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
-            " FROM merged"
+_CHANGED = " OR ".join(f"p.{c} IS DISTINCT FROM excluded.{c}" for c in _VALUES)
+_SET = ", ".join(f"{c} = excluded.{c}" for c in (*_VALUES, "data_source", "updated_at"))
+_UPSERT = f" ON CONFLICT (ticker, date) DO UPDATE SET {_SET} WHERE {_CHANGED}"
+_MERGE = {
+    # xmax = 0 marks a row this statement inserted rather than updated.
+    "postgresql": text(
+        f"WITH merged AS ({_INSERT} SELECT {_STAGED['postgresql']}, :source, :now, :now"
+        f" FROM {STAGING}{_IN_KEY_ORDER}{_UPSERT} RETURNING (xmax = 0) AS inserted)"
+        " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
+        " FROM merged"
+    ),
+    "sqlite": text(
+        f"{_INSERT} SELECT {_STAGED['sqlite']}, :source, :now, :now FROM {STAGING} WHERE true"
+        f"{_UPSERT}"
+    ),
+}
+# Staged bars that lack a value of KEPT_WHEN_MISSING take the stored bar's, in the
+# staging unit (millionths; volume as is), before the merge.
+_UNSCALED = {"postgresql": "(p.{c} * 1000000)::bigint", "sqlite": "p.{c}"}
+_KEEP_STORED = {
+    dialect: text(
+        f"UPDATE {STAGING} AS s SET "
+        + ", ".join(
+            f"{c} = COALESCE(s.{c}, {'p.volume' if c == 'volume' else unscaled.format(c=c)})"
+            for c in KEPT_WHEN_MISSING
         )
-    return text(
-        f"{_INSERT} SELECT {_COLUMNS}, :source, :now, :now FROM {STAGING} WHERE true{upsert}"
+        + " FROM price_history AS p WHERE p.ticker = s.ticker AND p.date = s.date AND ("
+        + " OR ".join(f"s.{c} IS NULL" for c in KEPT_WHEN_MISSING)
+        + ")"
     )
+    for dialect, unscaled in _UNSCALED.items()
+}
 
 
 _NEW_KEYS = text(
@@ -167,7 +188,7 @@ class _Batch:
     rejected: list[RejectedBar]
     repaired: list[RepairedBar]
     tickers: frozenset[str]
-    given: frozenset[str]
+    missing: frozenset[str]  # of KEPT_WHEN_MISSING: the fields some bar lacks
 
 
 @dataclass(frozen=True)
@@ -199,6 +220,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         repair: bool,
         text_dates: bool,
         extra: tuple[Any, ...] = (),
+        fill_actions: bool = False,
     ) -> Iterator[_Batch]:
         """Checked bars as driver rows (prices in millionths), batch by batch; raises
         at the first batch with a bad bar unless skipping."""
@@ -216,9 +238,12 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
             if checked.rejected and not skip_invalid:
                 raise PriceValidationError(checked.rejected)
             bars = checked.bars
+            if fill_actions:  # rows straight into the table: a missing action is 0
+                bars = bars.fillna(dict.fromkeys(ACTION_FIELDS, 0.0))
             rows = staging_rows(bars, scaled=True, text_dates=text_dates, extra=extra)
             tickers = frozenset(bars["ticker"].unique())
-            yield _Batch(rows, checked.rejected, checked.repaired, tickers, checked.given)
+            missing = frozenset(f for f in KEPT_WHEN_MISSING if bars[f].isna().any())
+            yield _Batch(rows, checked.rejected, checked.repaired, tickers, missing)
 
     @staticmethod
     def _raise_duplicates(rows: list[Any]) -> None:
@@ -318,6 +343,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
             repair=options.repair,
             text_dates=True,
             extra=(options.data_source, now, now),
+            fill_actions=True,
         )
         rejected: list[RejectedBar] = []
         repaired: list[RepairedBar] = []
@@ -362,14 +388,14 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         rejected: list[RejectedBar] = []
         repaired: list[RepairedBar] = []
         tickers: set[str] = set()
-        given: set[str] = set()
+        missing: set[str] = set()
         total = 0
         for batch in _each(batches):
             rejected += batch.rejected
             repaired += batch.repaired
             total += len(batch.rows)
             tickers |= batch.tickers
-            given |= batch.given
+            missing |= batch.missing
             _write(driver, dialect, STAGING, BAR_FIELDS, batch.rows)
         self._raise_duplicates(list(session.execute(_DUPLICATES)))
         _lock_tickers(session, sorted(tickers))  # dict rows: first known here
@@ -378,12 +404,13 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         if result is not None:
             inserted, updated = result, 0
         else:
-            merge = _merge(dialect, frozenset(KEPT_WHEN_ABSENT) - given)
+            if missing:  # a missing value keeps the stored bar's (read under the locks)
+                session.execute(_KEEP_STORED[dialect])
             if dialect == "postgresql":
-                inserted, updated = session.execute(merge, params).one()
+                inserted, updated = session.execute(_MERGE[dialect], params).one()
             else:
                 inserted = session.scalar(_NEW_KEYS) or 0
-                updated = session.execute(merge, params).rowcount - inserted  # type: ignore[attr-defined]
+                updated = session.execute(_MERGE[dialect], params).rowcount - inserted  # type: ignore[attr-defined]
         session.execute(text(_CLEAR[dialect]))
         return UpsertResult(inserted, updated, total - inserted - updated, rejected, repaired)
 
