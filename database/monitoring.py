@@ -211,12 +211,32 @@ _KIND = re.compile(r"^\s*(\w+)")
 _TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE|JOIN)\s+"?(\w+)', re.IGNORECASE)
 
 
-@functools.lru_cache(maxsize=4096)  # statements repeat: parse each text once
+# The start of a statement names its table: the cache keeps no more of it than this.
+_SHAPE_PREFIX = 2000
+
+
 def statement_shape(statement: str) -> tuple[str, str]:
-    """(table, kind) of a SQL statement: ("users", "SELECT"); "-" when there is no table."""
+    """(table, kind) of a SQL statement: ("users", "SELECT"); "-" when there is no table,
+    "other" for a table that is not this package's (labels stay few, whatever SQL an
+    application runs)."""
+    return _shape(statement[:_SHAPE_PREFIX])
+
+
+@functools.lru_cache(maxsize=4096)  # statements repeat: parse each text once
+def _shape(statement: str) -> tuple[str, str]:
     kind = (_KIND.match(statement) or ["", "OTHER"])[1].upper()
     table = _TABLE.search(statement)
-    return (table[1].lower() if table else "-"), kind
+    if table is None:
+        return "-", kind
+    name = table[1].lower()
+    return (name if name in _known_tables() else "other"), kind
+
+
+@functools.cache
+def _known_tables() -> frozenset[str]:
+    from database.models.base import Base  # imported late: the models import this module
+
+    return frozenset({*Base.metadata.tables, "price_history_staging", "alembic_version"})
 
 
 def bucket_quantile(fraction: float, buckets: Iterable[tuple[float, float]]) -> float | None:
@@ -251,6 +271,8 @@ class QueryStatistics:
         self._baseline: dict[tuple[str, ...], dict[str, float]] = {}
 
     def record(self, statement: str, seconds: float) -> None:
+        if not 0 <= seconds < math.inf:  # NaN or a clock that went back: not a duration
+            return
         key = statement_shape(statement)
         children = self._children.get(key)
         if children is None:  # labels() returns the same children to racing threads

@@ -403,3 +403,16 @@ def test_other_roles_statements_show_as_hidden(backend: str, statements_url: str
     assert any(s.hidden for s in found.statements)
     assert found.note is not None
     assert "pg_read_all_stats" in found.note
+
+
+def test_labels_stay_few_whatever_sql_the_application_runs() -> None:
+    before = len(monitoring.queries.snapshot())
+    for n in range(300):
+        monitoring.queries.record(f"SELECT * FROM app_table_{n} WHERE x = 1", 0.001)
+    monitoring.queries.record("SELECT 1 FROM users " + "x" * 5_000_000, 0.001)  # huge text
+    monitoring.queries.record("SELECT * FROM users", float("nan"))  # not a duration
+    shapes = {(q.table, q.kind): q for q in monitoring.queries.snapshot()}
+    assert len(shapes) <= before + 2
+    assert shapes[("other", "SELECT")].count == 300
+    assert shapes[("users", "SELECT")].count == 1
+    assert shapes[("users", "SELECT")].total_ms == pytest.approx(1.0)
