@@ -3,7 +3,9 @@
 JSON-native values (str, 64-bit int, finite float, bool, None, lists, dicts
 with string keys) are stored as themselves. Everything else becomes a small
 tagged object ``{"__type__": ..., ...}``: Decimal, date, datetime, timedelta,
-tuple, set, larger integers, non-finite floats, text PostgreSQL's jsonb cannot
+tuple, set, larger integers, floats a JSON number would not give back (infinite,
+NaN, -0.0, and those written with an exponent, which jsonb reads back as
+integers), text PostgreSQL's jsonb cannot
 hold (NUL, unpaired surrogates: stored as code points), numpy scalars, pandas
 Timestamps, Series and DataFrames (with their index, column labels and dtypes,
 so a yfinance statement frame whose columns are Timestamps comes back equal).
@@ -100,7 +102,7 @@ def _encode(value: Any, path: tuple[int, ...], types: DataTypes) -> Any:
         # to write or read an integer of more than 4300 digits (hex has no such limit).
         return value if _INT64_MIN <= value <= _INT64_MAX else {TAG: "int", "value": f"{value:x}"}
     if isinstance(value, float):
-        return value if math.isfinite(value) else {TAG: "float", "value": repr(value)}
+        return value if _json_exact(value) else {TAG: "float", "value": repr(value)}
     if isinstance(value, Decimal):
         return {TAG: "decimal", "value": str(value)}
     if value is pd.NaT:  # a datetime too, without an isoformat to read back
@@ -242,6 +244,15 @@ def _fields(encoded: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(fields, dict):
         raise ValidationError("data", encoded.get("name"), "has no fields")
     return fields
+
+
+def _json_exact(value: float) -> bool:
+    """Whether a float survives as a JSON number: PostgreSQL's jsonb keeps numbers as
+    ``numeric``, which writes 1e+16 back as 10000000000000000 (an int) and loses the
+    sign of -0.0; infinities and NaN are not JSON at all."""
+    if not math.isfinite(value) or (value == 0 and math.copysign(1.0, value) < 0):
+        return False
+    return "e" not in repr(value)
 
 
 def _storable(text: str) -> bool:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import threading
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -194,3 +196,18 @@ async def test_a_cancelled_fetching_task_does_not_cancel_those_waiting_for_it(
     assert results == [{"price": 2}] * 3  # one of them fetched again; the others shared it
     assert len(calls) == 2
     assert sql.count("market_data_cache") == 1
+
+
+@pytest.mark.parametrize("number", [1e16, 1.5e300, -1e-300, 2.5e-7, -0.0, 1e308, 5e-324])
+def test_floats_come_back_as_the_same_floats(db: DatabaseManager, number: float) -> None:
+    # jsonb keeps numbers as numeric: 1e16 read back as the int 10000000000000000
+    market = MarketDataRepository()
+    payload = {"x": number, "in_a_list": [number], "series": pd.Series([number, 1.0])}
+    with db.get_session() as session:
+        market.cache_market_data(session, "AAPL", "stock_info", payload)
+    with db.get_session() as session:
+        back = market.get_cached_data(session, "AAPL", "stock_info")
+    for value in (back["x"], back["in_a_list"][0], back["series"].iloc[0]):
+        assert type(value) in (float, np.float64)
+        assert value == number
+        assert math.copysign(1.0, value) == math.copysign(1.0, number)
