@@ -107,6 +107,8 @@ def _encode(value: Any, path: tuple[int, ...], types: DataTypes) -> Any:
         return {TAG: "decimal", "value": str(value)}
     if value is pd.NaT:  # a datetime too, without an isoformat to read back
         return {TAG: "nat"}
+    if value is pd.NA:
+        return {TAG: "na"}
     if isinstance(value, pd.Timestamp):
         return {TAG: "timestamp", "value": value.isoformat()} if value is not pd.NaT else None
     if isinstance(value, dt.datetime):
@@ -178,6 +180,7 @@ def _decode(value: Any, types: DataTypes) -> Any:
         "int": lambda: int(payload, 16),
         "str": lambda: "".join(map(chr, payload)),
         "nat": lambda: pd.NaT,
+        "na": lambda: pd.NA,
         "decimal": lambda: Decimal(payload),
         "timestamp": lambda: pd.Timestamp(payload),
         "datetime": lambda: dt.datetime.fromisoformat(payload),
@@ -275,24 +278,30 @@ def _encode_array(
     elif pd.api.types.is_timedelta64_dtype(dtype):
         items = [None if pd.isna(v) else v.value for v in values]
     else:
-        items = [_encode(None if _is_missing(v) else v, path, types) for v in values.tolist()]
-    return {"dtype": str(dtype), "values": items}
-
-
-def _is_missing(value: Any) -> bool:
-    return value is pd.NaT or value is pd.NA
+        items = [_encode(v, path, types) for v in values.tolist()]
+    encoded: dict[str, Any] = {"dtype": str(dtype), "values": items}
+    if isinstance(dtype, pd.CategoricalDtype):  # "category" alone loses both
+        encoded["categories"] = _encode_array(pd.Index(dtype.categories), path, types)
+        encoded["ordered"] = bool(dtype.ordered)
+    elif isinstance(dtype, pd.StringDtype) and str(dtype) == "string":
+        encoded["dtype"] = f"string[{dtype.storage}]"  # "string" names either storage
+    return encoded
 
 
 def _decode_array(encoded: dict[str, Any], types: DataTypes) -> Any:
     dtype, items = encoded["dtype"], encoded["values"]
     if dtype.startswith("datetime64"):
         stamps = pd.to_datetime(items, utc="," in dtype, format="ISO8601")
-        if "," in dtype:
-            return stamps.tz_convert(dtype.split(",", 1)[1].strip(" ]"))
+        if "," in dtype:  # datetime64[ms, America/New_York]: the zone, then the unit
+            unit, zone = (part.strip(" ]") for part in dtype[len("datetime64[") :].split(",", 1))
+            return stamps.tz_convert(zone).as_unit(unit)
         return stamps.astype(dtype)
     if dtype.startswith("timedelta64"):
         return pd.to_timedelta(items).astype(dtype)
     decoded = [_decode(item, types) for item in items]
+    if "categories" in encoded:
+        categories = _decode_array(encoded["categories"], types)
+        return pd.Categorical(decoded, categories=categories, ordered=encoded["ordered"])
     if dtype == "object":
         array = np.empty(len(decoded), dtype=object)
         array[:] = decoded

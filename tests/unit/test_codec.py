@@ -215,3 +215,34 @@ def test_application_types_are_stored_only_when_allowed() -> None:
     assert codec.decode(stored, types) == [Pair(1, 2), Size.BIG, Point(1.5)]
     with pytest.raises(ValidationError, match="not an allowed"):
         codec.decode(stored)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pd.Series(pd.Categorical(["b", "a"], categories=["c", "b", "a"], ordered=True)),
+        pd.Series(["a", None], dtype="string[python]"),
+        pd.Series(pd.to_datetime(["2024-01-01 10:00"], utc=True).as_unit("ms")),
+        pd.Series(pd.date_range("2024-01-01", periods=2, tz="America/New_York")),
+        pd.Series(["x", pd.NA], dtype=object),
+        pd.Series([1, None], dtype="Int64"),
+        pd.DataFrame(
+            {"v": [1, 2]}, index=pd.CategoricalIndex(["x", "y"], categories=["y", "x", "z"])
+        ),
+    ],
+    ids=[
+        "ordered-categories",
+        "python-strings",
+        "ms-utc",
+        "new-york",
+        "na-object",
+        "Int64",
+        "categorical-index",
+    ],
+)
+def test_dtypes_come_back_exactly(value: pd.Series | pd.DataFrame) -> None:
+    back = codec.decode(json.loads(json.dumps(codec.encode(value))))
+    if isinstance(value, pd.DataFrame):
+        pd.testing.assert_frame_equal(back, value, check_dtype=True)
+    else:
+        pd.testing.assert_series_equal(back, value, check_dtype=True)
