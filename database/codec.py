@@ -159,7 +159,26 @@ def decode(value: Any, types: DataTypes | None = None) -> Any:
     """The value :func:`encode` was given. An application type must be allowed in
     ``types`` (by default :data:`database.datatypes.DATA_TYPES`): one that is not, or
     no longer, is a ``ValidationError``."""
-    return _decode(value, DATA_TYPES if types is None else types)
+    try:
+        return _decode(value, DATA_TYPES if types is None else types)
+    except (ValidationError, MemoryError):
+        raise
+    except Exception as error:  # a stored value no encode() wrote: edited, or forged
+        raise ValidationError(
+            "data", type(value).__name__, f"cannot be decoded ({error})"
+        ) from None
+
+
+def _stored_dtype(text: Any) -> np.dtype[Any]:
+    """A numpy dtype named by a stored value, at most MAX_ITEM_BYTES per item (a forged
+    'U500000000' would allocate 2 GB for one string)."""
+    dtype: np.dtype[Any] = np.dtype(text)
+    if dtype.itemsize > MAX_ITEM_BYTES:
+        raise ValidationError("data", str(text), f"has items over {MAX_ITEM_BYTES} bytes")
+    return dtype
+
+
+MAX_ITEM_BYTES = 1 << 16
 
 
 def _decode(value: Any, types: DataTypes) -> Any:
@@ -192,7 +211,7 @@ def _decode(value: Any, types: DataTypes) -> Any:
         "set": lambda: {decode(item) for item in payload},
         "frozenset": lambda: frozenset(decode(item) for item in payload),
         "dict": lambda: {decode(k): decode(v) for k, v in payload},
-        "numpy": lambda: np.array(decode(payload), dtype=value["dtype"])[()],
+        "numpy": lambda: np.array(decode(payload), dtype=_stored_dtype(value["dtype"]))[()],
         "dataframe": lambda: _decode_frame(value, types),
         "ndarray": lambda: _decode_ndarray(value, types),
         "dataclass": lambda: build_dataclass(
@@ -264,7 +283,7 @@ def _storable(text: str) -> bool:
 
 def _decode_ndarray(encoded: dict[str, Any], types: DataTypes) -> np.ndarray[Any, Any]:
     items = [_decode(item, types) for item in encoded["value"]]
-    array = np.empty(len(items), dtype=encoded["dtype"])
+    array = np.empty(len(items), dtype=_stored_dtype(encoded["dtype"]))
     array[:] = items
     return array.reshape(encoded["shape"])
 

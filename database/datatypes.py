@@ -67,12 +67,14 @@ class DataTypes:
                     f"{getattr(cls, '__qualname__', cls)!r} is not a dataclass, NamedTuple or"
                     " Enum class: only those can be allowed in pickles and cache payloads"
                 )
-        with self._lock:
-            for cls in classes:
-                name = type_name(cls)
+        with self._lock:  # all or none
+            named = {type_name(cls): cls for cls in classes}
+            for name, cls in named.items():
                 if self._by_name.get(name, cls) is not cls:
                     raise TypeError(f"another class named {name} is already allowed")
-                self._by_name[name] = cls
+            if len(named) != len(set(map(id, classes))):
+                raise TypeError("two of the classes given have the same name")
+            self._by_name.update(named)
 
     def forget(self, *classes: type) -> None:
         """Stop allowing ``classes`` (those not allowed are ignored)."""
@@ -134,9 +136,14 @@ def fill_dataclass(instance: object, cls: type, values: Mapping[str, Any]) -> An
 
 def enum_member(cls: type, value: Any) -> Any:
     """The member of the enum ``cls`` with ``value``; ``ValidationError`` if there is none."""
+    # The members by value, not cls(value): that would run the enum's _missing_ hook.
+    members: dict[Any, Any] = getattr(cls, "_value2member_map_", {})
     try:
-        return cls(value)
-    except (ValueError, TypeError):
+        return members[value]
+    except (KeyError, TypeError):  # TypeError: an unhashable value
+        for member in cls:  # type: ignore[attr-defined]  # members with unhashable values
+            if member.value == value:
+                return member
         raise ValidationError("data", type_name(cls), f"has no member {value!r}") from None
 
 

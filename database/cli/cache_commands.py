@@ -17,6 +17,13 @@ from database.filecache.importer import cache_files, dry_run_directory
 from database.filecache.limits import DEFAULT_MAX_ALLOCATION, DEFAULT_MAX_FILE_SIZE, MiB
 from database.repositories import AnalysisRepository, MarketDataRepository, OptionsDataRepository
 
+
+def _printable(text: str) -> str:
+    """``text`` with its control characters (terminal escapes, newlines) written as
+    escapes: a file name must not move the cursor or fake a line of the report."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 REJECTED_FILES = 3  # import-cache's exit code when it rejected files (2 is a usage error)
 
 
@@ -106,13 +113,18 @@ def import_cache(
         console.print_json(json.dumps({**counts, "rejected_files": dict(report.rejected)}))
     else:
         # the path on a line of its own: whole, never wrapped inside a title
-        console.print(f"import of {directory}", soft_wrap=True, highlight=False, markup=False)
+        console.print(
+            f"import of {_printable(str(directory))}", soft_wrap=True, highlight=False, markup=False
+        )
         table = Table(show_header=False)
         for name, value in counts.items():
             table.add_row(name.replace("_", " "), str(value))
         console.print(table)
         for name, reason in report.rejected:
-            errors.print(f"[yellow]rejected[/] {escape(name)}: {escape(reason)}", highlight=False)
+            errors.print(
+                f"[yellow]rejected[/] {escape(_printable(name))}: {escape(_printable(reason))}",
+                highlight=False,
+            )
     if report.rejected:
         raise typer.Exit(REJECTED_FILES)
 
@@ -140,7 +152,7 @@ def _dry_run(
         console.print_json(json.dumps(report.as_dict()))
     else:
         console.print(
-            f"dry run of {directory}: nothing written",
+            f"dry run of {_printable(str(directory))}: nothing written",
             soft_wrap=True,
             highlight=False,
             markup=False,
@@ -160,7 +172,8 @@ def _dry_run(
         console.print(kinds)
         for name, reason in report.rejected:
             errors.print(
-                f"[yellow]would reject[/] {escape(name)}: {escape(reason)}", highlight=False
+                f"[yellow]would reject[/] {escape(_printable(name))}: {escape(_printable(reason))}",
+                highlight=False,
             )
     if report.rejected:
         raise typer.Exit(REJECTED_FILES)

@@ -101,9 +101,27 @@ def make_key(func_name: str, *args: Any, **kwargs: Any) -> str:
     return hashlib.md5("|".join(parts).encode(), usedforsecurity=False).hexdigest()
 
 
+def check_key(key: str) -> str:
+    """``key`` if it is a key of the old cache, which is a file name (the same rule for
+    the three caches, so that an entry can move between them); else ValidationError."""
+    if not isinstance(key, str) or not key or key in (".", ".."):
+        raise ValidationError("key", key, "must be a non-empty file name")
+    if any(bad in key for bad in ("/", "\\", "\0")) or Path(key).is_absolute():
+        raise ValidationError("key", key, "must not name another folder (no / or \\)")
+    try:
+        too_long = len(os.fsencode(key + SUFFIX)) > 255
+    except UnicodeError:
+        raise ValidationError("key", key, "must be encodable as a file name") from None
+    if too_long:
+        raise ValidationError("key", key, "is too long for a file name")
+    return key
+
+
 def database_key(key: str) -> str:
     """The market_data_cache key under which an old-cache entry is stored."""
-    return _repository.make_cache_key(FILE_CACHE_TICKER, DataType.FILE_CACHE, {"key": key})
+    return _repository.make_cache_key(
+        FILE_CACHE_TICKER, DataType.FILE_CACHE, {"key": check_key(key)}
+    )
 
 
 def file_entry_row(entry: CacheFile) -> dict[str, Any]:
@@ -168,17 +186,7 @@ class FileCache:
     @staticmethod
     def _name(key: str) -> str:
         """The key's file name in the cache folder: a key is a file name, nothing more."""
-        if not isinstance(key, str) or not key or key in (".", ".."):
-            raise ValidationError("key", key, "must be a non-empty file name")
-        if any(bad in key for bad in ("/", "\\", "\0")) or Path(key).is_absolute():
-            raise ValidationError("key", key, "must not name another folder (no / or \\)")
-        try:
-            too_long = len(os.fsencode(key + SUFFIX)) > 255
-        except UnicodeError:
-            raise ValidationError("key", key, "must be encodable as a file name") from None
-        if too_long:
-            raise ValidationError("key", key, "is too long for a file name")
-        return key + SUFFIX
+        return check_key(key) + SUFFIX
 
     def read(self, key: str) -> CacheFile | None:
         """The key's entry, fresh or not; None if missing, unreadable, unsafe or too large.
@@ -229,6 +237,7 @@ class FileCache:
         try:
             name = self._name(key)
             lifetime = ttl_delta(expiration or self.default_expiration)
+            codec.encode(data)  # what the import (and the database cache) could not store
             with open_folder(self.directory, create=True) as folder:
                 write_cache_file(
                     folder,
@@ -345,6 +354,7 @@ class DatabaseCache:
 
     def set(self, key: str, data: Any, expiration: float | None = None) -> bool:
         try:
+            check_key(key)
             with self.manager.get_session() as session:
                 _repository.cache_market_data(
                     session,
@@ -464,8 +474,14 @@ class DualWriteCache:
         return entry.data
 
     def set(self, key: str, data: Any, expiration: float | None = None) -> bool:
-        stored = self.database.set(key, data, expiration)
-        return self.files.set(key, data, expiration) and stored
+        """Both or neither: the file first (it checks that the database could take the
+        value too), then the database; if that fails, the file is removed again."""
+        if not self.files.set(key, data, expiration):
+            return False
+        if self.database.set(key, data, expiration):
+            return True
+        self.files.delete(key)
+        return False
 
     def delete(self, key: str) -> bool:
         deleted = self.database.delete(key)

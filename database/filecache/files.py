@@ -8,6 +8,7 @@ import pickle
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from database.exceptions import DatabaseError
 from database.filecache.folder import read_entry, write_entry
 from database.filecache.limits import PickleLimitError, PickleLimits
 from database.filecache.safe_pickle import safe_loads
@@ -65,21 +66,12 @@ def parse_cache_file(raw: bytes, name: str, limits: PickleLimits | None = None) 
     """The entry in a cache file's bytes, unpickled safely; CacheFileError says what is wrong."""
     try:
         entry = safe_loads(raw, limits or PickleLimits())
-    except (
-        pickle.UnpicklingError,
-        EOFError,
-        ValueError,
-        TypeError,
-        IndexError,
-        KeyError,
-        AttributeError,
-        ImportError,
-    ) as error:
-        raise CacheFileError(
-            f"corrupt or truncated pickle: {type(error).__name__}: {error}"
-        ) from None
-    except Exception as error:  # UnsafePickleError and anything a broken pickle raises
+    except DatabaseError as error:  # corrupt, unsafe, over the limits, an unknown member
         raise CacheFileError(str(error)) from None
+    except RecursionError:
+        raise CacheFileError("nested too deeply to load") from None
+    except MemoryError:
+        raise CacheFileError("too large to load in the memory available") from None
     if not isinstance(entry, dict) or "data" not in entry or "timestamp" not in entry:
         raise CacheFileError("not a cache entry (a dict with data and timestamp)")
     timestamp, expiration = _checked_times(

@@ -280,8 +280,17 @@ class _Model:
         return items
 
     def run(self) -> int:
-        """Walk every opcode; returns the node the pickle leaves as its value."""
-        for opcode, arg, position in pickletools.genops(io.BytesIO(self.data)):
+        """Walk every opcode; returns the node the pickle leaves as its value.
+
+        Each opcode costs its walk a little even when it builds nothing (MARK, POP):
+        a pickle of more than ``max_allocation // OPCODE_COST`` opcodes is refused
+        as it is reached, so a file of millions of empty marks cannot stall a read."""
+        most = max(1, self.limits.max_allocation // OPCODE_COST)
+        for count, (opcode, arg, position) in enumerate(
+            pickletools.genops(io.BytesIO(self.data)), 1
+        ):
+            if count > most:
+                raise over_budget(f"its {count:,}+ opcodes", count * OPCODE_COST, self.limits)
             self.step(opcode.name, arg, position or 0)
         if len(self.stack) != 1 or self.stack[0] == _MARK:
             raise pickle.UnpicklingError("it does not leave exactly one value")
@@ -369,6 +378,10 @@ class _Model:
                 pending.append((node, True))
                 pending.extend((child, False) for child in children[node] if child in children)
         return total.get(root, own[root])
+
+
+# What walking one opcode is charged, in bytes of the allocation budget.
+OPCODE_COST = 16
 
 
 def check_pickle(data: bytes, limits: PickleLimits | None = None) -> None:

@@ -37,6 +37,8 @@ import pickle
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+import numpy as np
+
 from database.datatypes import (
     DATA_TYPES,
     DataTypes,
@@ -46,7 +48,7 @@ from database.datatypes import (
     kind_of,
     type_name,
 )
-from database.exceptions import DatabaseError, ValidationError
+from database.exceptions import DatabaseError, ValidationError, first_line
 from database.filecache.limits import (
     PickleLimitError,
     PickleLimits,
@@ -168,6 +170,17 @@ class UnsafePickleError(DatabaseError):
         self.name = name
 
 
+class CorruptPickleError(DatabaseError):
+    """A pickle that is truncated or malformed, or whose data its own constructors
+    refuse; nothing of it was returned."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(
+            f"corrupt or truncated pickle: {type(error).__name__}: {first_line(error)}"
+        )
+        self.error_type = type(error).__name__
+
+
 def _zoneinfo_getattr(target: Any, name: str) -> Any:
     # ZoneInfo pickles as getattr(ZoneInfo, "_unpickle")(key, ...): allow exactly that.
     from zoneinfo import ZoneInfo
@@ -257,13 +270,16 @@ def _guarded(module: str, name: str, target: Any, limits: PickleLimits) -> Any:
         return target(text, encoding, *rest)
 
     def reconstructor(cls: Any, base: Any, state: Any) -> Any:
+        base = getattr(base, "__wrapped__", base)  # a guarded builtin: the class itself
         if base is not object:  # base.__init__(obj, state): ndarray((1 << 30,)), list(...)
             raise UnsafePickleError(module, f"{name} through {getattr(base, '__name__', base)}")
         return target(cls, base, state)
 
     def array(subtype: Any, shape: Any, dtype: Any) -> Any:  # numpy: ndarray.__new__(shape)
         shape = (shape,) if isinstance(shape, int) else shape
-        refuse_over(math.prod(operator.index(n) for n in shape), f"{called}{tuple(shape)}")
+        count = math.prod(operator.index(n) for n in shape)
+        itemsize = max(1, np.dtype(dtype).itemsize)  # bytes: 8 per object of "O"
+        refuse_over(count * itemsize, f"{called}{tuple(shape)} of {dtype}")
         return target(subtype, shape, dtype)
 
     def dtype(*args: Any) -> Any:
@@ -272,6 +288,10 @@ def _guarded(module: str, name: str, target: Any, limits: PickleLimits) -> Any:
         return result
 
     def new_index(cls: Any, attributes: Any) -> Any:
+        # pandas calls cls.__new__(cls, **attributes): only an Index class is one to call.
+        index: type = importlib.import_module("pandas").Index
+        if not (isinstance(cls, type) and issubclass(cls, index)):
+            raise UnsafePickleError(module, f"{name} of {getattr(cls, '__name__', cls)!r}")
         if getattr(cls, "__name__", "") == "RangeIndex" and isinstance(attributes, dict):
             bounds = (attributes.get(key, default) for key, default in _RANGE_KEYS)
             length = range_length(*bounds)
@@ -304,6 +324,16 @@ def _guarded(module: str, name: str, target: Any, limits: PickleLimits) -> Any:
             raise UnsafePickleError(module, f"{name} placing {rows} rows in {count} places")
         return target(values, placement, ndim, *rest)
 
+    def container(*args: Any) -> Any:
+        # Real pickles build lists, tuples and dicts with their own opcodes, and sets
+        # from a list: list(range(10**9)) or list(bytes) would expand a few bytes.
+        if len(args) > 1 or (args and type(args[0]) not in (list, tuple)):
+            kind = type(args[0]).__name__ if args else "more than one argument"
+            raise UnsafePickleError(module, f"{name} of a {kind}")
+        return target(*args)
+
+    container.__wrapped__ = target  # type: ignore[attr-defined]
+
     guards: dict[str, Callable[..., Any]] = {
         "_unpickle_block": block,
         "bytes": sized,
@@ -315,6 +345,9 @@ def _guarded(module: str, name: str, target: Any, limits: PickleLimits) -> Any:
         "_reconstruct": array,
         "dtype": dtype,
         "_new_Index": new_index,
+        "_new_DatetimeIndex": new_index,
+        "_new_TimedeltaIndex": new_index,
+        **dict.fromkeys(("list", "tuple", "set", "frozenset", "dict"), container),
         "_restore_array": arrow_array,
     }
     return guards.get(name, target)
@@ -370,6 +403,10 @@ def _arrow_string_array(limits: PickleLimits) -> type:
     return type("ArrowStringArray", (real,), {"__setstate__": set_state})
 
 
+def _no_init(self: Any, *args: Any, **kwargs: Any) -> None:
+    """A dataclass stand-in's ``__init__``: nothing of the application's code runs."""
+
+
 def _dataclass_state(cls: type, state: Any) -> dict[Any, Any]:
     """The field values in a dataclass's pickled state: its ``__dict__``, the
     ``(dict, slots)`` pair of a class with slots, or the list of values of a frozen
@@ -421,6 +458,7 @@ class _DataUnpickler(pickle.Unpickler):
         for an allowed named tuple (``tuple.__new__(cls, items)``), building it."""
 
         def reconstructor(cls: Any, base: Any, state: Any) -> Any:
+            base = getattr(base, "__wrapped__", base)  # a guarded builtin: the class itself
             stand_ins = {stand_in: real for real, stand_in in self.staging.items()}
             real = stand_ins.get(cls)
             if real is not None and base is tuple and kind_of(real) == "namedtuple":
@@ -480,7 +518,14 @@ class _DataUnpickler(pickle.Unpickler):
                 fill_dataclass(self, cls, _dataclass_state(cls, state))
                 filled.append((self, cls))
 
-            namespace = {"__slots__": (), "__new__": new_empty, "__setstate__": set_state}
+            # __init__: a call of the class (REDUCE) would run the class's own, and with
+            # it __post_init__ and __setattr__; only the state sets the fields.
+            namespace = {
+                "__slots__": (),
+                "__new__": new_empty,
+                "__init__": _no_init,
+                "__setstate__": set_state,
+            }
             self.staging[cls] = type(cls.__name__, (cls,), namespace)
         return self.staging[cls]
 
@@ -506,8 +551,54 @@ def safe_loads(
     filled by :func:`database.datatypes.allow_types`) are rebuilt too.
     """
     limits = limits or PickleLimits()
-    check_pickle(data, limits)
-    return _DataUnpickler(data, limits, DATA_TYPES if types is None else types).load()
+    try:
+        check_pickle(data, limits)
+        value = _DataUnpickler(data, limits, DATA_TYPES if types is None else types).load()
+        _check_frames(value)
+    except (DatabaseError, MemoryError, RecursionError):
+        raise
+    except Exception as error:  # a malformed pickle, or a constructor given bad input
+        raise CorruptPickleError(error) from None
+    return value
 
 
-__all__ = ["PickleLimitError", "UnsafePickleError", "safe_loads"]
+def _check_frames(value: Any) -> None:
+    """Refuse a DataFrame or Series whose blocks do not cover its columns exactly once
+    (pickled placements are not checked by pandas: one past the columns crashes the
+    process on first use). Walks the containers the value is made of."""
+    pandas = importlib.import_module("pandas")
+    pending, seen = [value], set()
+    while pending:
+        item = pending.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, pandas.DataFrame | pandas.Series):
+            _check_manager(item._mgr, isinstance(item, pandas.Series))
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            pending.extend(item)
+        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+            pending.extend(getattr(item, f.name, None) for f in dataclasses.fields(item))
+
+
+def _check_manager(manager: Any, single: bool) -> None:
+    rows = len(manager.axes[-1])
+    if single:  # a Series: one block of values, as long as its index
+        if len(manager.blocks) != 1 or len(manager.blocks[0].values) != rows:
+            raise UnsafePickleError("pandas", "a series whose values and index differ")
+        return
+    columns = len(manager.axes[0])
+    places = [np.asarray(block.mgr_locs.as_array) for block in manager.blocks]
+    every = np.sort(np.concatenate(places)) if places else np.empty(0, dtype=np.intp)
+    if every.size != columns or not np.array_equal(every, np.arange(columns)):
+        raise UnsafePickleError("pandas", "a frame whose blocks do not cover its columns")
+    for block in manager.blocks:
+        length = block.values.shape[-1] if block.values.ndim else 0
+        if length != rows:
+            raise UnsafePickleError("pandas", f"a block of {length} rows in a frame of {rows}")
+
+
+__all__ = ["CorruptPickleError", "PickleLimitError", "UnsafePickleError", "safe_loads"]

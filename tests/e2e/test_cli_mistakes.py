@@ -152,3 +152,14 @@ def test_any_columns_value_gives_the_help(columns: str) -> None:
     shown = run("--help", expect=0, COLUMNS=columns).stdout
     assert "import-cache" in shown
     assert max(len(line) for line in shown.splitlines()) <= 1000
+
+
+def test_control_characters_in_file_names_are_shown_escaped(tmp_path: Path) -> None:
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    (folder / "\x1b[2Jclear.cache").write_bytes(b"not a pickle")
+    (folder / "fake.cache: ok\nrejected x.cache").write_bytes(b"not a pickle")
+    shown = run("import-cache", "--dry-run", str(folder), expect=3).stderr
+    assert "\x1b" not in shown
+    assert "\\x1b[2Jclear.cache" in shown
+    assert "fake.cache: ok\\nrejected x.cache" in shown

@@ -356,3 +356,46 @@ def test_cache_result_uses_the_database_cache_by_default(
     assert get_financials("NVDA") == ["NVDA"]
     assert calls == ["NVDA"]
     assert DatabaseCache(db).get(make_key("get_financials", "NVDA")) == ["NVDA"]
+
+
+@pytest.mark.parametrize("key", ["", ".", "../x", "a/b", "k\0", "k" * 300, None, 5])
+def test_a_key_that_is_not_a_file_name_is_refused_by_every_cache(cache: Cache, key: Any) -> None:
+    # one rule for the three, so that an entry can always move between them
+    assert cache.set(key, {"n": 1}) is False
+    assert cache.get(key) is None
+
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _looped() -> list[Any]:
+    items: list[Any] = []
+    items.append(items)
+    return items
+
+
+@pytest.mark.parametrize(
+    "value",
+    [_looped(), object(), _nested(300)],
+    ids=["contains-itself", "object", "300-deep"],
+)
+def test_a_value_the_import_could_not_store_is_refused_by_every_cache(
+    cache: Cache, value: Any
+) -> None:
+    assert cache.set("k", value) is False
+    assert cache.get("k") is None
+    assert cache.get_stats()["items"] == 0  # nothing half-written, in either store
+
+
+def test_the_dual_cache_writes_both_or_neither(
+    db: DatabaseManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database, files = DatabaseCache(db), FileCache(tmp_path)
+    dual = DualWriteCache(database, files)
+    monkeypatch.setattr(database, "set", lambda *args, **kwargs: False)  # the database refuses
+    assert dual.set("k", {"n": 1}) is False
+    assert files.get("k") is None  # the file written first was taken back

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import pytest
 
 from database import codec
-from database.datatypes import DATA_TYPES, DataTypes, allow_types
+from database.datatypes import DATA_TYPES, DataTypes, allow_types, enum_member, type_name
 from database.exceptions import ValidationError
 from database.filecache import UnsafePickleError, safe_loads
 
@@ -243,3 +243,47 @@ def test_a_registered_class_does_not_open_its_module() -> None:
         safe_loads(forged_call("results"))
     with pytest.raises(UnsafePickleError):
         safe_loads(forged_call("ValuationResult.__init__", 1))
+
+
+class Lenient(enum.Enum):
+    """An enum whose _missing_ hook would accept (and run on) any value."""
+
+    KNOWN = "known"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Lenient:
+        raise AssertionError(f"_missing_ ran for {value!r}")
+
+
+def test_an_unknown_enum_value_is_refused_without_running_its_hook() -> None:
+    types = DataTypes()
+    types.allow(Lenient)
+    assert enum_member(Lenient, "known") is Lenient.KNOWN
+    with pytest.raises(ValidationError, match="has no member 'other'"):
+        enum_member(Lenient, "other")
+
+
+@dataclass
+class First:
+    x: int
+
+
+@dataclass
+class Other:
+    y: int
+
+
+def test_allowing_is_all_or_nothing() -> None:
+    types = DataTypes()
+    types.allow(First)
+    namesake = dataclass(
+        type(
+            "First",
+            (),
+            {"__annotations__": {"x": int}, "__module__": __name__, "__qualname__": "First"},
+        )
+    )
+    with pytest.raises(TypeError, match="already allowed"):
+        types.allow(Other, namesake)
+    assert types.get(type_name(Other)) is None  # not half-allowed
+    assert types.get(type_name(First)) is First

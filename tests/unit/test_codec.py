@@ -246,3 +246,19 @@ def test_dtypes_come_back_exactly(value: pd.Series | pd.DataFrame) -> None:
         pd.testing.assert_frame_equal(back, value, check_dtype=True)
     else:
         pd.testing.assert_series_equal(back, value, check_dtype=True)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {"__type__": "numpy", "dtype": "U500000000", "value": "x"},  # 2 GB for one string
+        {"__type__": "ndarray", "dtype": "S900000000", "shape": [1], "value": ["x"]},
+        {"__type__": "numpy", "dtype": "no such dtype", "value": 1},
+        {"__type__": "dataframe", "index": {"kind": "range"}, "columns": {}, "data": []},
+        {"__type__": "timedelta", "value": "x"},
+    ],
+    ids=["huge-str", "huge-bytes", "unknown-dtype", "broken-frame", "broken-timedelta"],
+)
+def test_a_stored_value_no_encode_wrote_is_a_validation_error(stored: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        codec.decode(stored)
