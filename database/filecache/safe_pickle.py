@@ -29,6 +29,7 @@ import codecs
 import dataclasses
 import datetime as dt
 import enum
+import functools
 import importlib
 import io
 import math
@@ -386,7 +387,8 @@ def _check_arrow_string_data(data: Any, module: str, name: str) -> None:
         refuse("buffers that are not buffers")
 
 
-def _arrow_string_array(limits: PickleLimits) -> type:
+@functools.cache  # one stand-in class for every load
+def _arrow_string_array() -> type:
     """pandas' ``ArrowStringArray`` as pickle rebuilds it (``__new__``, then
     ``__setstate__``), taking only an Arrow array (checked by ``_restore_array``) as its
     data: pandas would turn any iterable (a list of huge ranges) into one."""
@@ -447,7 +449,7 @@ class _DataUnpickler(pickle.Unpickler):
                 return app_type
             raise UnsafePickleError(module, name)
         if (module, name) == ("pandas.arrays", "ArrowStringArray"):
-            return _arrow_string_array(self.limits)
+            return _arrow_string_array()
         found = _guarded(module, name, super().find_class(module, name), self.limits)
         if (module, name) == ("copyreg", "_reconstructor"):  # protocols 0 and 1
             return self.tracked(found)

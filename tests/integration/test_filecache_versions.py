@@ -85,15 +85,20 @@ def app_types() -> Iterator[None]:
     DATA_TYPES.forget(*APP_TYPES)
 
 
-@pytest.mark.usefixtures("app_types")
-def test_the_analyzers_cached_results_round_trip_through_import_and_the_cache(
-    db: DatabaseManager, tmp_path: Path
-) -> None:
+def cache_of_results(tmp_path: Path) -> Path:
+    """An old cache folder holding the analyzer's results as one entry, analysis.cache."""
     folder = tmp_path / "cache"
     folder.mkdir()
     entry = {"data": results(), "timestamp": time.time(), "expiration": 3600}
     (folder / "analysis.cache").write_bytes(pickle.dumps(entry))
-    report = import_directory(db, folder)
+    return folder
+
+
+@pytest.mark.usefixtures("app_types")
+def test_the_analyzers_cached_results_round_trip_through_import_and_the_cache(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    report = import_directory(db, cache_of_results(tmp_path))
     assert (report.imported, report.rejected) == (1, [])
     cache = DatabaseCache(db)
     assert cache.get("analysis") == results()
@@ -108,11 +113,7 @@ def test_the_analyzers_cached_results_round_trip_through_import_and_the_cache(
 def test_unallowed_results_are_refused_by_import_and_cache(
     db: DatabaseManager, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "cache"
-    folder.mkdir()
-    entry = {"data": results(), "timestamp": time.time(), "expiration": 3600}
-    (folder / "analysis.cache").write_bytes(pickle.dumps(entry))
-    report = import_directory(db, folder)
+    report = import_directory(db, cache_of_results(tmp_path))
     assert report.imported == 0
     assert "ValuationResult" in dict(report.rejected)["analysis.cache"]
     # The drop-in cache reports a refused value as the old one did (False, logged),
