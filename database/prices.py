@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -23,7 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from database.driver import storage_scale
 from database.exceptions import DatabaseError, ValidationError
+from database.models import PriceHistory
 from database.validation import exact_date, exact_datetime, exact_str, normalize_ticker
 
 PRICE_FIELDS = ("open", "high", "low", "close", "adj_close")
@@ -36,7 +38,13 @@ BAR_FIELDS = ("ticker", "date", *VALUE_FIELDS)
 # together, so that its range stays its own.
 KEPT_WHEN_MISSING = ("adj_close", "volume", "dividends", "stock_splits")
 ACTION_FIELDS = ("dividends", "stock_splits")
-PRICE_SCALE = 6  # NUMERIC(18, 6), as in the price_history table
+# The decimal places each price column stores, read from the columns' own types:
+# the vectorised paths below work in these integer units (millionths for
+# NUMERIC(18, 6)), which is what SQLite stores and what the bulk path stages.
+SCALES = {f: storage_scale(PriceHistory.__table__.c[f]) for f in (*PRICE_FIELDS, *ACTION_FIELDS)}
+PRICE_SCALE = SCALES["close"]
+if any(SCALES[f] != PRICE_SCALE for f in PRICE_FIELDS):  # compared with each other in units
+    raise TypeError("price_history's price columns must share one scale")
 # Yahoo's bars now and then have an open or close a little outside [low, high]
 # (SPY 2015-03-05: open 209.419998, low 209.850006, 0.2% apart). Such a bar is
 # kept and its range widened to the price, when the price is at most this
@@ -539,9 +547,15 @@ def _checks(
         )
         checks.append((values <= 0, field, original[field], "must be greater than 0"))
         # Stored to 6 places: 1e-7 would be stored as 0, which no price is.
-        rounds_to_zero = (values > 0) & (np.rint(values * 10**PRICE_SCALE) == 0)
+        places = SCALES[field]
+        rounds_to_zero = (values > 0) & (np.rint(values * 10**places) == 0)
         checks.append(
-            (rounds_to_zero, field, original[field], "must be greater than 0 at 6 decimal places")
+            (
+                rounds_to_zero,
+                field,
+                original[field],
+                f"must be greater than 0 at {PRICE_SCALE} decimal places",
+            )
         )
         checks.append((values >= _LIMITS[field], field, original[field], "is too large"))
     # Compared as stored (to 6 places): float noise beyond them is no inconsistency.
@@ -600,19 +614,26 @@ def _rejected(bars: pd.DataFrame, problems: list[Problem]) -> tuple[pd.Series, l
 
 
 def staging_rows(
-    bars: pd.DataFrame, *, scaled: bool, text_dates: bool, extra: tuple[Any, ...] = ()
+    bars: pd.DataFrame,
+    *,
+    scaled: bool,
+    encode_date: Callable[[dt.date], Any] | None = None,
+    extra: tuple[Any, ...] = (),
 ) -> list[tuple[Any, ...]]:
     """Bars as driver rows in ``BAR_FIELDS`` order (then ``extra``), None for missing.
 
-    ``scaled``: prices as integers in millionths, rounded half to even (the
-    SQLite storage unit, and the staging unit on both backends); otherwise
-    floats, which PostgreSQL rounds into NUMERIC(18, 6). ``text_dates``: days
-    as ISO text (SQLite) rather than ``datetime.date``.
+    ``scaled``: prices as integers in units of their column's scale (``SCALES``),
+    rounded half to even (the SQLite storage unit, and the staging unit on both
+    backends); otherwise floats, which PostgreSQL rounds into NUMERIC(18, 6).
+    ``encode_date``: how the date column stores a day on the target backend (see
+    ``database.driver.column_encoder``); ``datetime.date`` if not given.
     """
     # A batch holds few distinct days: convert each once.
     days = bars["date"].to_numpy().astype("datetime64[D]")
     distinct, positions = np.unique(days, return_inverse=True)
-    converted = distinct.astype(str).tolist() if text_dates else distinct.tolist()
+    converted = distinct.tolist()
+    if encode_date is not None:
+        converted = [encode_date(day) for day in converted]
     columns: list[Iterable[Any]] = [
         bars["ticker"].tolist(),
         [converted[i] for i in positions.tolist()],
@@ -621,7 +642,7 @@ def staging_rows(
         values = bars[field].to_numpy(dtype="float64")
         missing = np.isnan(values)
         if field == "volume" or scaled:
-            factor = 1 if field == "volume" else 10**PRICE_SCALE
+            factor = 1 if field == "volume" else 10 ** SCALES[field]
             cells = np.rint(np.where(missing, 0.0, values) * factor).astype(np.int64).tolist()
         else:
             cells = values.tolist()

@@ -1,30 +1,56 @@
 """Option chains: snapshots stored once per contract, read back as of a time.
 
-A chain is written with multi-row ``INSERT ... ON CONFLICT DO NOTHING`` statements,
-its rows in conflict-key order, so concurrent writers of overlapping contracts
-wait for each other's keys in one order and never deadlock.
+A chain is staged in a temporary table through the bare driver (``COPY`` on
+PostgreSQL, ``executemany`` on SQLite; see :mod:`database.driver`), then moved
+with one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` in conflict-key order,
+so concurrent writers of overlapping contracts wait for each other's keys in
+one order and never deadlock.
 """
 
 from __future__ import annotations
 
 import builtins
 import datetime as dt
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Delete, Select, delete, func, select
+from sqlalchemy import Delete, Select, delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from database.driver import encode_rows, write_rows
 from database.models import OptionsData
 from database.models.base import utcnow
 from database.options import OptionsValidationError, RejectedContract, prepare_contracts
 from database.repositories.base import BaseRepository
-from database.repositories.upsert import dialect_name, native_insert
+from database.row_security import share_temporary_table
 from database.transactions import begin_write
 from database.validation import normalize_ticker, to_date, to_utc
+
+STAGING = "options_data_staging"
+_COLUMNS = tuple(column.name for column in OptionsData.__table__.columns)
+_NAMES = ", ".join(_COLUMNS)
+_STAGING_DDL = {
+    "postgresql": f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING} (LIKE options_data)"
+    " ON COMMIT DELETE ROWS",
+    "sqlite": f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING} AS SELECT * FROM options_data"
+    " WHERE false",
+}
+_CLEAR = {"postgresql": f"TRUNCATE {STAGING}", "sqlite": f"DELETE FROM {STAGING}"}
+# Rows are inserted (and their keys locked) in one order for every writer. A
+# snapshot stored again inserts nothing: one row per (contract, fetched_at).
+# (SQLite has one writer at a time.)
+_KEY_ORDER = {"postgresql": ' ORDER BY contract_symbol COLLATE "C", fetched_at', "sqlite": ""}
+_MOVE = {
+    dialect: text(
+        f"INSERT INTO options_data ({_NAMES}) SELECT {_NAMES} FROM {STAGING} WHERE true"
+        f"{order} ON CONFLICT (contract_symbol, fetched_at) DO NOTHING"
+    )
+    for dialect, order in _KEY_ORDER.items()
+}
 
 
 @dataclass(frozen=True)
@@ -42,15 +68,6 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
         super().__init__(OptionsData)
 
     # -- statements ------------------------------------------------------------------
-
-    @staticmethod
-    def _store_statement(dialect: str, contracts: builtins.list[dict[str, Any]]) -> Any:
-        # Re-storing a snapshot is a no-op: one row per (contract, fetched_at).
-        statement = native_insert(dialect, OptionsData).on_conflict_do_nothing(
-            index_elements=["contract_symbol", "fetched_at"]
-        )
-        in_key_order = sorted(contracts, key=lambda c: (c["contract_symbol"], c["fetched_at"]))
-        return statement.returning(OptionsData.id), in_key_order
 
     def _prepare(
         self,
@@ -180,10 +197,25 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
     ) -> ChainResult:
         if not contracts:
             return ChainResult(moment, 0, 0, rejected)
-        statement, values = self._store_statement(dialect_name(session), contracts)
+        dialect = session.get_bind().dialect
+        now = utcnow()
+        stamps = {"created_at": now, "updated_at": now}
+        in_key_order = sorted(contracts, key=lambda c: c["contract_symbol"])
+        rows = encode_rows(
+            OptionsData.__table__,
+            _COLUMNS,
+            dialect,
+            ({"id": uuid.uuid4(), **stamps, **contract} for contract in in_key_order),
+        )
         with self._translating():
             begin_write(session)
-            inserted = len(session.execute(statement, values).all())
+            session.execute(text(_STAGING_DDL[dialect.name]))
+            if dialect.name == "postgresql":
+                share_temporary_table(session, STAGING)
+            session.execute(text(_CLEAR[dialect.name]))
+            write_rows(session, STAGING, _COLUMNS, rows)
+            inserted = int(session.execute(_MOVE[dialect.name]).rowcount)  # type: ignore[attr-defined]
+            session.execute(text(_CLEAR[dialect.name]))
         return ChainResult(moment, inserted, len(contracts) - inserted, rejected)
 
     def get_chain(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
-import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -33,6 +32,7 @@ from sqlalchemy.types import Text
 from sqlalchemy.util import await_
 from sqlalchemy.util.concurrency import in_greenlet
 
+from database.driver import async_fetch_all, column_encoder, fetch_all, write_rows
 from database.exceptions import ValidationError
 from database.exceptions import is_unique_violation as _is_unique_violation
 from database.models import PriceHistory
@@ -41,7 +41,7 @@ from database.prices import (
     ACTION_FIELDS,
     BAR_FIELDS,
     KEPT_WHEN_MISSING,
-    PRICE_SCALE,
+    SCALES,
     YFINANCE_COLUMNS,
     PriceValidationError,
     RejectedBar,
@@ -54,11 +54,9 @@ from database.prices import (
     unreadable_as_validation_error,
 )
 from database.repositories.base import BaseRepository
-from database.repositories.raw import async_fetch_all, copy_records, fetch_all
 from database.repositories.upsert import dialect_name
 from database.row_security import share_temporary_table
 from database.transactions import begin_write
-from database.types import sqlite_timestamp
 from database.validation import normalize_ticker, to_text, unreadable_as
 
 P = ParamSpec("P")
@@ -85,7 +83,9 @@ _STAGING_DDL = {
 def _staged(column: str, dialect: str) -> str:
     """A staged value as the table takes it: scaled back on PostgreSQL; a missing
     dividend or split (a new bar's, after _KEEP_STORED) is 0."""
-    value = column if dialect == "sqlite" or column == "volume" else f"{column} * 1e-{PRICE_SCALE}"
+    value = (
+        column if dialect == "sqlite" or column == "volume" else f"{column} * 1e-{SCALES[column]}"
+    )
     return f"COALESCE({value}, 0)" if column in ACTION_FIELDS else value
 
 
@@ -127,12 +127,14 @@ _MERGE = {
 }
 # Staged bars that lack a value of KEPT_WHEN_MISSING take the stored bar's, in the
 # staging unit (millionths; volume as is), before the merge.
-_UNSCALED = {"postgresql": "(p.{c} * 1000000)::bigint", "sqlite": "p.{c}"}
+_UNSCALED = {"postgresql": "(p.{c} * 1e{scale})::bigint", "sqlite": "p.{c}"}
 _KEEP_STORED = {
     dialect: text(
         f"UPDATE {STAGING} AS s SET "
         + ", ".join(
-            f"{c} = COALESCE(s.{c}, {'p.volume' if c == 'volume' else unscaled.format(c=c)})"
+            f"{c} = COALESCE(s.{c}, "
+            + ("p.volume" if c == "volume" else unscaled.format(c=c, scale=SCALES[c]))
+            + ")"
             for c in KEPT_WHEN_MISSING
         )
         + " FROM price_history AS p WHERE p.ticker = s.ticker AND p.date = s.date AND ("
@@ -154,10 +156,10 @@ _LOCK_TICKERS = text(
     ' FROM unnest(:tickers) AS t ORDER BY t COLLATE "C"'
 ).bindparams(bindparam("tickers", type_=ARRAY(Text)))
 _STAMPS = ("data_source", "created_at", "updated_at")
-_AS_FLOAT = {"postgresql": "{}::float8", "sqlite": f"{{}} / {10**PRICE_SCALE}.0"}
+_AS_FLOAT = {"postgresql": "{c}::float8", "sqlite": "{c} / 1e{scale}"}
 _FRAME_SQL = {
     dialect: "SELECT date, "
-    + ", ".join("volume" if c == "volume" else cast.format(c) for c in _VALUES)
+    + ", ".join("volume" if c == "volume" else cast.format(c=c, scale=SCALES[c]) for c in _VALUES)
     + " FROM price_history WHERE ticker = ?"
     for dialect, cast in _AS_FLOAT.items()
 }
@@ -218,7 +220,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         skip_invalid: bool,
         *,
         repair: bool,
-        text_dates: bool,
+        encode_date: Callable[[dt.date], Any],
         extra: tuple[Any, ...] = (),
         fill_actions: bool = False,
     ) -> Iterator[_Batch]:
@@ -240,7 +242,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
             bars = checked.bars
             if fill_actions:  # rows straight into the table: a missing action is 0
                 bars = bars.fillna(dict.fromkeys(ACTION_FIELDS, 0.0))
-            rows = staging_rows(bars, scaled=True, text_dates=text_dates, extra=extra)
+            rows = staging_rows(bars, scaled=True, encode_date=encode_date, extra=extra)
             tickers = frozenset(bars["ticker"].unique())
             missing = frozenset(f for f in KEPT_WHEN_MISSING if bars[f].isna().any())
             yield _Batch(rows, checked.rejected, checked.repaired, tickers, missing)
@@ -335,13 +337,13 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         Returns None if a key turned out to exist after all (a duplicate date in
         the batch); the savepoint then undoes it all.
         """
-        now = _now("sqlite")
+        now = _stamp(session)
         batches = self._prepared_batches(
             data,
             options.ticker,
             options.skip_invalid,
             repair=options.repair,
-            text_dates=True,
+            encode_date=_date_encoder(session),
             extra=(options.data_source, now, now),
             fill_actions=True,
         )
@@ -350,12 +352,11 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         total = 0
         try:
             with session.begin_nested():
-                driver = session.connection().connection.driver_connection
                 for batch in _each(batches):
                     rejected += batch.rejected
                     repaired += batch.repaired
                     total += len(batch.rows)
-                    _write(driver, "sqlite", "price_history", (*BAR_FIELDS, *_STAMPS), batch.rows)
+                    write_rows(session, "price_history", (*BAR_FIELDS, *_STAMPS), batch.rows)
         except Exception as error:
             if _is_unique_violation(error):
                 return None
@@ -377,13 +378,12 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         if dialect == "postgresql":
             share_temporary_table(session, STAGING)
         session.execute(text(_CLEAR[dialect]))
-        driver = session.connection().connection.driver_connection
         batches = self._prepared_batches(
             data,
             options.ticker,
             options.skip_invalid,
             repair=options.repair,
-            text_dates=dialect == "sqlite",
+            encode_date=_date_encoder(session),
         )
         rejected: list[RejectedBar] = []
         repaired: list[RepairedBar] = []
@@ -396,10 +396,10 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
             total += len(batch.rows)
             tickers |= batch.tickers
             missing |= batch.missing
-            _write(driver, dialect, STAGING, BAR_FIELDS, batch.rows)
+            write_rows(session, STAGING, BAR_FIELDS, batch.rows)
         self._raise_duplicates(list(session.execute(_DUPLICATES)))
         _lock_tickers(session, sorted(tickers))  # dict rows: first known here
-        params = {"source": options.data_source, "now": _now(dialect)}
+        params = {"source": options.data_source, "now": _stamp(session)}
         result = _insert_new(session, dialect, params) if new else None
         if result is not None:
             inserted, updated = result, 0
@@ -661,25 +661,6 @@ def _any_rows(tickers: builtins.list[str]) -> Select[bool]:
     return select(exists().where(PriceHistory.ticker.in_(tickers)))
 
 
-def _write(
-    driver: Any, dialect: str, table: str, columns: tuple[str, ...], rows: builtins.list[Any]
-) -> None:
-    """Send rows through the bare driver: COPY on PostgreSQL, executemany on SQLite."""
-    names = ", ".join(columns)
-    if dialect == "postgresql":
-        if hasattr(driver, "copy_records_to_table"):  # asyncpg, under run_sync
-            await_(copy_records(driver, table, rows, list(columns)))
-            return
-        with driver.cursor() as cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        return
-    placeholders = ", ".join("?" * len(columns))
-    result = driver.executemany(f"INSERT INTO {table} ({names}) VALUES ({placeholders})", rows)
-    if inspect.isawaitable(result):  # aiosqlite, under run_sync
-        await_(result)
-
-
 # More than either backend takes as bound parameters of one IN (SQLite 32766).
 MAX_TICKERS = 10_000
 
@@ -725,6 +706,10 @@ def _frame(rows: builtins.list[tuple[Any, ...]]) -> pd.DataFrame:
     return frame.set_index("Date")
 
 
-def _now(dialect: str) -> Any:
-    now = utcnow()
-    return sqlite_timestamp(now) if dialect == "sqlite" else now
+def _stamp(session: Session) -> Any:
+    """Now, as the timestamp columns store it on the session's backend."""
+    return column_encoder(PriceHistory.__table__.c.created_at, session.get_bind().dialect)(utcnow())
+
+
+def _date_encoder(session: Session) -> Callable[[dt.date], Any]:
+    return column_encoder(PriceHistory.__table__.c.date, session.get_bind().dialect)

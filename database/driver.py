@@ -1,0 +1,227 @@
+"""Everything below SQLAlchemy: the four drivers' fast paths, and the values they send.
+
+The repositories say *what* to store or load; this module alone says *how*, on
+psycopg and asyncpg (PostgreSQL) and sqlite3 and aiosqlite (SQLite):
+
+- :func:`fetch_all` / :func:`async_fetch_all`: one fixed statement (written with
+  ``?`` placeholders) through the bare driver, inside the session's
+  transaction. SQLAlchemy's result processing costs more than the query itself
+  for a 5,000-row frame or a single cache hit.
+- :func:`write_rows` / :func:`async_write_rows`: rows into a table, ``COPY`` on
+  PostgreSQL and ``executemany`` on SQLite.
+- :func:`row_encoder`: the values those rows carry, from each column's own type
+  (its bind processing, exactly what the ORM sends), so a bulk path stores what
+  the ORM stores and cannot drift from it when a column changes.
+  :func:`storage_scale` is the integer unit of an exact-decimal column's
+  vectorised paths (millionths for ``NUMERIC(18, 6)``), read from the same type.
+
+Under ``AsyncSession.run_sync`` the async drivers' calls are awaited with
+``await_``; :func:`async_fetch_all` and :func:`async_write_rows` await them directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, Dialect, FromClause
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+from sqlalchemy.util import await_
+
+from database.exceptions import DatabaseUnavailableError
+from database.types import ExactDecimal
+
+_PLACEHOLDER = re.compile(r"\?")
+_DRIVER = "database.driver.connection"  # session.info key: (transaction, driver connection, name)
+
+Row = Sequence[Any]
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+def fetch_all(session: Session, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` (``?`` placeholders) as tuples, on the session's connection."""
+    driver, name = _driver_of(session)
+    if name == "asyncpg":  # an AsyncSession's work under run_sync
+        return [tuple(row) for row in await_(driver.fetch(_numbered(sql), *params))]
+    if name == "psycopg":
+        with driver.cursor() as cursor:
+            cursor.execute(sql.replace("?", "%s"), params)
+            return list(cursor.fetchall())
+    if name == "aiosqlite":
+        cursor = await_(driver.execute(sql, params))
+        rows = await_(cursor.fetchall())
+        await_(cursor.close())
+        return list(rows)
+    return list(driver.execute(sql, params).fetchall())
+
+
+async def async_fetch_all(
+    session: AsyncSession, sql: str, params: Sequence[Any]
+) -> list[tuple[Any, ...]]:
+    """:func:`fetch_all` for an AsyncSession, awaiting the async driver directly."""
+    driver, name = await _async_driver_of(session)
+    if name == "asyncpg":
+        return [tuple(row) for row in await driver.fetch(_numbered(sql), *params)]
+    async with driver.execute(sql, params) as cursor:
+        return list(await cursor.fetchall())
+
+
+# -- writing -----------------------------------------------------------------------------
+
+
+def write_rows(session: Session, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+    """Send ``rows`` (values in ``columns`` order, as the driver takes them) into ``table``:
+    ``COPY`` on PostgreSQL, one ``executemany`` on SQLite; in the session's transaction."""
+    if not rows:
+        return
+    driver, name = _driver_of(session)
+    names = ", ".join(columns)
+    if name == "asyncpg":
+        await_(copy_records(driver, table, rows, list(columns)))
+    elif name == "psycopg":
+        with driver.cursor() as cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    elif name == "aiosqlite":
+        await_(driver.executemany(_insert_sql(table, tuple(columns)), rows))
+    else:
+        driver.executemany(_insert_sql(table, tuple(columns)), rows)
+
+
+async def async_write_rows(
+    session: AsyncSession, table: str, columns: Sequence[str], rows: Sequence[Row]
+) -> None:
+    """:func:`write_rows` for an AsyncSession, awaiting the async driver directly."""
+    if not rows:
+        return
+    driver, name = await _async_driver_of(session)
+    if name == "asyncpg":
+        await copy_records(driver, table, rows, list(columns))
+    else:
+        await driver.executemany(_insert_sql(table, tuple(columns)), rows)
+
+
+async def copy_records(driver: Any, table: str, records: Sequence[Any], columns: list[str]) -> None:
+    """asyncpg's ``copy_records_to_table``, failing (rather than hanging) if the connection dies.
+
+    asyncpg waits for the socket to drain between chunks of a COPY, and a
+    connection lost while the socket is full never wakes that wait: the COPY
+    would hang forever. Its termination listener does fire, so the COPY is
+    raced against it.
+    """
+    loop = asyncio.get_running_loop()
+    lost: asyncio.Future[None] = loop.create_future()
+
+    def on_lost(_connection: Any) -> None:
+        if not lost.done():
+            lost.set_result(None)
+
+    driver.add_termination_listener(on_lost)
+    copy = asyncio.ensure_future(
+        driver.copy_records_to_table(table, records=records, columns=columns)
+    )
+    try:
+        await asyncio.wait({copy, lost}, return_when=asyncio.FIRST_COMPLETED)
+        if copy.done():
+            copy.result()
+            return
+        copy.cancel()
+        with contextlib.suppress(BaseException):
+            await copy
+        reason = f"the connection was closed in the middle of COPY to {table}"
+        raise DatabaseUnavailableError(None, None, reason)
+    finally:
+        if not copy.done():
+            copy.cancel()
+        driver.remove_termination_listener(on_lost)
+
+
+# -- storage values ----------------------------------------------------------------------
+
+
+def column_encoder(column: ColumnElement[Any], dialect: Dialect) -> Callable[[Any], Any]:
+    """The value ``column`` stores for a model value on ``dialect``: its type's own bind
+    processing (a TypeDecorator's ``process_bind_param``, then its implementation's),
+    which is what the ORM sends for it."""
+    processor = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return processor if processor is not None else _unchanged
+
+
+def row_encoder(
+    table: FromClause, columns: Sequence[str], dialect: Dialect
+) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """A function from a mapping of model values to the driver row for ``columns``
+    (a missing key is NULL)."""
+    encoders = [(name, column_encoder(table.c[name], dialect)) for name in columns]
+
+    def encode(values: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            None if (value := values.get(name)) is None else encode_value(value)
+            for name, encode_value in encoders
+        )
+
+    return encode
+
+
+def encode_rows(
+    table: FromClause, columns: Sequence[str], dialect: Dialect, values: Iterable[Mapping[str, Any]]
+) -> list[tuple[Any, ...]]:
+    """Driver rows for many mappings of model values (see :func:`row_encoder`)."""
+    encode = row_encoder(table, columns, dialect)
+    return [encode(item) for item in values]
+
+
+def storage_scale(column: ColumnElement[Any]) -> int:
+    """The decimal places of an exact-decimal column: its value times ``10**scale`` is the
+    integer that SQLite stores and that the vectorised bulk paths stage."""
+    column_type = column.type
+    if not isinstance(column_type, ExactDecimal):
+        raise TypeError(f"{column.key} is not an ExactDecimal column")
+    return column_type.scale
+
+
+# -- the session's driver connection -----------------------------------------------------
+
+
+def _driver_of(session: Session) -> tuple[Any, str]:
+    connection = session.connection()
+    return connection.connection.driver_connection, connection.dialect.driver
+
+
+async def _async_driver_of(session: AsyncSession) -> tuple[Any, str]:
+    """The driver connection, remembered for the session's current transaction (it cannot
+    change within one), which saves two greenlet round trips a call."""
+    transaction = session.sync_session.get_transaction()
+    remembered = session.info.get(_DRIVER)
+    if transaction is not None and remembered is not None and remembered[0] is transaction:
+        return remembered[1], remembered[2]
+    connection = await session.connection()
+    driver = (await connection.get_raw_connection()).driver_connection
+    name = connection.dialect.driver
+    session.info[_DRIVER] = (session.sync_session.get_transaction(), driver, name)
+    return driver, name
+
+
+@functools.lru_cache(maxsize=64)
+def _numbered(sql: str) -> str:
+    """``?`` placeholders as asyncpg's ``$1, $2, ...``."""
+    numbers = itertools.count(1)
+    return _PLACEHOLDER.sub(lambda _: f"${next(numbers)}", sql)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    placeholders = ", ".join("?" * len(columns))
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
+
+
+def _unchanged(value: Any) -> Any:
+    return value
