@@ -102,7 +102,8 @@ def raw_rows(frame: pd.DataFrame, sqlite: bool) -> list[tuple[Any, ...]]:
     bars, _ = prepare_bars(frame)
     now = dt.datetime.now(dt.UTC)
     stamp: Any = sqlite_timestamp(now) if sqlite else now
-    return staging_rows(bars, scaled=sqlite, text_dates=sqlite, extra=("yfinance", stamp, stamp))
+    day: Any = dt.date.isoformat if sqlite else None
+    return staging_rows(bars, scaled=sqlite, encode_date=day, extra=("yfinance", stamp, stamp))
 
 
 def raw_ingest(url: str, backend: str, rows: list[tuple[Any, ...]]) -> float:
