@@ -8,7 +8,8 @@ psycopg and asyncpg (PostgreSQL) and sqlite3 and aiosqlite (SQLite):
   transaction. SQLAlchemy's result processing costs more than the query itself
   for a 5,000-row frame or a single cache hit.
 - :func:`write_rows` / :func:`async_write_rows`: rows into a table, ``COPY`` on
-  PostgreSQL and ``executemany`` on SQLite.
+  PostgreSQL and ``executemany`` on SQLite; :func:`execute_many`: any statement
+  once per row.
 - :func:`row_encoder`: the values those rows carry, from each column's own type
   (its bind processing, exactly what the ORM sends), so a bulk path stores what
   the ORM stores and cannot drift from it when a column changes.
@@ -90,10 +91,25 @@ def write_rows(session: Session, table: str, columns: Sequence[str], rows: Seque
         with driver.cursor() as cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
-    elif name == "aiosqlite":
-        await_(driver.executemany(_insert_sql(table, tuple(columns)), rows))
     else:
-        driver.executemany(_insert_sql(table, tuple(columns)), rows)
+        execute_many(session, _insert_sql(table, tuple(columns)), rows)
+
+
+def execute_many(session: Session, sql: str, rows: Sequence[Row]) -> None:
+    """Run one statement (``?`` placeholders) once per row through the bare driver's
+    ``executemany``, in the session's transaction."""
+    if not rows:
+        return
+    driver, name = _driver_of(session)
+    if name == "asyncpg":
+        await_(driver.executemany(_numbered(sql), rows))
+    elif name == "psycopg":
+        with driver.cursor() as cursor:
+            cursor.executemany(sql.replace("?", "%s"), rows)
+    elif name == "aiosqlite":
+        await_(driver.executemany(sql, rows))
+    else:
+        driver.executemany(sql, rows)
 
 
 async def async_write_rows(

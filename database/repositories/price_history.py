@@ -32,7 +32,13 @@ from sqlalchemy.types import Text
 from sqlalchemy.util import await_
 from sqlalchemy.util.concurrency import in_greenlet
 
-from database.driver import async_fetch_all, column_encoder, fetch_all, write_rows
+from database.driver import (
+    async_fetch_all,
+    column_encoder,
+    execute_many,
+    fetch_all,
+    write_rows,
+)
 from database.exceptions import ValidationError
 from database.exceptions import is_unique_violation as _is_unique_violation
 from database.models import PriceHistory
@@ -145,6 +151,31 @@ _KEEP_STORED = {
 }
 
 
+# SQLite's direct merge: the same upsert, a row at a time through executemany.
+_MERGE_ROWS = f"{_INSERT} VALUES ({', '.join('?' * (len(BAR_FIELDS) + 3))}){_UPSERT}"
+_COUNT_ROWS = text("SELECT count(*) FROM price_history WHERE ticker IN :tickers").bindparams(
+    bindparam("tickers", expanding=True)
+)
+_TOTAL_CHANGES = text("SELECT total_changes()")
+
+
+class _NeedsStagingError(Exception):
+    """Raised inside the direct merge's savepoint to undo it: stage the bars instead."""
+
+
+def _overlap(
+    seen: dict[str, builtins.list[tuple[Any, Any]]], spans: dict[str, tuple[Any, Any]]
+) -> bool:
+    """Whether a ticker's dates in this batch overlap its dates in an earlier one
+    (then recorded in ``seen``)."""
+    for ticker, (first, last) in spans.items():
+        earlier = seen.setdefault(ticker, [])
+        if any(first <= end and start <= last for start, end in earlier):
+            return True
+        earlier.append((first, last))
+    return False
+
+
 _NEW_KEYS = text(
     f"SELECT count(*) FROM {STAGING} s WHERE NOT EXISTS "
     "(SELECT 1 FROM price_history p WHERE p.ticker = s.ticker AND p.date = s.date)"
@@ -191,6 +222,7 @@ class _Batch:
     repaired: list[RepairedBar]
     tickers: frozenset[str]
     missing: frozenset[str]  # of KEPT_WHEN_MISSING: the fields some bar lacks
+    spans: dict[str, tuple[Any, Any]]  # per ticker, its first and last date (if asked for)
 
 
 @dataclass(frozen=True)
@@ -223,6 +255,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         encode_date: Callable[[dt.date], Any],
         extra: tuple[Any, ...] = (),
         fill_actions: bool = False,
+        spans: bool = False,
     ) -> Iterator[_Batch]:
         """Checked bars as driver rows (prices in millionths), batch by batch; raises
         at the first batch with a bad bar unless skipping."""
@@ -245,7 +278,11 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
             rows = staging_rows(bars, scaled=True, encode_date=encode_date, extra=extra)
             tickers = frozenset(bars["ticker"].unique())
             missing = frozenset(f for f in KEPT_WHEN_MISSING if bars[f].isna().any())
-            yield _Batch(rows, checked.rejected, checked.repaired, tickers, missing)
+            found: dict[str, tuple[Any, Any]] = {}
+            if spans:
+                dates = bars.groupby("ticker")["date"].agg(["min", "max"])
+                found = {t: (lo, hi) for t, lo, hi in dates.itertuples()}
+            yield _Batch(rows, checked.rejected, checked.repaired, tickers, missing, found)
 
     @staticmethod
     def _raise_duplicates(rows: list[Any]) -> None:
@@ -296,8 +333,12 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
                 _lock_tickers(session, tickers)
                 new = bool(tickers) and not session.scalar(_any_rows(tickers))
                 options = _Options(ticker, skip_invalid, repair, data_source)
-                if new and dialect_name(session) == "sqlite":
-                    direct = self._insert_into_empty(session, data, options)
+                if tickers and dialect_name(session) == "sqlite":
+                    direct = (
+                        self._insert_into_empty(session, data, options)
+                        if new
+                        else self._merge_directly(session, data, options, tickers)
+                    )
                     if direct is not None:
                         return direct
                 return self._through_staging(session, data, options, new=new)
@@ -362,6 +403,53 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
                 return None
             raise
         return UpsertResult(total, 0, 0, rejected, repaired)
+
+    def _merge_directly(
+        self,
+        session: Session,
+        data: pd.DataFrame | Iterable[Mapping[str, Any]],
+        options: _Options,
+        tickers: builtins.list[str],
+    ) -> UpsertResult | None:
+        """SQLite, when the tickers have bars: each bar upserted straight into the table
+        (one ``executemany``), counted from the tickers' rows and ``total_changes()``.
+
+        Returns None, with nothing written, where staging is needed after all: a
+        bar lacks a value that keeps the stored one, a ticker is not among those
+        known, or two batches hold the same ticker's dates (a duplicate across
+        batches would be an update instead of an error).
+        """
+        now = _stamp(session)
+        batches = self._prepared_batches(
+            data,
+            options.ticker,
+            options.skip_invalid,
+            repair=options.repair,
+            encode_date=_date_encoder(session),
+            extra=(options.data_source, now, now),
+            spans=True,
+        )
+        known = frozenset(tickers)
+        seen: dict[str, builtins.list[tuple[Any, Any]]] = {}
+        rejected: list[RejectedBar] = []
+        repaired: list[RepairedBar] = []
+        total = 0
+        before = session.scalar(_COUNT_ROWS, {"tickers": tickers}) or 0
+        changes = session.scalar(_TOTAL_CHANGES) or 0
+        try:
+            with session.begin_nested():
+                for batch in _each(batches):
+                    if batch.missing or not batch.tickers <= known or _overlap(seen, batch.spans):
+                        raise _NeedsStagingError
+                    rejected += batch.rejected
+                    repaired += batch.repaired
+                    total += len(batch.rows)
+                    execute_many(session, _MERGE_ROWS, batch.rows)
+        except _NeedsStagingError:
+            return None
+        changed = (session.scalar(_TOTAL_CHANGES) or 0) - changes
+        inserted = (session.scalar(_COUNT_ROWS, {"tickers": tickers}) or 0) - before
+        return UpsertResult(inserted, changed - inserted, total - changed, rejected, repaired)
 
     def _through_staging(
         self,

@@ -110,6 +110,53 @@ async def test_overlapping_batches_insert_new_and_update_changed_bars(uow: UnitO
     assert await uow(prices.count, ticker="CALM") == 150
 
 
+@pytest.mark.parametrize("batch_size", [100_000, 30])
+async def test_a_merge_over_many_batches_counts_each_bar_once(
+    uow: UnitOfWork, monkeypatch: pytest.MonkeyPatch, statements: list[str], batch_size: int
+) -> None:
+    """Re-upserts of stored tickers (SQLite: straight into the table; PostgreSQL:
+    staged), in one batch or many: every bar counted as inserted, updated or unchanged."""
+    monkeypatch.setattr(PriceHistoryRepository, "batch_size", batch_size)
+    calm = history("prices-history/CALM.csv")
+    await uow(prices.upsert, calm.iloc[:100], ticker="CALM")
+    revised = calm.iloc[40:160].copy()
+    revised.iloc[:20, revised.columns.get_loc("Volume")] += 1
+    statements.clear()
+    result = await uow(prices.upsert, revised, ticker="CALM")
+    assert (result.inserted, result.updated, result.unchanged) == (60, 20, 40)
+    assert await uow(prices.count, ticker="CALM") == 160
+    stored = await uow(prices.get_frame, "CALM")
+    assert stored["Volume"].iloc[40:60].tolist() == revised["Volume"].iloc[:20].tolist()
+    staged = any("price_history_staging" in statement for statement in statements)
+    assert staged == (uow.db.backend == "postgresql")
+
+
+async def test_a_date_repeated_in_a_later_batch_of_a_merge_is_refused(
+    uow: UnitOfWork, sql: RawSQL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(PriceHistoryRepository, "batch_size", 30)
+    calm = history("prices-history/CALM.csv")
+    await uow(prices.upsert, calm.iloc[:10], ticker="CALM")
+    repeated = pd.concat([calm.iloc[:100], calm.iloc[[5]]])  # in the fourth batch
+    repeated.iloc[-1, repeated.columns.get_loc("Volume")] += 1
+    with pytest.raises(PriceValidationError, match="more than once"):
+        await uow(prices.upsert, repeated, ticker="CALM")
+    assert sql.count("price_history") == 10
+
+
+async def test_a_merge_of_bars_without_actions_keeps_the_stored_ones(
+    uow: UnitOfWork, sql: RawSQL
+) -> None:
+    calm = history("prices-history/CALM.csv")
+    await uow(prices.upsert, calm, ticker="CALM")
+    stored = sql.rows("SELECT dividends FROM price_history WHERE dividends <> 0")
+    assert stored
+    without = calm.drop(columns=["Dividends", "Stock Splits"])
+    result = await uow(prices.upsert, without, ticker="CALM")
+    assert (result.inserted, result.updated) == (0, 0)
+    assert sql.rows("SELECT dividends FROM price_history WHERE dividends <> 0") == stored
+
+
 async def test_a_yahoo_download_with_a_date_column(uow: UnitOfWork) -> None:
     aapl = pd.read_csv(DATA / "prices/AAPL.csv")  # Date as a column, no actions
     result = await uow(prices.upsert, aapl, ticker="AAPL")
