@@ -290,7 +290,8 @@ _SQLITE_BUSY = ("database is locked", "database table is locked", "database is b
 OUTCOME_UNKNOWN = "; the transaction may or may not have committed"
 
 
-def _sqlstate(error: BaseException | None) -> str | None:
+def sqlstate(error: BaseException | None) -> str | None:
+    """A driver error's SQLSTATE (psycopg, asyncpg), or None (sqlite3, not a driver error)."""
     state = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
     return str(state) if state else None
 
@@ -311,9 +312,9 @@ def _unique_fields(table: FromClause, message: str) -> tuple[str, str | None]:
 
 def is_unique_violation(orig: BaseException) -> bool:
     """Whether a driver error (psycopg, asyncpg, sqlite3) is a unique-key violation."""
-    sqlstate = _sqlstate(orig)
-    if sqlstate is not None:
-        return sqlstate == "23505"
+    state = sqlstate(orig)
+    if state is not None:
+        return state == "23505"
     return "UNIQUE constraint failed" in str(orig)
 
 
@@ -426,7 +427,7 @@ def translate(
             return orig
         if isinstance(error, sa_exc.IntegrityError):
             return _integrity(orig, model, table)
-        state = _sqlstate(orig)
+        state = sqlstate(orig)
         translated = _by_state(state, orig, model, where)
         # Without a SQLSTATE from the server, an operational or interface error
         # is the client's: the connection is gone (SQLite's are about the statement).
@@ -451,7 +452,7 @@ def translate(
     driver, names = _driver_classes(error)
     if driver is None:
         return None
-    state = _sqlstate(error)
+    state = sqlstate(error)
     if is_unique_violation(error) or (state or "").startswith("23") or "IntegrityError" in names:
         return _integrity(error, model, table)
     translated = _by_state(state, error, model, where)

@@ -4,12 +4,14 @@ An upsert stages the bars in a temporary table (PostgreSQL: ``COPY``; SQLite:
 batched ``executemany``), checks the batch for duplicate dates, then merges with
 one ``INSERT ... SELECT ... ON CONFLICT (ticker, date) DO UPDATE`` that leaves
 unchanged rows alone; when none of its tickers has rows yet, a plain ``INSERT
-... SELECT`` (PostgreSQL) or the rows straight into the table (SQLite). It runs
-in a savepoint: if any bar is rejected, nothing of the call is written.
+... SELECT``. On SQLite, bars of new tickers go straight into the table, and so
+do the bars of stored ones when each carries all its values. It runs in a
+savepoint: if any bar is rejected, nothing of the call is written.
 
 Concurrent writers never deadlock: on PostgreSQL each takes a transaction-scoped
 advisory lock per ticker, in ticker order, before it reads or writes any row of
-those tickers, and inserts rows in ``(ticker, date)`` order; on SQLite the
+those tickers, so writers of a ticker run one after another (and the rows need
+no particular order: sorting them cost more than the insert); on SQLite the
 transaction begins as a writer (``begin_write``), so writers queue for the lock.
 """
 
@@ -104,13 +106,10 @@ _DUPLICATES = text(
     f"SELECT ticker, date FROM {STAGING} GROUP BY ticker, date HAVING count(*) > 1 "
     "ORDER BY ticker, date LIMIT 20"
 )
-# Rows are inserted (and conflicting rows locked) in the order of the SELECT:
-# one order for every writer, so no two wait for each other in a cycle.
-_IN_KEY_ORDER = ' ORDER BY ticker COLLATE "C", date'
 _INSERT = f"INSERT INTO price_history AS p ({_COLUMNS}, data_source, created_at, updated_at)"
 # Only when none of the (locked) tickers has rows: no conflict to look for.
 _INSERT_NEW = {
-    dialect: text(f"{_INSERT} SELECT {staged}, :source, :now, :now FROM {STAGING}{_IN_KEY_ORDER}")
+    dialect: text(f"{_INSERT} SELECT {staged}, :source, :now, :now FROM {STAGING}")
     for dialect, staged in _STAGED.items()
 }
 
@@ -122,7 +121,7 @@ _MERGE = {
     # xmax = 0 marks a row this statement inserted rather than updated.
     "postgresql": text(
         f"WITH merged AS ({_INSERT} SELECT {_STAGED['postgresql']}, :source, :now, :now"
-        f" FROM {STAGING}{_IN_KEY_ORDER}{_UPSERT} RETURNING (xmax = 0) AS inserted)"
+        f" FROM {STAGING}{_UPSERT} RETURNING (xmax = 0) AS inserted)"
         " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
         " FROM merged"
     ),
@@ -472,20 +471,25 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
             options.skip_invalid,
             repair=options.repair,
             encode_date=_date_encoder(session),
+            spans=True,
         )
         rejected: list[RejectedBar] = []
         repaired: list[RepairedBar] = []
         tickers: set[str] = set()
         missing: set[str] = set()
+        seen: dict[str, builtins.list[tuple[Any, Any]]] = {}
+        overlapping = False
         total = 0
         for batch in _each(batches):
+            overlapping = _overlap(seen, batch.spans) or overlapping
             rejected += batch.rejected
             repaired += batch.repaired
             total += len(batch.rows)
             tickers |= batch.tickers
             missing |= batch.missing
             write_rows(session, STAGING, BAR_FIELDS, batch.rows)
-        self._raise_duplicates(list(session.execute(_DUPLICATES)))
+        if overlapping:  # else no date can repeat: check_bars refuses repeats in a batch
+            self._raise_duplicates(list(session.execute(_DUPLICATES)))
         _lock_tickers(session, sorted(tickers))  # dict rows: first known here
         params = {"source": options.data_source, "now": _stamp(session)}
         result = _insert_new(session, dialect, params) if new else None
