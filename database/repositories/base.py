@@ -1,8 +1,9 @@
 """The generic repository: typed CRUD with a sync and an ``async_`` form of each method.
 
 A repository receives a session and never opens, commits or closes it; it
-flushes, so errors surface at the call that caused them. Each method builds its
-statement once (the ``_..._statement`` helpers) and its two forms only execute it.
+flushes, so errors surface at the call that caused them. Each method is written
+once, for a Session; its ``async_`` form runs the same body for an AsyncSession
+(see :mod:`database.repositories.twins`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from database.exceptions import (
 from database.models.base import Base
 from database.ownership import acting_users
 from database.repositories.criteria import Criteria, check_page, to_uuid
+from database.repositories.twins import async_form
 
 ModelT = TypeVar("ModelT", bound=Base)
 
@@ -293,15 +295,6 @@ class BaseRepository(Generic[ModelT]):
             if not allowed:
                 self._refuse(instance)
 
-    async def _async_check_creation(
-        self, session: AsyncSession, user_id: Any, instances: builtins.list[ModelT]
-    ) -> None:
-        for instance, query in self._creation_checks(session, user_id, instances):
-            with self._translating():
-                allowed = await session.scalar(query)
-            if not allowed:
-                self._refuse(instance)
-
     def create(self, session: Session, /, **values: Any) -> ModelT:
         """Insert one row and return it (flushed, with its id).
 
@@ -316,14 +309,7 @@ class BaseRepository(Generic[ModelT]):
             session.flush()
         return instance
 
-    async def async_create(self, session: AsyncSession, /, **values: Any) -> ModelT:
-        user_id = self._acting(values)
-        instance = self._new(values)
-        await self._async_check_creation(session, user_id, [instance])
-        session.add(instance)
-        with self._translating():
-            await session.flush()
-        return instance
+    async_create = async_form(create)
 
     def bulk_create(
         self, session: Session, items: Iterable[Mapping[str, Any]], *, user_id: Any = None
@@ -336,15 +322,7 @@ class BaseRepository(Generic[ModelT]):
             session.flush()
         return instances
 
-    async def async_bulk_create(
-        self, session: AsyncSession, items: Iterable[Mapping[str, Any]], *, user_id: Any = None
-    ) -> builtins.list[ModelT]:
-        instances = [self._new(values) for values in items]
-        await self._async_check_creation(session, user_id, instances)
-        session.add_all(instances)
-        with self._translating():
-            await session.flush()
-        return instances
+    async_bulk_create = async_form(bulk_create)
 
     # -- read --------------------------------------------------------------------------
 
@@ -356,14 +334,7 @@ class BaseRepository(Generic[ModelT]):
                 return session.get(self.model, self._key(id))
             return session.scalars(self._by_key_statement(id, scope)).first()
 
-    async def async_get_by_id(
-        self, session: AsyncSession, id: Any, *, user_id: Any = None
-    ) -> ModelT | None:
-        scope = self._scope(session, user_id)
-        with self._translating():
-            if not scope:
-                return await session.get(self.model, self._key(id))
-            return (await session.scalars(self._by_key_statement(id, scope))).first()
+    async_get_by_id = async_form(get_by_id)
 
     def get_by_criteria(self, session: Session, /, **criteria: Any) -> builtins.list[ModelT]:
         """Every row matching all criteria (``field=v``, ``field__gte=v``, ...)."""
@@ -372,23 +343,13 @@ class BaseRepository(Generic[ModelT]):
         with self._translating():
             return builtins.list(session.scalars(statement))
 
-    async def async_get_by_criteria(
-        self, session: AsyncSession, /, **criteria: Any
-    ) -> builtins.list[ModelT]:
-        scope = self._scope(session, self._acting(criteria))
-        statement = self._select_statement(criteria, scope=scope)
-        with self._translating():
-            return builtins.list(await session.scalars(statement))
+    async_get_by_criteria = async_form(get_by_criteria)
 
     def list_by_criteria(self, session: Session, /, **criteria: Any) -> builtins.list[ModelT]:
         """Alias of :meth:`get_by_criteria`, the name BuffetBot's examples use."""
         return self.get_by_criteria(session, **criteria)
 
-    async def async_list_by_criteria(
-        self, session: AsyncSession, /, **criteria: Any
-    ) -> builtins.list[ModelT]:
-        """Alias of :meth:`async_get_by_criteria`, the name BuffetBot's examples use."""
-        return await self.async_get_by_criteria(session, **criteria)
+    async_list_by_criteria = async_form(list_by_criteria)
 
     def get_one_by_criteria(self, session: Session, /, **criteria: Any) -> ModelT | None:
         """The first matching row (in primary-key order), or None."""
@@ -397,13 +358,7 @@ class BaseRepository(Generic[ModelT]):
         with self._translating():
             return session.scalars(statement).first()
 
-    async def async_get_one_by_criteria(
-        self, session: AsyncSession, /, **criteria: Any
-    ) -> ModelT | None:
-        scope = self._scope(session, self._acting(criteria))
-        statement = self._select_statement(criteria, limit=1, scope=scope)
-        with self._translating():
-            return (await session.scalars(statement)).first()
+    async_get_one_by_criteria = async_form(get_one_by_criteria)
 
     def list(
         self,
@@ -423,22 +378,7 @@ class BaseRepository(Generic[ModelT]):
         with self._translating():
             return builtins.list(session.scalars(statement))
 
-    async def async_list(
-        self,
-        session: AsyncSession,
-        /,
-        *,
-        offset: int = 0,
-        limit: int | None = None,
-        order_by: str | Iterable[str] | None = None,
-        **criteria: Any,
-    ) -> builtins.list[ModelT]:
-        scope = self._scope(session, self._acting(criteria))
-        statement = self._select_statement(
-            criteria, order_by=order_by, offset=offset, limit=limit, scope=scope
-        )
-        with self._translating():
-            return builtins.list(await session.scalars(statement))
+    async_list = async_form(list)
 
     def count(self, session: Session, /, **criteria: Any) -> int:
         scope = self._scope(session, self._acting(criteria))
@@ -446,11 +386,7 @@ class BaseRepository(Generic[ModelT]):
         with self._translating():
             return session.scalar(statement) or 0
 
-    async def async_count(self, session: AsyncSession, /, **criteria: Any) -> int:
-        scope = self._scope(session, self._acting(criteria))
-        statement = self._count_statement(criteria, scope)
-        with self._translating():
-            return await session.scalar(statement) or 0
+    async_count = async_form(count)
 
     def exists(self, session: Session, /, **criteria: Any) -> bool:
         scope = self._scope(session, self._acting(criteria))
@@ -458,11 +394,7 @@ class BaseRepository(Generic[ModelT]):
         with self._translating():
             return bool(session.scalar(statement))
 
-    async def async_exists(self, session: AsyncSession, /, **criteria: Any) -> bool:
-        scope = self._scope(session, self._acting(criteria))
-        statement = self._exists_statement(criteria, scope)
-        with self._translating():
-            return bool(await session.scalar(statement))
+    async_exists = async_form(exists)
 
     # -- update / delete ---------------------------------------------------------------
 
@@ -485,25 +417,6 @@ class BaseRepository(Generic[ModelT]):
                 raise NotFoundError(self.model.__name__, getattr(instance_or_id, "id", None))
         return instance_or_id
 
-    async def _async_owned_instance(
-        self, session: AsyncSession, instance_or_id: ModelT | Any, user_id: Any
-    ) -> ModelT:
-        scope = self._scope(session, user_id, writing=True)
-        if not isinstance(instance_or_id, self.model):
-            with self._translating():
-                if scope:
-                    statement = self._by_key_statement(instance_or_id, scope)
-                    found = (await session.scalars(statement)).first()
-                else:
-                    found = await session.get(self.model, self._key(instance_or_id))
-            return self._missing(found, self.model, instance_or_id)
-        if scope:
-            with self._translating():
-                owned = await session.scalar(self._owned_statement_of(instance_or_id, scope))
-            if not owned:
-                raise NotFoundError(self.model.__name__, getattr(instance_or_id, "id", None))
-        return instance_or_id
-
     def update(
         self,
         session: Session,
@@ -516,17 +429,7 @@ class BaseRepository(Generic[ModelT]):
         """Change only the given fields; NotFoundError for an unknown id or another user's row."""
         return self._change(session, self._owned_instance(session, instance_or_id, user_id), values)
 
-    async def async_update(
-        self,
-        session: AsyncSession,
-        instance_or_id: ModelT | Any,
-        /,
-        *,
-        user_id: Any = None,
-        **values: Any,
-    ) -> ModelT:
-        instance = await self._async_owned_instance(session, instance_or_id, user_id)
-        return await self._async_change(session, instance, values)
+    async_update = async_form(update)
 
     def _change(self, session: Session, instance: ModelT, values: Mapping[str, Any]) -> ModelT:
         """Set the fields and write them (the row's ownership is already checked)."""
@@ -534,15 +437,6 @@ class BaseRepository(Generic[ModelT]):
         with self._writing(instance):
             self._attach(session, instance)
             session.flush()
-        return instance
-
-    async def _async_change(
-        self, session: AsyncSession, instance: ModelT, values: Mapping[str, Any]
-    ) -> ModelT:
-        self._apply(instance, values)
-        with self._writing(instance):
-            self._attach(session.sync_session, instance)
-            await session.flush()
         return instance
 
     def delete(
@@ -561,17 +455,7 @@ class BaseRepository(Generic[ModelT]):
         with self._translating():
             return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
 
-    async def async_delete(
-        self, session: AsyncSession, instance_or_id: ModelT | Any, *, user_id: Any = None
-    ) -> bool:
-        scope = self._scope(session, user_id, writing=True)
-        if isinstance(instance_or_id, self.model):
-            if scope and not await session.scalar(self._owned_statement_of(instance_or_id, scope)):
-                return False
-            return await self._async_remove(session, instance_or_id)
-        statement = self._delete_statement(instance_or_id, scope)
-        with self._translating():
-            return bool((await session.execute(statement)).rowcount)  # type: ignore[attr-defined]
+    async_delete = async_form(delete)
 
     def _remove(self, session: Session, instance: ModelT) -> bool:
         with self._writing(instance):
@@ -579,11 +463,12 @@ class BaseRepository(Generic[ModelT]):
             session.flush()
         return True
 
-    async def _async_remove(self, session: AsyncSession, instance: ModelT) -> bool:
-        with self._writing(instance):
-            await session.delete(instance)
-            await session.flush()
-        return True
+    # TEMPORARY until portfolio.py's forms are twins.
+    async def _async_change(self, session: Any, instance: ModelT, values: Any) -> ModelT:
+        return await session.run_sync(self._change, instance, values)  # type: ignore[no-any-return]
+
+    async def _async_remove(self, session: Any, instance: ModelT) -> bool:
+        return await session.run_sync(self._remove, instance)  # type: ignore[no-any-return]
 
 
 _guard_public_methods(BaseRepository)

@@ -1,24 +1,21 @@
 """The market-data cache: one entry per (ticker, data type, parameters), with a TTL.
 
 Payloads keep their types (DataFrames, Series, Decimals, dates...: see
-``database.codec``). ``get_or_fetch`` returns the fresh entry or calls the
-fetcher once, however many callers in the process ask for the same key at the
-same time. Hits and misses are counted in ``database.monitoring``.
+``database.codec``). The repository stores and loads; deciding when to fetch
+(``get_or_fetch``: one fetch however many callers in the process ask for the
+same key at the same time) is :mod:`database.services.market_data`'s, to which
+the methods of that name delegate. Hits and misses are counted in
+``database.monitoring``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import functools
 import hashlib
-import inspect
 import json
 import math
-import threading
-import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Delete, Select, delete, select
@@ -26,15 +23,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from database import codec
+from database.driver import column_encoder, fetch_all
 from database.exceptions import InvalidCriteriaError, ValidationError
 from database.models import DataType, MarketDataCache
 from database.models.base import utcnow
 from database.monitoring import market_data_cache as statistics
 from database.repositories.base import BaseRepository
-from database.repositories.raw import async_fetch_all, fetch_all
+from database.repositories.twins import async_form, off_greenlet
 from database.repositories.upsert import dialect_name, upsert_statement
-from database.transactions import async_begin_write, begin_write
-from database.types import sqlite_timestamp
+from database.transactions import begin_write
 from database.validation import (
     exact_int,
     exact_str,
@@ -45,7 +42,8 @@ from database.validation import (
 
 DEFAULT_TTL = dt.timedelta(hours=1)
 _HIT_SQL = "SELECT data FROM market_data_cache WHERE cache_key = ? AND expires_at > ?"
-_MISSING: Any = object()
+MISSING: Any = object()
+"""What the lookup returns on a miss: a stored None is a hit."""
 _REFRESHED = (
     "data",
     "data_source",
@@ -86,27 +84,6 @@ def _encoded(data: Any) -> Any:
         return codec.encode(data)
 
 
-def _check_fetch(fetch: Any) -> None:
-    if not callable(fetch):
-        raise ValidationError("fetch", fetch, "must be a callable that returns the data")
-
-
-@dataclass
-class _SyncCall:
-    """A fetch under way in some thread, that others for the same key wait for."""
-
-    done: threading.Event = field(default_factory=threading.Event)
-    value: Any = None
-    error: BaseException | None = None
-
-
-_sync_calls: dict[str, _SyncCall] = {}
-_sync_lock = threading.Lock()
-_async_calls: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[str, asyncio.Future[Any]]
-] = weakref.WeakKeyDictionary()
-
-
 @functools.lru_cache(maxsize=8192)
 def _digest(ticker: str, kind: str, canonical_parameters: str) -> str:
     # Cached: a cache hit is a hot path, and tickers x kinds are few.
@@ -120,6 +97,11 @@ def _data_type(value: DataType | str) -> DataType:
     except Exception:  # a hostile value's hash or equality may raise anything
         allowed = ", ".join(member.value for member in DataType)
         raise ValidationError("data_type", value, f"must be one of: {allowed}") from None
+
+
+def data_kind(data_type: DataType | str) -> str:
+    """The data type's value, as the statistics count it; a ValidationError if none."""
+    return _data_type(data_type).value
 
 
 class MarketDataRepository(BaseRepository[MarketDataCache]):
@@ -152,7 +134,7 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
 
     def _put_statement(
         self,
-        dialect: str,
+        session: Session | AsyncSession,
         ticker: str,
         data_type: DataType | str,
         data: Any,
@@ -183,7 +165,11 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
         values.update(created_at=now, updated_at=now)
         values.pop("id")
         statement = upsert_statement(
-            dialect, MarketDataCache, values, conflict=["cache_key"], update=_REFRESHED
+            dialect_name(session),
+            MarketDataCache,
+            values,
+            conflict=["cache_key"],
+            update=_REFRESHED,
         )
         return statement.returning(MarketDataCache).execution_options(populate_existing=True)
 
@@ -211,16 +197,18 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
     # -- operations ------------------------------------------------------------------
 
     @staticmethod
-    def _hit_params(dialect: str, key: str) -> list[Any]:
-        now = utcnow()
-        return [key, sqlite_timestamp(now) if dialect == "sqlite" else now]
+    def _hit_params(session: Session | AsyncSession, key: str) -> list[Any]:
+        expires_at = column_encoder(
+            MarketDataCache.__table__.c.expires_at, session.get_bind().dialect
+        )
+        return [key, expires_at(utcnow())]
 
     @staticmethod
     def _payload(data_type: DataType | str, rows: list[tuple[Any, ...]]) -> Any:
-        """The decoded payload of a hit, or ``_MISSING``; counts the lookup."""
+        """The decoded payload of a hit, or ``MISSING``; counts the lookup."""
         statistics.record(_data_type(data_type).value, "hits" if rows else "misses")
         if not rows:
-            return _MISSING
+            return MISSING
         stored = rows[0][0]
         entry = json.loads(stored) if isinstance(stored, str | bytes) else stored
         return codec.decode(entry["payload"])
@@ -228,20 +216,12 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
     def _lookup(
         self, session: Session, ticker: str, data_type: DataType | str, parameters: Any
     ) -> Any:
+        """The fresh payload or MISSING, counted: the read of database.services.market_data."""
         # The hot path: one fixed statement through the bare driver.
         key = self.make_cache_key(ticker, data_type, parameters)
         with self._translating():
-            rows = fetch_all(session, _HIT_SQL, self._hit_params(dialect_name(session), key))
-        return self._payload(data_type, rows)
-
-    async def _async_lookup(
-        self, session: AsyncSession, ticker: str, data_type: DataType | str, parameters: Any
-    ) -> Any:
-        key = self.make_cache_key(ticker, data_type, parameters)
-        with self._translating():
-            params = self._hit_params(dialect_name(session), key)
-            rows = await async_fetch_all(session, _HIT_SQL, params)
-        return self._payload(data_type, rows)
+            rows = fetch_all(session, _HIT_SQL, self._hit_params(session, key))
+        return off_greenlet(self._payload, data_type, rows)  # decoding: numpy and pandas
 
     def get_cached_entry(
         self,
@@ -254,16 +234,7 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
         with self._translating():
             return session.scalars(self._fresh_statement(ticker, data_type, parameters)).first()
 
-    async def async_get_cached_entry(
-        self,
-        session: AsyncSession,
-        ticker: str,
-        data_type: DataType | str,
-        parameters: dict[str, Any] | None = None,
-    ) -> MarketDataCache | None:
-        statement = self._fresh_statement(ticker, data_type, parameters)
-        with self._translating():
-            return (await session.scalars(statement)).first()
+    async_get_cached_entry = async_form(get_cached_entry)
 
     def get_cached_data(
         self,
@@ -275,18 +246,9 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
     ) -> Any:
         """The cached payload if fresh, else ``default``; counted as a hit or a miss."""
         found = self._lookup(session, ticker, data_type, parameters)
-        return default if found is _MISSING else found
+        return default if found is MISSING else found
 
-    async def async_get_cached_data(
-        self,
-        session: AsyncSession,
-        ticker: str,
-        data_type: DataType | str,
-        parameters: dict[str, Any] | None = None,
-        default: Any = None,
-    ) -> Any:
-        found = await self._async_lookup(session, ticker, data_type, parameters)
-        return default if found is _MISSING else found
+    async_get_cached_data = async_form(get_cached_data)
 
     def cache_market_data(
         self,
@@ -301,8 +263,9 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
         data_quality_score: Any = None,
     ) -> MarketDataCache:
         """Store or replace the entry in one native upsert; ``ttl``: seconds or a timedelta."""
-        statement = self._put_statement(
-            dialect_name(session),
+        statement = off_greenlet(  # encoding: numpy and pandas
+            self._put_statement,
+            session,
             ticker,
             data_type,
             data,
@@ -316,32 +279,7 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
             entry: MarketDataCache = session.scalars(statement).one()
             return entry
 
-    async def async_cache_market_data(
-        self,
-        session: AsyncSession,
-        ticker: str,
-        data_type: DataType | str,
-        data: Any,
-        *,
-        parameters: dict[str, Any] | None = None,
-        ttl: dt.timedelta | float = DEFAULT_TTL,
-        data_source: str = "yfinance",
-        data_quality_score: Any = None,
-    ) -> MarketDataCache:
-        statement = self._put_statement(
-            dialect_name(session),
-            ticker,
-            data_type,
-            data,
-            parameters,
-            ttl,
-            data_source,
-            data_quality_score,
-        )
-        with self._translating():
-            await async_begin_write(session)
-            entry: MarketDataCache = (await session.scalars(statement)).one()
-            return entry
+    async_cache_market_data = async_form(cache_market_data)
 
     def get_or_fetch(
         self,
@@ -358,41 +296,20 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
 
         Threads asking for the same key at once share one call of ``fetch``. If
         it raises, nothing is stored and every waiting caller gets the error.
+        See :func:`database.services.get_or_fetch`, which this calls.
         """
-        _check_fetch(fetch)
-        key = self.make_cache_key(ticker, data_type, parameters)
-        with _sync_lock:
-            call = _sync_calls.get(key)
-            leader = call is None
-            if call is None:
-                call = _sync_calls[key] = _SyncCall()
-        if not leader:
-            call.done.wait()
-            if call.error is not None:
-                raise call.error
-            return call.value
-        try:
-            found = self._lookup(session, ticker, data_type, parameters)
-            if found is _MISSING:
-                found = self._fetch(data_type, fetch)
-                self.cache_market_data(
-                    session,
-                    ticker,
-                    data_type,
-                    found,
-                    parameters=parameters,
-                    ttl=ttl,
-                    data_source=data_source,
-                )
-            call.value = found
-            return found
-        except BaseException as error:
-            call.error = error
-            raise
-        finally:
-            with _sync_lock:
-                del _sync_calls[key]
-            call.done.set()
+        from database.services.market_data import get_or_fetch  # it imports this module
+
+        return get_or_fetch(
+            session,
+            ticker,
+            data_type,
+            fetch,
+            parameters=parameters,
+            ttl=ttl,
+            data_source=data_source,
+            repository=self,
+        )
 
     async def async_get_or_fetch(
         self,
@@ -406,65 +323,18 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
         data_source: str = "yfinance",
     ) -> Any:
         """As :meth:`get_or_fetch`; ``fetch`` may be a coroutine function. Tasks share one fetch."""
-        _check_fetch(fetch)
-        key = self.make_cache_key(ticker, data_type, parameters)
-        loop = asyncio.get_running_loop()
-        calls = _async_calls.setdefault(loop, {})
-        while (pending := calls.get(key)) is not None:
-            try:
-                return await asyncio.shield(pending)
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if pending.cancelled() and (task is None or not task.cancelling()):
-                    continue  # the task fetching it was cancelled, not this one: fetch it here
-                raise
-        future: asyncio.Future[Any] = loop.create_future()
-        calls[key] = future
-        try:
-            found = await self._async_lookup(session, ticker, data_type, parameters)
-            if found is _MISSING:
-                found = await self._async_fetch(data_type, fetch)
-                await self.async_cache_market_data(
-                    session,
-                    ticker,
-                    data_type,
-                    found,
-                    parameters=parameters,
-                    ttl=ttl,
-                    data_source=data_source,
-                )
-            future.set_result(found)
-            return found
-        except asyncio.CancelledError:
-            future.cancel()  # the waiting tasks take over, rather than being cancelled too
-            raise
-        except BaseException as error:
-            future.set_exception(error)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody waited
-            raise
-        finally:
-            del calls[key]
+        from database.services.market_data import async_get_or_fetch
 
-    @staticmethod
-    async def _async_fetch(data_type: DataType | str, fetch: Callable[[], Any]) -> Any:
-        kind = _data_type(data_type).value
-        statistics.record(kind, "fetches")
-        try:
-            result = fetch()
-            return await result if inspect.isawaitable(result) else result
-        except BaseException:
-            statistics.record(kind, "fetch_errors")
-            raise
-
-    @staticmethod
-    def _fetch(data_type: DataType | str, fetch: Callable[[], Any]) -> Any:
-        kind = _data_type(data_type).value
-        statistics.record(kind, "fetches")
-        try:
-            return fetch()
-        except BaseException:
-            statistics.record(kind, "fetch_errors")
-            raise
+        return await async_get_or_fetch(
+            session,
+            ticker,
+            data_type,
+            fetch,
+            parameters=parameters,
+            ttl=ttl,
+            data_source=data_source,
+            repository=self,
+        )
 
     def invalidate(
         self,
@@ -477,21 +347,10 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
         with self._translating():
             return int(session.execute(self._invalidate_statement(ticker, data_type)).rowcount)  # type: ignore[attr-defined]
 
-    async def async_invalidate(
-        self,
-        session: AsyncSession,
-        *,
-        ticker: str | None = None,
-        data_type: DataType | str | None = None,
-    ) -> int:
-        statement = self._invalidate_statement(ticker, data_type)
-        with self._translating():
-            return int((await session.execute(statement)).rowcount)  # type: ignore[attr-defined]
+    async_invalidate = async_form(invalidate)
 
     def delete_expired(self, session: Session) -> int:
         with self._translating():
             return int(session.execute(self._expired_statement()).rowcount)  # type: ignore[attr-defined]
 
-    async def async_delete_expired(self, session: AsyncSession) -> int:
-        with self._translating():
-            return int((await session.execute(self._expired_statement())).rowcount)  # type: ignore[attr-defined]
+    async_delete_expired = async_form(delete_expired)

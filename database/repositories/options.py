@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Delete, Select, delete, func, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Delete, Select, delete, select, text
 from sqlalchemy.orm import Session
 
 from database.driver import encode_rows, write_rows
@@ -26,6 +25,8 @@ from database.models import OptionsData
 from database.models.base import utcnow
 from database.options import OptionsValidationError, RejectedContract, prepare_contracts
 from database.repositories.base import BaseRepository
+from database.repositories.latest import latest_snapshot_time
+from database.repositories.twins import async_form, off_greenlet
 from database.row_security import share_temporary_table
 from database.transactions import begin_write
 from database.validation import normalize_ticker, to_date, to_utc
@@ -99,12 +100,7 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
 
     @staticmethod
     def _snapshot(ticker: str, expiration: dt.date, as_of: dt.datetime | None) -> Any:
-        statement = select(func.max(OptionsData.fetched_at)).where(
-            OptionsData.ticker == normalize_ticker(ticker), OptionsData.expiration == expiration
-        )
-        if as_of is not None:
-            statement = statement.where(OptionsData.fetched_at <= to_utc(as_of, "as_of"))
-        return statement.scalar_subquery()
+        return latest_snapshot_time(ticker, expiration, as_of)
 
     def _chain_statement(
         self, ticker: str, expiration: dt.date, as_of: dt.datetime | None
@@ -163,30 +159,20 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
         snapshot again inserts nothing. A bad contract (a missing strike, a
         negative bid...) rejects the call unless ``skip_invalid=True``.
         """
-        prepared = self._prepare(
-            ticker, calls, puts, rows, expiration, underlying_price, fetched_at, skip_invalid
+        prepared = off_greenlet(  # pandas work (see twins.off_greenlet)
+            self._prepare,
+            ticker,
+            calls,
+            puts,
+            rows,
+            expiration,
+            underlying_price,
+            fetched_at,
+            skip_invalid,
         )
         return self._store(session, *prepared)
 
-    async def async_store_chain(
-        self,
-        session: AsyncSession,
-        ticker: str,
-        *,
-        calls: pd.DataFrame | None = None,
-        puts: pd.DataFrame | None = None,
-        rows: Iterable[Mapping[str, Any]] | None = None,
-        expiration: dt.date | None = None,
-        underlying_price: Any = None,
-        fetched_at: dt.datetime | None = None,
-        skip_invalid: bool = False,
-    ) -> ChainResult:
-        # Checked here, on the event loop's stack, and only the writing goes through
-        # run_sync: pandas work stays off greenlets (see price_history._on_thread_stack).
-        prepared = self._prepare(
-            ticker, calls, puts, rows, expiration, underlying_price, fetched_at, skip_invalid
-        )
-        return await session.run_sync(self._store, *prepared)
+    async_store_chain = async_form(store_chain)
 
     def _store(
         self,
@@ -230,17 +216,7 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
         with self._translating():
             return builtins.list(session.scalars(self._chain_statement(ticker, expiration, as_of)))
 
-    async def async_get_chain(
-        self,
-        session: AsyncSession,
-        ticker: str,
-        expiration: dt.date,
-        *,
-        as_of: dt.datetime | None = None,
-    ) -> builtins.list[OptionsData]:
-        statement = self._chain_statement(ticker, expiration, as_of)
-        with self._translating():
-            return builtins.list(await session.scalars(statement))
+    async_get_chain = async_form(get_chain)
 
     def get_expirations(
         self, session: Session, ticker: str, *, today: dt.date | None = None
@@ -249,20 +225,11 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
         with self._translating():
             return builtins.list(session.scalars(self._expirations_statement(ticker, today)))
 
-    async def async_get_expirations(
-        self, session: AsyncSession, ticker: str, *, today: dt.date | None = None
-    ) -> builtins.list[dt.date]:
-        with self._translating():
-            return builtins.list(await session.scalars(self._expirations_statement(ticker, today)))
+    async_get_expirations = async_form(get_expirations)
 
     def purge_expired(self, session: Session, *, today: dt.date | None = None) -> int:
         """Delete contracts that expired before ``today`` in one statement; returns how many."""
         with self._translating():
             return int(session.execute(self._expired_statement(today)).rowcount)  # type: ignore[attr-defined]
 
-    async def async_purge_expired(
-        self, session: AsyncSession, *, today: dt.date | None = None
-    ) -> int:
-        with self._translating():
-            result = await session.execute(self._expired_statement(today))
-            return int(result.rowcount)  # type: ignore[attr-defined]
+    async_purge_expired = async_form(purge_expired)

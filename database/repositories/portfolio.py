@@ -10,15 +10,16 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
-from sqlalchemy import ColumnElement, Insert, Row, Select, and_, exists, func, select, true
+from sqlalchemy import ColumnElement, Insert, Row, Select, and_, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, aliased, joinedload
+from sqlalchemy.orm import Session, joinedload
 
 from database.exceptions import NotFoundError, ValidationError
-from database.models import Portfolio, Position, PriceHistory
+from database.models import Portfolio, Position
 from database.models.portfolio import MONEY, SHARES
 from database.repositories.base import BaseRepository
 from database.repositories.criteria import to_uuid
+from database.repositories.latest import last_bar
 from database.repositories.upsert import dialect_name, native_insert
 from database.transactions import async_begin_write, begin_write
 from database.validation import normalize_ticker, to_date, to_decimal
@@ -347,35 +348,16 @@ class PortfolioRepository(BaseRepository[Portfolio]):
         portfolio_id: Any,
         as_of: dt.date | None,
         scope: builtins.list[ColumnElement[bool]],
-    ) -> Select[Any]:
+    ) -> Select[*tuple[Any, ...]]:
         """The owned portfolio, its active positions and each one's close, in one query.
 
-        The close is the latest bar on or before ``as_of`` per ticker: a LATERAL
-        subquery on PostgreSQL; on SQLite, which has no LATERAL, a join on the
-        correlated ``max(date)``. Both walk the (ticker, date) primary key.
+        The close is the latest bar on or before ``as_of`` per ticker
+        (:func:`database.repositories.latest.last_bar`): a LATERAL subquery on
+        PostgreSQL; on SQLite, which has no LATERAL, a join on the correlated
+        ``max(date)``. Both seek the (ticker, date) primary key once per position.
         """
-        on_or_before = [] if as_of is None else [PriceHistory.date <= as_of]
-        joined: ColumnElement[bool]
-        if dialect == "postgresql":
-            bar: Any = (
-                select(PriceHistory.date, PriceHistory.close)
-                .where(PriceHistory.ticker == Position.ticker, *on_or_before)
-                .order_by(PriceHistory.date.desc())
-                .limit(1)
-                .lateral("bar")
-            )
-            joined = true()
-            bar_date, bar_close = bar.c.date, bar.c.close
-        else:
-            bar = aliased(PriceHistory, name="bar")
-            last_day = (
-                select(func.max(PriceHistory.date))
-                .where(PriceHistory.ticker == Position.ticker, *on_or_before)
-                .correlate(Position)
-                .scalar_subquery()
-            )
-            joined = and_(bar.ticker == Position.ticker, bar.date == last_day)
-            bar_date, bar_close = bar.date, bar.close
+        bar = last_bar(dialect, Position.ticker, on_or_before=as_of, correlate=Position)
+        assert bar.close is not None
         return (
             select(
                 Portfolio.id.label("portfolio_id"),
@@ -385,15 +367,15 @@ class PortfolioRepository(BaseRepository[Portfolio]):
                 Position.shares,
                 Position.average_cost,
                 Position.allocation_percentage,
-                bar_date.label("close_date"),
-                bar_close.label("close"),
+                bar.date.label("close_date"),
+                bar.close.label("close"),
             )
             .select_from(Portfolio)
             .outerjoin(
                 Position,
                 and_(Position.portfolio_id == Portfolio.id, Position.is_active.is_(True)),
             )
-            .outerjoin(bar, joined)
+            .outerjoin(bar.source, bar.on)
             .where(Portfolio.id == to_uuid(portfolio_id, "portfolio_id"), *scope)
             .order_by(Position.ticker)
         )

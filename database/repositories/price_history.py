@@ -22,20 +22,16 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import pandas as pd
-from sqlalchemy import Select, and_, bindparam, exists, func, select, text
+from sqlalchemy import Select, bindparam, exists, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.types import Text
-from sqlalchemy.util import await_
-from sqlalchemy.util.concurrency import in_greenlet
 
 from database.driver import (
-    async_fetch_all,
     column_encoder,
     execute_many,
     fetch_all,
@@ -62,13 +58,12 @@ from database.prices import (
     unreadable_as_validation_error,
 )
 from database.repositories.base import BaseRepository
+from database.repositories.latest import latest_closes_statement, latest_dates_statement
+from database.repositories.twins import async_form, off_greenlet
 from database.repositories.upsert import dialect_name
 from database.row_security import share_temporary_table
 from database.transactions import begin_write
 from database.validation import normalize_ticker, to_text, unreadable_as
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 STAGING = "price_history_staging"
 _VALUES = BAR_FIELDS[2:]
@@ -326,7 +321,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         with self._translating():
             begin_write(session)
             with session.begin_nested():
-                tickers = _on_thread_stack(_known_tickers, data, ticker)
+                tickers = off_greenlet(_known_tickers, data, ticker)
                 # Locked before the emptiness check: a writer that waited for
                 # another sees its rows, and merges.
                 _lock_tickers(session, tickers)
@@ -342,29 +337,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
                         return direct
                 return self._through_staging(session, data, options, new=new)
 
-    async def async_upsert(
-        self,
-        session: AsyncSession,
-        data: pd.DataFrame | Iterable[Mapping[str, Any]],
-        *,
-        ticker: str | None = None,
-        skip_invalid: bool = False,
-        repair: bool = True,
-        data_source: str = "yfinance",
-    ) -> UpsertResult:
-        # One implementation: run_sync hands it a Session whose driver calls are
-        # awaited for it (the COPY of asyncpg and aiosqlite through ``await_``);
-        # its numpy/pandas work is sent back to the loop's stack (_on_thread_stack).
-        return await session.run_sync(
-            lambda sync: self.upsert(
-                sync,
-                data,
-                ticker=ticker,
-                skip_invalid=skip_invalid,
-                repair=repair,
-                data_source=data_source,
-            )
-        )
+    async_upsert = async_form(upsert)
 
     def _insert_into_empty(
         self,
@@ -528,30 +501,14 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         return statement.order_by(PriceHistory.date.desc()).limit(1)
 
     @staticmethod
-    def _latest_closes_statement(tickers: Iterable[str]) -> Select[str, dt.date, Decimal]:
-        wanted = _tickers(tickers)
-        last = (
-            select(PriceHistory.ticker, func.max(PriceHistory.date).label("date"))
-            .where(PriceHistory.ticker.in_(wanted))
-            .group_by(PriceHistory.ticker)
-            .subquery()
-        )
-        return (
-            select(PriceHistory.ticker, PriceHistory.date, PriceHistory.close)
-            .join(
-                last, and_(PriceHistory.ticker == last.c.ticker, PriceHistory.date == last.c.date)
-            )
-            .order_by(PriceHistory.ticker)
-        )
+    def _latest_closes_statement(
+        dialect: str, tickers: Iterable[str]
+    ) -> Select[str, dt.date, Decimal]:
+        return latest_closes_statement(dialect, _tickers(tickers))
 
     @staticmethod
-    def _freshness_statement(tickers: Iterable[str] | None) -> Select[str, dt.date]:
-        statement = select(PriceHistory.ticker, func.max(PriceHistory.date)).group_by(
-            PriceHistory.ticker
-        )
-        if tickers is not None:
-            statement = statement.where(PriceHistory.ticker.in_(_tickers(tickers)))
-        return statement.order_by(PriceHistory.ticker)
+    def _freshness_statement(dialect: str, tickers: Iterable[str] | None) -> Select[str, dt.date]:
+        return latest_dates_statement(dialect, None if tickers is None else _tickers(tickers))
 
     # -- reading: sync and async -------------------------------------------------------------
 
@@ -572,15 +529,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         with self._translating():
             return builtins.list(session.scalars(self._range_statement(ticker, start, end)))
 
-    async def async_get_range(
-        self,
-        session: AsyncSession,
-        ticker: str,
-        start: dt.date | None = None,
-        end: dt.date | None = None,
-    ) -> builtins.list[PriceHistory]:
-        with self._translating():
-            return builtins.list(await session.scalars(self._range_statement(ticker, start, end)))
+    async_get_range = async_form(get_range)
 
     def get_frame(
         self,
@@ -596,28 +545,15 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         sql, params = _frame_query(dialect_name(session), ticker, start, end)
         with self._translating():
             rows = fetch_all(session, sql, params)
-        return _frame(rows)
+        return off_greenlet(_frame, rows)
 
-    async def async_get_frame(
-        self,
-        session: AsyncSession,
-        ticker: str,
-        start: dt.date | None = None,
-        end: dt.date | None = None,
-    ) -> pd.DataFrame:
-        # Not through run_sync: pandas work stays off greenlets (see _on_thread_stack).
-        sql, params = _frame_query(dialect_name(session), ticker, start, end)
-        with self._translating():
-            rows = await async_fetch_all(session, sql, params)
-        return _frame(rows)
+    async_get_frame = async_form(get_frame)
 
     def get_latest(self, session: Session, ticker: str) -> PriceHistory | None:
         with self._translating():
             return session.scalars(self._latest_statement(ticker, None)).first()
 
-    async def async_get_latest(self, session: AsyncSession, ticker: str) -> PriceHistory | None:
-        with self._translating():
-            return (await session.scalars(self._latest_statement(ticker, None))).first()
+    async_get_latest = async_form(get_latest)
 
     def get_close_as_of(self, session: Session, ticker: str, day: dt.date) -> PriceHistory | None:
         """The bar of the last trading day on or before ``day``."""
@@ -625,38 +561,29 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         with self._translating():
             return session.scalars(statement).first()
 
-    async def async_get_close_as_of(
-        self, session: AsyncSession, ticker: str, day: dt.date
-    ) -> PriceHistory | None:
-        statement = self._latest_statement(ticker, _day(day, "day"))
-        with self._translating():
-            return (await session.scalars(statement)).first()
+    async_get_close_as_of = async_form(get_close_as_of)
 
     def get_latest_closes(self, session: Session, tickers: Iterable[str]) -> dict[str, LatestClose]:
         """The latest close of each ticker that has bars, in one query."""
         with self._translating():
-            rows = session.execute(self._latest_closes_statement(tickers))
+            rows = session.execute(self._latest_closes_statement(dialect_name(session), tickers))
             return {t: LatestClose(t, d, c) for t, d, c in rows}
 
-    async def async_get_latest_closes(
-        self, session: AsyncSession, tickers: Iterable[str]
-    ) -> dict[str, LatestClose]:
-        with self._translating():
-            rows = await session.execute(self._latest_closes_statement(tickers))
-            return {t: LatestClose(t, d, c) for t, d, c in rows}
+    async_get_latest_closes = async_form(get_latest_closes)
 
     def get_freshness(
         self, session: Session, tickers: Iterable[str] | None = None
     ) -> dict[str, dt.date]:
         """The last stored date per ticker (all tickers, or those given that have bars)."""
         with self._translating():
-            return {t: d for t, d in session.execute(self._freshness_statement(tickers))}
+            return {
+                t: d
+                for t, d in session.execute(
+                    self._freshness_statement(dialect_name(session), tickers)
+                )
+            }
 
-    async def async_get_freshness(
-        self, session: AsyncSession, tickers: Iterable[str] | None = None
-    ) -> dict[str, dt.date]:
-        with self._translating():
-            return {t: d for t, d in await session.execute(self._freshness_statement(tickers))}
+    async_get_freshness = async_form(get_freshness)
 
 
 def _chunked(
@@ -717,35 +644,9 @@ def _lock_tickers(session: Session, tickers: builtins.list[str]) -> None:
         session.execute(_LOCK_TICKERS, {"tickers": sorted(tickers)})
 
 
-def _on_thread_stack(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """Call ``function`` on the thread's own stack, never on a ``run_sync`` greenlet's.
-
-    Why: under ``AsyncSession.run_sync`` the code runs in a greenlet. Once it
-    has switched out and back (any awaited driver call), the C stack beyond its
-    first frames is no longer its callers' but whatever the event loop's
-    greenlet has there now. Before NumPy reuses a temporary array of 256 KiB or
-    more in a binary operation (``np.where(...) * factor`` in ``staging_rows``,
-    from 32,768 bars), it walks 10 C frames with glibc ``backtrace()`` to check
-    that its caller is the interpreter; in the greenlet that walk runs past
-    ``greenlet::UserGreenlet::g_initialstub`` into stale return addresses, and
-    the unwinder crashes the process (SIGSEGV in ``_Unwind_Backtrace <-
-    backtrace <- check_callers <- try_binary_elide <- array_multiply``). So the
-    validation and conversion of bars, all numpy and pandas, run on the loop's
-    own stack: ``await_`` hands a coroutine to the loop's greenlet, which runs
-    it there. Outside a greenlet this is a plain call.
-    """
-    if not in_greenlet():
-        return function(*args, **kwargs)
-    return await_(_called(function, *args, **kwargs))
-
-
-async def _called(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    return function(*args, **kwargs)
-
-
 def _each(batches: Iterator[_Batch]) -> Iterator[_Batch]:
     """The batches, each one prepared on the thread's own stack."""
-    while (batch := _on_thread_stack(next, batches, None)) is not None:
+    while (batch := off_greenlet(next, batches, None)) is not None:
         yield batch
 
 

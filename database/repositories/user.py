@@ -14,6 +14,7 @@ from database.exceptions import ValidationError
 from database.models import User
 from database.models.base import utcnow
 from database.repositories.base import BaseRepository
+from database.repositories.twins import async_form
 from database.validation import to_text
 
 
@@ -47,14 +48,12 @@ class UserRepository(BaseRepository[User]):
     def get_by_email(self, session: Session, email: str) -> User | None:
         return self.get_one_by_criteria(session, email=email)
 
-    async def async_get_by_email(self, session: AsyncSession, email: str) -> User | None:
-        return await self.async_get_one_by_criteria(session, email=email)
+    async_get_by_email = async_form(get_by_email)
 
     def get_by_username(self, session: Session, username: str) -> User | None:
         return self.get_one_by_criteria(session, username=username)
 
-    async def async_get_by_username(self, session: AsyncSession, username: str) -> User | None:
-        return await self.async_get_one_by_criteria(session, username=username)
+    async_get_by_username = async_form(get_by_username)
 
     # -- sign-up and sign-in ------------------------------------------------------
 
@@ -62,10 +61,7 @@ class UserRepository(BaseRepository[User]):
         """Create a user from a plain password, stored only as an argon2id hash."""
         return self.create(session, **_hashed(password, values))
 
-    async def async_create_user(
-        self, session: AsyncSession, /, *, password: str, **values: Any
-    ) -> User:
-        return await self.async_create(session, **_hashed(password, values))
+    async_create_user = async_form(create_user)
 
     def set_password(self, session: Session, user_or_id: User | Any, password: str) -> User:
         """Replace a user's password (stored as its argon2id hash).
@@ -80,16 +76,7 @@ class UserRepository(BaseRepository[User]):
             session.flush()
         return user
 
-    async def async_set_password(
-        self, session: AsyncSession, user_or_id: User | Any, password: str
-    ) -> User:
-        hashed = security.hash_password(password)
-        user = await self._async_owned_instance(session, user_or_id, None)
-        with self._writing(user):
-            self._attach(session.sync_session, user)
-            user.hashed_password = hashed
-            await session.flush()
-        return user
+    async_set_password = async_form(set_password)
 
     def _login_statement(
         self, session: Session | AsyncSession, login: Any, password: Any
@@ -119,16 +106,9 @@ class UserRepository(BaseRepository[User]):
             user = session.scalars(statement).first()
         return self._check(user, password)
 
-    async def async_authenticate(
-        self, session: AsyncSession, login: str, password: str
-    ) -> User | None:
-        statement = self._login_statement(session, login, password)
-        with self._translating():
-            user = (await session.scalars(statement)).first()
-        return self._check(user, password)
+    async_authenticate = async_form(authenticate)
 
     def record_login(self, session: Session, user: User) -> User:
         return self.update(session, user, last_login_at=utcnow())
 
-    async def async_record_login(self, session: AsyncSession, user: User) -> User:
-        return await self.async_update(session, user, last_login_at=utcnow())
+    async_record_login = async_form(record_login)

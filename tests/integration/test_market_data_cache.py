@@ -17,6 +17,8 @@ from database import DatabaseManager
 from database.models import DataType
 from database.monitoring import market_data_cache as statistics
 from database.repositories import MarketDataRepository
+from database.services import get_or_fetch
+from database.services import market_data as service
 from tests.conftest import RawSQL
 from tests.integration.conftest import UnitOfWork
 
@@ -211,3 +213,26 @@ def test_floats_come_back_as_the_same_floats(db: DatabaseManager, number: float)
         assert type(value) in (float, np.float64)
         assert value == number
         assert math.copysign(1.0, value) == math.copysign(1.0, number)
+
+
+async def test_a_stored_none_is_a_hit_and_not_fetched_again(uow: UnitOfWork) -> None:
+    calls: list[int] = []
+
+    def fetch() -> None:
+        calls.append(1)
+
+    for _ in range(2):
+        assert await uow(cache.get_or_fetch, "AAPL", "news", fetch) is None
+    assert len(calls) == 1
+    counts = statistics.snapshot()["news"]
+    assert (counts.hits, counts.misses, counts.fetches) == (1, 1, 1)
+
+
+def test_the_service_is_the_repository_method_without_the_repository(
+    db: DatabaseManager, sql: RawSQL
+) -> None:
+    with db.get_session() as session:
+        assert get_or_fetch(session, "AAPL", "stock_info", lambda: {"v": 1}) == {"v": 1}
+        assert cache.get_or_fetch(session, "AAPL", "stock_info", lambda: {"v": 2}) == {"v": 1}
+    assert sql.count("market_data_cache") == 1
+    assert service.thread_flights.in_flight() == frozenset()
