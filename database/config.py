@@ -34,7 +34,17 @@ _BACKEND_ALIASES = {"postgres": "postgresql", "postgresql": "postgresql", "sqlit
 
 
 class DatabaseSettings(BaseSettings):
-    """Every knob of the data layer; environment variables are ``DB_<NAME>``."""
+    """Every knob of the data layer; environment variables are ``DB_<NAME>``.
+
+    Pooled connections (``pool_pre_ping``, ``pool_ping_after``): a connection taken
+    from a pool is checked with a round trip (a "ping") when it has sat idle in
+    the pool for ``pool_ping_after`` seconds or more (default 5; ``0`` pings at
+    every checkout, SQLAlchemy's classic ``pool_pre_ping``); one that fails the
+    ping is replaced by a new connection before the caller sees it. A connection
+    used again sooner is not pinged: the next statement finds out if it died,
+    and the session fails with a retryable ``DatabaseUnavailableError``.
+    ``pool_pre_ping=false`` turns the checks off altogether.
+    """
 
     model_config = SettingsConfigDict(env_prefix="DB_", extra="ignore", frozen=True)
 
@@ -50,6 +60,8 @@ class DatabaseSettings(BaseSettings):
     pool_size: int = Field(default=20, ge=1)
     max_overflow: int = Field(default=30, ge=0)
     pool_pre_ping: bool = True
+    # Seconds idle in the pool before a checkout pings the connection (0: at every checkout).
+    pool_ping_after: float = Field(default=5.0, ge=0, allow_inf_nan=False)
     pool_recycle: int = Field(default=3600, ge=-1)
     pool_timeout: float = Field(default=30.0, gt=0)
     connect_timeout: float = Field(default=10.0, gt=0)

@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 from sqlalchemy import Connection, Dialect, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -96,6 +96,8 @@ class PoolStatus:
     overflow: int
     checkouts: int
     checkouts_at_capacity: int  # took the last free connection: the next would have waited
+    pings: int = 0  # idle connections checked with a round trip at checkout
+    pings_failed: int = 0  # of those, found dead and replaced before the caller had them
 
 
 @dataclass
@@ -189,6 +191,12 @@ class DatabaseManager:
                 self._wall = RowSecurity(self.urls.safe())
         self.checkouts = 0
         self.checkouts_at_capacity = 0
+        self.pings = 0
+        self.pings_failed = 0
+        # Ping a pooled connection at checkout once it has been idle this long (None: never).
+        self._ping_after: float | None = (
+            self.settings.pool_ping_after if self.settings.pool_pre_ping else None
+        )
         self._checked_out = 0
         self._count_lock = threading.Lock()
 
@@ -246,7 +254,9 @@ class DatabaseManager:
             # (database.budget) caps all the pools of the process together.
             "pool_size": s.pool_size,
             "max_overflow": s.max_overflow,
-            "pool_pre_ping": s.pool_pre_ping,
+            # Not SQLAlchemy's pre-ping, a round trip at every checkout: the checkout
+            # hook pings only connections idle for DB_POOL_PING_AFTER (_on_checkout).
+            "pool_pre_ping": False,
             "pool_recycle": s.pool_recycle,
             "pool_timeout": s.pool_timeout,
         }
@@ -292,7 +302,11 @@ class DatabaseManager:
         event.listen(engine, "close_detached", connections.closed)
         event.listen(engine, "before_cursor_execute", _start_timer)
         event.listen(engine, "after_cursor_execute", self._stop_timer)
-        event.listen(engine.pool, "checkout", functools.partial(self._on_checkout, connections))
+        event.listen(
+            engine.pool,
+            "checkout",
+            functools.partial(self._on_checkout, connections, engine.dialect),
+        )
         event.listen(engine.pool, "checkin", functools.partial(self._on_checkin, connections))
         if self.urls.is_sqlite:
             event.listen(engine, "connect", self._configure_sqlite)
@@ -392,7 +406,8 @@ class DatabaseManager:
     def _on_checkin(
         self, connections: EngineConnections, dbapi_connection: Any, record: ConnectionPoolEntry
     ) -> None:
-        if record.info.pop(_CHECKED_OUT, False):
+        info = record.info
+        if info.pop(_CHECKED_OUT, False):
             with self._count_lock:
                 self._checked_out -= 1
         if dbapi_connection is None:
@@ -400,17 +415,29 @@ class DatabaseManager:
         connections.checked_in(dbapi_connection)
         if connections.retired:  # its engine was closed while it was in use
             record.invalidate()
+            return
+        info[_IDLE_SINCE] = time.monotonic()
 
     def _on_checkout(
         self,
         connections: EngineConnections,
+        dialect: Dialect,
         dbapi_connection: Any,
         record: ConnectionPoolEntry,
         _proxy: Any,
     ) -> None:
+        info = record.info
+        # A new connection has no idle time (the pool clears ``info`` when it reconnects).
+        idle_since = info.get(_IDLE_SINCE)
+        if (
+            idle_since is not None
+            and self._ping_after is not None
+            and time.monotonic() - idle_since >= self._ping_after
+        ):
+            self._ping(dialect, dbapi_connection)
         connections.checked_out(dbapi_connection)
-        if not record.info.get(_CHECKED_OUT):
-            record.info[_CHECKED_OUT] = True
+        if not info.get(_CHECKED_OUT):
+            info[_CHECKED_OUT] = True
             with self._count_lock:
                 self._checked_out += 1
         self.checkouts += 1
@@ -418,6 +445,20 @@ class DatabaseManager:
             getattr(pool, "checkedin", lambda: 0)() for pool in self._pools()
         ):
             self.checkouts_at_capacity += 1
+
+    def _ping(self, dialect: Dialect, dbapi_connection: Any) -> None:
+        """One round trip on a connection that sat idle in the pool; a lost one raises
+        the pool's DisconnectionError, on which the pool replaces it (and, as after a
+        server restart, every connection pooled before now) and hands out the new one.
+
+        Runs inside the pool's checkout, so in the async engine's greenlet too.
+        """
+        self.pings += 1
+        if dialect._do_ping_w_event(dbapi_connection):
+            return
+        self.pings_failed += 1
+        logger.info("a pooled connection was lost while idle; replacing it")
+        raise InvalidatePoolError("the connection was lost while idle in the pool")
 
     def pool_status(self) -> PoolStatus:
         """The pools' state now, and how many checkouts took the last free connection."""
@@ -429,6 +470,8 @@ class DatabaseManager:
             overflow=max(0, self._budget.open - self.settings.pool_size),
             checkouts=self.checkouts,
             checkouts_at_capacity=self.checkouts_at_capacity,
+            pings=self.pings,
+            pings_failed=self.pings_failed,
         )
 
     @property
@@ -534,19 +577,24 @@ class DatabaseManager:
         portfolio-scoped call to the user, and with ``DB_ROW_SECURITY=on`` so does
         PostgreSQL. ``system=True`` opens it for maintenance, across all users.
         """
-        async with self._loop_engine().sessions() as session:
+        session = self._loop_engine().sessions()
+        closed = False
+        try:
             self._open_for(session.sync_session, user_id, system)
             ending = _Ending()
             try:
                 yield session
-                ending.flushing(session.sync_session)
-                await session.flush()
-                ending.committing()
-                await session.commit()
+                # Flush, commit and close in one trip into SQLAlchemy's greenlet, not three.
+                await greenlet_spawn(_finish, session.sync_session, ending)
+                closed = True
             except BaseException as error:
                 typed = self._typed(error, ending)
                 await _quietly(session.rollback())
                 _raise(error, typed)
+        finally:
+            if not closed:
+                # AsyncSession's own exit: a close that completes even if the task is cancelled.
+                await session.__aexit__(None, None, None)
 
     @contextlib.contextmanager
     def get_session(self, *, user_id: Any = None, system: bool = False) -> Iterator[Session]:
@@ -716,6 +764,7 @@ class DatabaseManager:
 
 _TIMER = "database.query_started"
 _CHECKED_OUT = "database.checked_out"  # pool record info: counted as checked out
+_IDLE_SINCE = "database.idle_since"  # pool record info: time.monotonic() of its last checkin
 
 
 def _terminator(dialect: Dialect, loop: asyncio.AbstractEventLoop) -> Callable[[Any], None]:
@@ -778,6 +827,16 @@ class _Ending:
 
     def committing(self) -> None:
         self.at_commit = True
+
+
+def _finish(session: Session, ending: _Ending) -> None:
+    """The end of a successful session block: flush, commit, close (an async
+    session's work, run in SQLAlchemy's greenlet)."""
+    ending.flushing(session)
+    session.flush()
+    ending.committing()
+    session.commit()
+    session.close()
 
 
 def _written_keys(session: Session) -> dict[str, list[Any]]:

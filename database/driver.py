@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Dialect, FromClause
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
-from sqlalchemy.util import await_
+from sqlalchemy.util import await_, greenlet_spawn
 
 from database.exceptions import DatabaseUnavailableError
 from database.types import ExactDecimal
@@ -219,9 +219,7 @@ async def _async_driver_of(session: AsyncSession) -> tuple[Any, str]:
     remembered = session.info.get(_DRIVER)
     if transaction is not None and remembered is not None and remembered[0] is transaction:
         return remembered[1], remembered[2]
-    connection = await session.connection()
-    driver = (await connection.get_raw_connection()).driver_connection
-    name = connection.dialect.driver
+    driver, name = await greenlet_spawn(_driver_of, session.sync_session)  # one switch, not two
     session.info[_DRIVER] = (session.sync_session.get_transaction(), driver, name)
     return driver, name
 

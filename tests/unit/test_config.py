@@ -15,7 +15,13 @@ SERVER_VARIABLES = ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD", "
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (*SERVER_VARIABLES, "DB_ECHO", "DB_POOL_SIZE", "DB_MAX_OVERFLOW"):
+    for name in (
+        *SERVER_VARIABLES,
+        "DB_ECHO",
+        "DB_POOL_SIZE",
+        "DB_MAX_OVERFLOW",
+        "DB_POOL_PING_AFTER",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -196,3 +202,27 @@ def test_an_at_sign_inside_a_password_is_refused_without_echoing_it() -> None:
     assert encoded.urls.sync_url.password == "pre@TOPSECRET"
     assert encoded.urls.sync_url.host == "127.0.0.1"
     encoded.close()
+
+
+def test_pool_ping_after_defaults_to_five_seconds_and_takes_zero(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert DatabaseSettings.from_env().pool_ping_after == 5.0
+    monkeypatch.setenv("DB_POOL_PING_AFTER", "0")
+    assert DatabaseSettings.from_env().pool_ping_after == 0
+    monkeypatch.setenv("DB_POOL_PING_AFTER", "0.25")
+    assert DatabaseSettings.from_env().pool_ping_after == 0.25
+
+
+@pytest.mark.parametrize("bad", ["-1", "soon", "nan", "inf"])
+def test_a_bad_pool_ping_after_is_named_with_its_value(
+    bad: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DB_POOL_PING_AFTER", bad)
+    with pytest.raises(ConfigurationError, match=rf"DB_POOL_PING_AFTER='{bad}'"):
+        DatabaseSettings.from_env()
+
+
+def test_a_bad_pool_ping_after_option_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match=r"DB_POOL_PING_AFTER=-0\.5"):
+        DatabaseManager("sqlite:///a.db", pool_ping_after=-0.5)
