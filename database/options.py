@@ -16,14 +16,17 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from database.exceptions import DatabaseError, ValidationError
 from database.models import OptionsData, OptionType
+from database.types import ExactDecimal
 from database.validation import (
+    FLOAT_SOURCE,
     exact_str,
     normalize_ticker,
     to_expiration,
@@ -61,7 +64,6 @@ _DROPPED = {"change", "percentchange", "inthemoney", "contractsize", "currency"}
 _PRICES = ("strike", "last_price", "bid", "ask", "underlying_price")
 _RATIOS = ("implied_volatility", "delta", "gamma", "theta", "vega", "rho")
 _COUNTS = ("volume", "open_interest")
-_SCALE = Decimal("0.000001")
 
 
 @dataclass(frozen=True)
@@ -121,11 +123,32 @@ def _missing(value: Any) -> bool:
     )
 
 
-def _decimal(value: Any) -> Decimal:
-    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
-    if not number.is_finite():
-        raise ValueError("must be finite")
-    return number.quantize(_SCALE, rounding=ROUND_HALF_EVEN)
+def _column_type(field: str) -> ExactDecimal:
+    column_type = OptionsData.__table__.c[field].type
+    if not isinstance(column_type, ExactDecimal):
+        raise TypeError(f"options_data.{field} is not an ExactDecimal column")
+    return column_type
+
+
+_DECIMAL_TYPES = {field: _column_type(field) for field in _PRICES + _RATIOS}
+
+
+def _decimal(value: Any, field: str) -> Decimal:
+    """A chain's number as its column holds it, by the one decimal policy
+    (``validation.to_decimal``) with this source's named rounding.
+
+    yfinance's chains are float frames (``lastPrice`` 0.30000000000000004, greeks with
+    15 digits), so they are read with ``FLOAT_SOURCE``: through ``repr``, then rounded
+    half to even to the column's places (0.1234565 -> 0.123456, 1e-7 -> 0). The range
+    is checked below, with the row's other rules; NaN is missing (see ``_missing``),
+    an infinity refused.
+    """
+    if isinstance(value, np.generic):  # a NumPy scalar from a dict row: its Python value
+        value = value.item()
+    number = _DECIMAL_TYPES[field].coerce(value, field, rounding=FLOAT_SOURCE, bounded=False)
+    if number is None:
+        raise ValidationError(field, value, "is required")
+    return number
 
 
 def _whole(value: Any) -> int:
@@ -221,7 +244,7 @@ def prepare_contracts(
             values: dict[str, Any] = {"ticker": underlying}
             for field in _PRICES + _RATIOS:
                 if row.get(field) is not None:
-                    values[field] = _decimal(row[field])
+                    values[field] = _decimal(row[field], field)
             for field in _COUNTS:
                 if row.get(field) is not None:
                     values[field] = _whole(row[field])
@@ -250,7 +273,7 @@ def prepare_contracts(
                 values["last_trade_date"] = _timestamp(row["last_trade_date"])
             if underlying_price is not None and "underlying_price" not in values:
                 field = "underlying_price"
-                values["underlying_price"] = _decimal(underlying_price)
+                values["underlying_price"] = _decimal(underlying_price, field)
             field = "contract_symbol"
             values["contract_symbol"] = symbol or occ_symbol(
                 underlying, values["expiration"], values["option_type"], values["strike"]

@@ -26,7 +26,15 @@ import pandas as pd
 from database.driver import storage_scale
 from database.exceptions import DatabaseError, ValidationError
 from database.models import PriceHistory
-from database.validation import exact_date, exact_datetime, exact_str, normalize_ticker
+from database.validation import (
+    FLOAT_SOURCE,
+    exact_date,
+    exact_datetime,
+    exact_str,
+    normalize_ticker,
+    scaled_integers,
+    scaled_units,
+)
 
 PRICE_FIELDS = ("open", "high", "low", "close", "adj_close")
 VALUE_FIELDS = (*PRICE_FIELDS, "volume", "dividends", "stock_splits")
@@ -45,6 +53,15 @@ SCALES = {f: storage_scale(PriceHistory.__table__.c[f]) for f in (*PRICE_FIELDS,
 PRICE_SCALE = SCALES["close"]
 if any(SCALES[f] != PRICE_SCALE for f in PRICE_FIELDS):  # compared with each other in units
     raise TypeError("price_history's price columns must share one scale")
+# Bars are a float feed (yfinance): binary approximations such as 209.419998000001
+# for 209.419998. They become column values by the one decimal policy with the
+# feed's named rounding, validation.FLOAT_SOURCE: read through repr, rounded half to
+# even to the column's places (as the option chains are). np.rint alone is half to
+# even too, but of the binary product value * 10**scale, which differs from the
+# policy on about 1 in 100 seven-place ties (523.8320965: np.rint gives 523832097
+# millionths, the policy 523832096); validation.scaled_units and scaled_integers use
+# np.rint where the two agree and the repr where they may not.
+BAR_ROUNDING = FLOAT_SOURCE
 # Yahoo's bars now and then have an open or close a little outside [low, high]
 # (SPY 2015-03-05: open 209.419998, low 209.850006, 0.2% apart). Such a bar is
 # kept and its range widened to the price, when the price is at most this
@@ -493,7 +510,7 @@ def _widen_ranges(bars: pd.DataFrame) -> list[_Repair]:
     beyond it. Every other bar is left for the checks to refuse.
     """
     units = {
-        f: np.rint(bars[f].to_numpy(dtype="float64") * 10**PRICE_SCALE)
+        f: scaled_units(bars[f].to_numpy(dtype="float64"), PRICE_SCALE, BAR_ROUNDING)
         for f in ("open", "high", "low", "close")
     }
     with np.errstate(invalid="ignore", over="ignore"):
@@ -548,7 +565,8 @@ def _checks(
         checks.append((values <= 0, field, original[field], "must be greater than 0"))
         # Stored to 6 places: 1e-7 would be stored as 0, which no price is.
         places = SCALES[field]
-        rounds_to_zero = (values > 0) & (np.rint(values * 10**places) == 0)
+        units = scaled_units(values.to_numpy(dtype="float64"), places, BAR_ROUNDING)
+        rounds_to_zero = (values > 0) & (units == 0)
         checks.append(
             (
                 rounds_to_zero,
@@ -559,7 +577,13 @@ def _checks(
         )
         checks.append((values >= _LIMITS[field], field, original[field], "is too large"))
     # Compared as stored (to 6 places): float noise beyond them is no inconsistency.
-    stored = {f: np.rint(bars[f] * 10**PRICE_SCALE) for f in ("open", "high", "low", "close")}
+    stored = {
+        f: pd.Series(
+            scaled_units(bars[f].to_numpy(dtype="float64"), PRICE_SCALE, BAR_ROUNDING),
+            index=bars.index,
+        )
+        for f in ("open", "high", "low", "close")
+    }
     low, high = stored["low"], stored["high"]
     checks.append((low > high, "low", original["low"], "is above the high"))
     # Left after the repair (if any): beyond the tolerance, or in a bar it cannot mend.
@@ -623,8 +647,9 @@ def staging_rows(
     """Bars as driver rows in ``BAR_FIELDS`` order (then ``extra``), None for missing.
 
     ``scaled``: prices as integers in units of their column's scale (``SCALES``),
-    rounded half to even (the SQLite storage unit, and the staging unit on both
-    backends); otherwise floats, which PostgreSQL rounds into NUMERIC(18, 6).
+    rounded by ``BAR_ROUNDING`` (the SQLite storage unit, and the staging unit on
+    both backends); otherwise floats, which is not the policy: PostgreSQL rounds
+    floats into NUMERIC its own way (15 significant digits, then half away from zero).
     ``encode_date``: how the date column stores a day on the target backend (see
     ``database.driver.column_encoder``); ``datetime.date`` if not given.
     """
@@ -640,10 +665,12 @@ def staging_rows(
     ]
     for field in VALUE_FIELDS:
         values = bars[field].to_numpy(dtype="float64")
+        if scaled and field != "volume":
+            columns.append(scaled_integers(values, SCALES[field], BAR_ROUNDING))  # None: NaN
+            continue
         missing = np.isnan(values)
-        if field == "volume" or scaled:
-            factor = 1 if field == "volume" else 10 ** SCALES[field]
-            cells = np.rint(np.where(missing, 0.0, values) * factor).astype(np.int64).tolist()
+        if field == "volume":
+            cells = np.rint(np.where(missing, 0.0, values)).astype(np.int64).tolist()
         else:
             cells = values.tolist()
         for position in np.flatnonzero(missing):

@@ -51,7 +51,19 @@ class ExactDecimal(TypeDecorator[Decimal]):
             return dialect.type_descriptor(BigInteger())
         return dialect.type_descriptor(Numeric(self.precision, self.scale, asdecimal=True))
 
-    def coerce(self, value: Any, field: str) -> Decimal | None:
+    def coerce(
+        self,
+        value: Any,
+        field: str,
+        *,
+        rounding: validation.Rounding = validation.EXACT,
+        bounded: bool = True,
+    ) -> Decimal | None:
+        """``value`` as this column holds it, through :func:`validation.to_decimal`, the
+        one decimal policy: extra places refused unless the source names a ``rounding``
+        (``validation.FLOAT_SOURCE`` for a market-data feed's floats). ``bounded=False``
+        skips the range, for a value compared with the column rather than stored in it
+        (``shares__gt=-1`` is a fair question)."""
         if value is None:
             return None
         return validation.to_decimal(
@@ -59,16 +71,16 @@ class ExactDecimal(TypeDecorator[Decimal]):
             field,
             scale=self.scale,
             precision=self.precision,
-            minimum=self.minimum,
-            maximum=self.maximum,
+            minimum=self.minimum if bounded else None,
+            maximum=self.maximum if bounded else None,
+            rounding=rounding,
         )
 
     def _to_storage(self, value: Any, dialect: Dialect) -> Decimal | int | None:
-        # Criteria values are bound here too: they are checked for type and
-        # precision but not range (``shares__gt=-1`` is a fair question).
-        if value is None:
+        # Criteria values are bound here too: checked by the same policy, without the range.
+        number = self.coerce(value, "value", bounded=False)
+        if number is None:
             return None
-        number = validation.to_decimal(value, "value", scale=self.scale, precision=self.precision)
         if dialect.name == "sqlite":
             return int(number.scaleb(self.scale))
         return number

@@ -7,17 +7,23 @@ the value, so bad input fails before anything reaches the database.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import json
+import math
 import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Context, Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, Final
 
 from email_validator import EmailNotValidError, validate_email
 
 from database.exceptions import DatabaseError, ValidationError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 INTEGER_RANGE = (-(2**31), 2**31 - 1)
 BIGINT_RANGE = (-(2**63), 2**63 - 1)
@@ -155,6 +161,60 @@ def normalize_email(value: Any, field: str = "email") -> str:
     return checked.normalized.lower()
 
 
+# -- decimals: the one policy ------------------------------------------------------------
+#
+# Every value that becomes an exact-decimal model value goes through ``to_decimal``:
+# model attributes (``ExactDecimal.coerce``), criteria and bound parameters
+# (``ExactDecimal.coerce(..., bounded=False)``), repository create and update (through
+# the models), option chains (``database.options``), and, vectorised, float columns such
+# as the daily bars (:func:`scaled_units`, :func:`scaled_integers`). One policy:
+#
+# - A float is read through ``repr`` (its shortest round-trip text: ``0.1`` is
+#   ``Decimal('0.1')``), never through ``Decimal(float)``'s exact binary expansion
+#   (``0.1000000000000000055511151231257827...``).
+# - By default (``EXACT``) a value with more decimal places than the column holds is
+#   refused with a ValidationError naming the field and the value: money is never
+#   rounded silently.
+# - A source whose values are known to be approximations says so by passing a named
+#   rounding (``FLOAT_SOURCE``), at that source and nowhere else.
+
+
+class Rounding(enum.Enum):
+    """What :func:`to_decimal` does with a value that has more places than the column.
+
+    ``EXACT``: refuse it (ValidationError naming the field and the value).
+    ``HALF_EVEN``: round it to the column's places, half to even (banker's rounding,
+    ``decimal.ROUND_HALF_EVEN``, the IEEE 754 default and what ``np.rint`` does).
+    ``HALF_UP``: round it, half away from zero (``decimal.ROUND_HALF_UP``), for figures
+    computed from exact ones (an average cost), as accountants round.
+    """
+
+    EXACT = "EXACT"
+    HALF_EVEN = ROUND_HALF_EVEN
+    HALF_UP = ROUND_HALF_UP
+
+
+EXACT: Final = Rounding.EXACT
+"""Domain input (portfolios, positions, transactions, analyses, criteria): extra places
+are refused, never rounded."""
+
+FLOAT_SOURCE: Final = Rounding.HALF_EVEN
+"""Floats from a market-data feed such as yfinance (prices, option chains, greeks).
+
+They are binary approximations of decimal prices (``209.419998000001`` for
+``209.419998``, ``0.30000000000000004`` for ``0.3``): read through ``repr``, they are
+rounded half to even to the column's places (``0.1234565`` -> ``0.123456``,
+``0.1234575`` -> ``0.123458``, ``1e-7`` -> ``0``). Half to even is also what
+``np.rint`` does, so the vectorised paths (:func:`scaled_units`,
+:func:`scaled_integers`) state the same policy; they round the value's ``repr``, not
+the binary product ``value * 10**scale``, so they agree with :func:`to_decimal` on
+every value."""
+
+COMPUTED: Final = Rounding.HALF_UP
+"""Figures computed from exact values that must fit a column (an average cost, a total
+divided by shares): rounded once, half away from zero."""
+
+
 def to_decimal(
     value: Any,
     field: str,
@@ -163,40 +223,142 @@ def to_decimal(
     precision: int,
     minimum: Decimal | None = None,
     maximum: Decimal | None = None,
+    rounding: Rounding = EXACT,
 ) -> Decimal:
-    """Coerce to an exact Decimal that fits NUMERIC(precision, scale) and the range.
+    """The one way input becomes an exact decimal that fits NUMERIC(precision, scale).
 
-    Floats go through ``repr`` (``0.1`` becomes ``Decimal('0.1')``), and a value
-    with more decimal places than the column keeps is rejected, never rounded.
+    Accepts a Decimal, an int, a float (through ``repr``) or numeric text; not a bool.
+    A value with more than ``scale`` decimal places is refused unless ``rounding``
+    names how its source is rounded (see :data:`EXACT`, :data:`FLOAT_SOURCE`); then
+    the integer digits (at most ``precision - scale``, checked after rounding, which
+    may carry) and the range (``minimum``, ``maximum``) are checked. NaN and
+    infinities are refused; ``-0`` is held as ``0``, as both backends store it.
+    Every refusal is a :class:`ValidationError` naming ``field`` and ``value``.
     """
+    if not isinstance(rounding, Rounding):
+        raise TypeError(f"rounding must be a Rounding, not {rounding!r}")
+    number = parse_decimal(value, field)
+    integer_digits = precision - scale
+    if number and number.adjusted() >= integer_digits:
+        raise ValidationError(field, value, f"has more than {integer_digits} integer digits")
+    rounded = _rounded(number, scale, precision, rounding)
+    if rounding is EXACT and rounded != number:
+        raise ValidationError(field, value, f"has more than {scale} decimal places")
+    if rounded and rounded.adjusted() >= integer_digits:  # 999.9999995 rounds up to 1000
+        raise ValidationError(field, value, f"has more than {integer_digits} integer digits")
+    # -0 is stored as 0 on both backends: hold it as 0 too.
+    rounded = rounded.copy_abs() if rounded.is_zero() else rounded
+    if minimum is not None and rounded < minimum:
+        raise ValidationError(field, value, f"must be at least {minimum}")
+    if maximum is not None and rounded > maximum:
+        raise ValidationError(field, value, f"must be at most {maximum}")
+    return rounded
+
+
+def parse_decimal(value: Any, field: str) -> Decimal:
+    """The exact decimal a Decimal, int, float (its ``repr``) or numeric text stands for;
+    finite; any number of places. :func:`to_decimal`'s first step, alone for a value
+    that is compared, never stored (an exact comparison needs no rounding)."""
     if not isinstance(value, Decimal | int | float | str) or isinstance(value, bool):
         raise ValidationError(field, value, "must be a number")
-    if isinstance(value, str):
-        value = exact_str(value)
-    elif isinstance(value, int):
-        value = exact_int(value)
     try:
-        # float.__repr__: numpy's float64 repr is "np.float64(0.1)".
-        number = Decimal(float.__repr__(value)) if isinstance(value, float) else Decimal(value)
+        if isinstance(value, float):
+            # float.__repr__: numpy's float64 repr is "np.float64(0.1)".
+            number = Decimal(float.__repr__(value))
+        elif isinstance(value, str):
+            number = Decimal(exact_str(value))
+        elif isinstance(value, int):
+            number = Decimal(exact_int(value))
+        else:
+            number = Decimal(value)
     except (InvalidOperation, TypeError, ValueError):
         raise ValidationError(field, value, "must be a number") from None
     if not number.is_finite():
         raise ValidationError(field, value, "must be a finite number")
-    if number and number.adjusted() >= precision - scale:
-        raise ValidationError(field, value, f"has more than {precision - scale} integer digits")
-    try:
-        quantized = number.quantize(Decimal(1).scaleb(-scale))
-    except InvalidOperation:
-        raise ValidationError(field, value, f"has more than {scale} decimal places") from None
-    if quantized != number:
-        raise ValidationError(field, value, f"has more than {scale} decimal places")
-    # -0 is stored as 0 on both backends: hold it as 0 too.
-    number = quantized.copy_abs() if quantized.is_zero() else quantized
-    if minimum is not None and number < minimum:
-        raise ValidationError(field, value, f"must be at least {minimum}")
-    if maximum is not None and number > maximum:
-        raise ValidationError(field, value, f"must be at most {maximum}")
     return number
+
+
+def _rounded(number: Decimal, scale: int, precision: int, rounding: Rounding) -> Decimal:
+    """``number`` to ``scale`` places, rounded as ``rounding`` says (half to even for
+    EXACT, whose caller refuses any change). ``number`` has at most ``precision - scale``
+    integer digits, so the result has at most ``precision + 1`` digits (a carry)."""
+    mode = ROUND_HALF_EVEN if rounding is EXACT else rounding.value
+    context = Context(prec=precision + 1, rounding=mode, traps=[InvalidOperation])
+    return number.quantize(Decimal(1).scaleb(-scale), context=context)
+
+
+# -- the same policy, vectorised (for float columns of market data) -----------------------
+
+# Beyond this many units a float64 holds only whole units (or fewer): every such value is
+# rounded through its repr, one by one.
+_WHOLE_UNITS = 2.0**52
+
+
+def scaled_units(
+    values: npt.ArrayLike, scale: int, rounding: Rounding = FLOAT_SOURCE
+) -> npt.NDArray[np.float64]:
+    """Float values in units of ``10**-scale`` (millionths for scale 6), rounded to whole
+    units as :func:`to_decimal` rounds them: the vectorised twin of
+    ``to_decimal(v, ..., scale=scale, rounding=FLOAT_SOURCE) * 10**scale``.
+
+    ``np.rint(values * 10**scale)`` alone is half to even too, but of the binary
+    product, not of the value: ``523.8320965 * 1e6`` is ``523832096.50000006``, which
+    ``np.rint`` makes 523832097 where the policy (``repr`` first, then half to even)
+    gives 523832096. So the product is rounded with ``np.rint`` only where it is more
+    than a few ulps from a half unit (the repr and the binary value then round alike);
+    the few values near a half unit, and those beyond 2**52 units, are rounded through
+    their ``repr``, one by one. NaN and infinities are returned as they are: whether
+    they are missing or refused is the caller's decision, as are the bounds.
+    Above 2**53 units a float64 cannot hold every whole number: use
+    :func:`scaled_integers` for exact integers.
+    """
+    import numpy as np
+
+    if rounding is EXACT:
+        raise ValueError("EXACT refuses extra places rather than rounding: use to_decimal")
+    floats = np.asarray(values, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        product = floats * 10.0**scale
+        units = np.rint(product)
+        magnitude = np.abs(product)
+        # The repr and the product differ by at most 1.5 ulps of the product, and an ulp
+        # is at most 2**-52 of it: 2**-50 of it is a margin to spare.
+        doubtful = np.abs(np.abs(product - units) - 0.5) <= magnitude * 2.0**-50
+        doubtful |= magnitude >= _WHOLE_UNITS
+    for position in np.flatnonzero(doubtful):
+        value = float(floats.flat[position])
+        if math.isfinite(value):
+            units.flat[position] = float(_repr_units(value, scale, rounding))
+    return units
+
+
+def scaled_integers(
+    values: npt.ArrayLike, scale: int, rounding: Rounding = FLOAT_SOURCE
+) -> list[int | None]:
+    """:func:`scaled_units` as exact Python ints (what SQLite stores, what the bulk paths
+    stage), None for NaN; exact beyond 2**53 units too. Infinities are refused
+    (ValueError): check them before."""
+    import numpy as np
+
+    floats = np.asarray(values, dtype=np.float64).ravel()
+    units = scaled_units(floats, scale, rounding)
+    if np.isinf(units).any():
+        raise ValueError("infinite values have no units")
+    missing = np.isnan(units)
+    whole = np.abs(units) >= _WHOLE_UNITS  # float64 may not hold them: one by one
+    cells: list[int | None] = np.where(missing | whole, 0.0, units).astype(np.int64).tolist()
+    for position in np.flatnonzero(whole):
+        cells[position] = _repr_units(float(floats[position]), scale, rounding)
+    for position in np.flatnonzero(missing):
+        cells[position] = None
+    return cells
+
+
+def _repr_units(value: float, scale: int, rounding: Rounding) -> int:
+    """One finite float in whole units of ``10**-scale``, through its repr (the policy)."""
+    number = Decimal(float.__repr__(value))
+    digits = max(number.adjusted() + 1, 0) + scale + 1
+    return int(_rounded(number, scale, digits, rounding).scaleb(scale))
 
 
 def to_utc(value: Any, field: str) -> dt.datetime:

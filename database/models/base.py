@@ -226,12 +226,7 @@ def coercer_for(column_type: Any, *, criteria: bool = False) -> Coercer:
     if criteria and isinstance(column_type, TypeDecorator) and column_type.python_type is str:
         return _text_coercer(None)
     if criteria and isinstance(column_type, ExactDecimal):
-        scale, precision = column_type.scale, column_type.precision
-        return _optional(
-            lambda value, field: validation.to_decimal(
-                value, field, scale=scale, precision=precision
-            )
-        )
+        return functools.partial(column_type.coerce, bounded=False)
     if callable(getattr(column_type, "coerce", None)):
         return column_type.coerce  # type: ignore[no-any-return]
     if isinstance(column_type, TypeDecorator):

@@ -151,14 +151,18 @@ class OptionsData(UUIDPrimaryKey, Timestamps, Base):
         """Calendar days from ``on`` (today, UTC) to expiration; negative once expired."""
         return (self.expiration - (on or utcnow().date())).days
 
-    def is_in_the_money(self, underlying_price: Decimal | None = None) -> bool | None:
+    def is_in_the_money(
+        self, underlying_price: Decimal | float | int | str | None = None
+    ) -> bool | None:
         """Against ``underlying_price`` (else the one stored with the snapshot); None if unknown."""
         price = underlying_price if underlying_price is not None else self.underlying_price
         if price is None:
             return None
+        # Exact, floats through repr (never Decimal(float)'s binary expansion).
+        price = validation.parse_decimal(price, "underlying_price")
         if self.option_type is OptionType.CALL:
-            return Decimal(price) > self.strike
-        return Decimal(price) < self.strike
+            return price > self.strike
+        return price < self.strike
 
     def __repr__(self) -> str:
         return f"<OptionsData {self.contract_symbol} {self.fetched_at}>"
