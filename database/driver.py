@@ -12,7 +12,8 @@ psycopg and asyncpg (PostgreSQL) and sqlite3 and aiosqlite (SQLite):
   once per row.
 - :func:`row_encoder`: the values those rows carry, from each column's own type
   (its bind processing, exactly what the ORM sends), so a bulk path stores what
-  the ORM stores and cannot drift from it when a column changes.
+  the ORM stores and cannot drift from it when a column changes;
+  :func:`row_decoder` the other way, for rows read through the bare driver.
   :func:`storage_scale` is the integer unit of an exact-decimal column's
   vectorised paths (millionths for ``NUMERIC(18, 6)``), read from the same type.
 
@@ -30,7 +31,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Dialect, FromClause
+from sqlalchemy import ColumnElement, Dialect, FromClause, Numeric
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.util import await_, greenlet_spawn
@@ -39,6 +40,7 @@ from database.exceptions import DatabaseUnavailableError
 from database.types import ExactDecimal
 
 _PLACEHOLDER = re.compile(r"\?")
+_NUMERIC_OID = 1700
 _DRIVER = "database.driver.connection"  # session.info key: (transaction, driver connection, name)
 
 Row = Sequence[Any]
@@ -193,6 +195,34 @@ def encode_rows(
     """Driver rows for many mappings of model values (see :func:`row_encoder`)."""
     encode = row_encoder(table, columns, dialect)
     return [encode(item) for item in values]
+
+
+@functools.lru_cache(maxsize=64)
+def row_decoder(
+    table: FromClause, columns: tuple[str, ...], dialect: Dialect
+) -> Callable[[Sequence[Any]], dict[str, Any]]:
+    """A function from a driver row (values in ``columns`` order) to a mapping of model
+    values: each column's type's own result processing, what the ORM applies to it."""
+    decoders = [(name, column_decoder(table.c[name], dialect)) for name in columns]
+
+    def decode(row: Sequence[Any]) -> dict[str, Any]:
+        return {
+            name: None if value is None else decode_value(value)
+            for (name, decode_value), value in zip(decoders, row, strict=True)
+        }
+
+    return decode
+
+
+def column_decoder(column: ColumnElement[Any], dialect: Dialect) -> Callable[[Any], Any]:
+    """The model value of a value ``column`` stores, as the driver returns it: its
+    type's own result processing (the reverse of :func:`column_encoder`)."""
+    column_type = column.type.dialect_impl(dialect)
+    # The driver's type code, which only numeric processing looks at: PostgreSQL's
+    # NUMERIC (OID 1700) for an exact decimal, as the cursor reports it.
+    numeric = dialect.name == "postgresql" and column_type._type_affinity is Numeric
+    processor = column_type.result_processor(dialect, _NUMERIC_OID if numeric else None)
+    return processor if processor is not None else _unchanged
 
 
 def storage_scale(column: ColumnElement[Any]) -> int:

@@ -8,7 +8,6 @@ import uuid
 from typing import Any
 
 from sqlalchemy import ColumnElement, Delete, Select, Update, delete, exists, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from database.exceptions import InvalidCriteriaError, NotFoundError
@@ -17,6 +16,7 @@ from database.models.base import utcnow
 from database.monitoring import analysis_cache
 from database.repositories.base import BaseRepository
 from database.repositories.portfolio import owned_portfolios
+from database.repositories.twins import async_form
 from database.validation import to_utc
 
 
@@ -136,8 +136,7 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
         """Store a result; one for a portfolio needs the acting user to own it."""
         return self.create(session, **values)
 
-    async def async_save(self, session: AsyncSession, /, **values: Any) -> AnalysisResult:
-        return await self.async_create(session, **values)
+    async_save = async_form(save)
 
     def get_latest_valid(
         self,
@@ -157,22 +156,7 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
         with self._translating():
             return _counted(analysis_type, session.scalars(statement).first())
 
-    async def async_get_latest_valid(
-        self,
-        session: AsyncSession,
-        ticker: str,
-        analysis_type: AnalysisType | str,
-        *,
-        portfolio_id: Any | None = None,
-        strategy: str | None = None,
-        now: dt.datetime | None = None,
-        user_id: Any = None,
-    ) -> AnalysisResult | None:
-        statement = self._latest_statement(
-            ticker, analysis_type, portfolio_id, strategy, now, self._scope(session, user_id)
-        )
-        with self._translating():
-            return _counted(analysis_type, (await session.scalars(statement)).first())
+    async_get_latest_valid = async_form(get_latest_valid)
 
     def get_history(
         self,
@@ -189,19 +173,7 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
         with self._translating():
             return builtins.list(session.scalars(statement))
 
-    async def async_get_history(
-        self,
-        session: AsyncSession,
-        ticker: str,
-        analysis_type: AnalysisType | str | None = None,
-        *,
-        limit: int = 50,
-        user_id: Any = None,
-    ) -> builtins.list[AnalysisResult]:
-        scope = self._scope(session, user_id)
-        statement = self._history_statement(ticker, analysis_type, limit, scope)
-        with self._translating():
-            return builtins.list(await session.scalars(statement))
+    async_get_history = async_form(get_history)
 
     def invalidate(
         self,
@@ -224,25 +196,7 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
         with self._translating():
             return _rowcount(session.execute(statement))
 
-    async def async_invalidate(
-        self,
-        session: AsyncSession,
-        *,
-        ticker: str | None = None,
-        analysis_type: AnalysisType | str | None = None,
-        portfolio_id: Any | None = None,
-        strategy: str | None = None,
-        user_id: Any = None,
-    ) -> int:
-        statement = self._invalidate_statement(
-            self._scope(session, user_id, writing=True),
-            ticker=ticker,
-            analysis_type=analysis_type,
-            portfolio_id=portfolio_id,
-            strategy=strategy,
-        )
-        with self._translating():
-            return _rowcount(await session.execute(statement))
+    async_invalidate = async_form(invalidate)
 
     def delete_expired(
         self, session: Session, *, now: dt.datetime | None = None, user_id: Any = None
@@ -252,9 +206,4 @@ class AnalysisRepository(BaseRepository[AnalysisResult]):
         with self._translating():
             return _rowcount(session.execute(statement))
 
-    async def async_delete_expired(
-        self, session: AsyncSession, *, now: dt.datetime | None = None, user_id: Any = None
-    ) -> int:
-        statement = self._expired_statement(now, self._scope(session, user_id, writing=True))
-        with self._translating():
-            return _rowcount(await session.execute(statement))
+    async_delete_expired = async_form(delete_expired)

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from sqlalchemy import ColumnElement, Delete, Select, Uuid, delete, exists, func, select
 from sqlalchemy import inspect as inspect_instance
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import Session, make_transient_to_detached, object_session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from database.exceptions import (
@@ -111,6 +111,24 @@ class BaseRepository(Generic[ModelT]):
         for relationship in self.model.__mapper__.relationships:
             if relationship.uselist and relationship.key not in values:
                 set_committed_value(instance, relationship.key, ())
+        return instance
+
+    def _persistent(self, session: Session, values: Mapping[str, Any]) -> ModelT:
+        """A row read through the bare driver (as model values) as the session's instance
+        of it: the one its identity map already holds, else a new persistent one, which
+        costs no SQL. For models without relationships to load."""
+        mapper = self.model.__mapper__
+        key = mapper.identity_key_from_primary_key(
+            tuple(values[str(c.key)] for c in mapper.primary_key)
+        )
+        found = session.identity_map.get(key)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        instance: ModelT = mapper.class_manager.new_instance()
+        for name, value in values.items():
+            set_committed_value(instance, name, value)
+        make_transient_to_detached(instance)
+        session.add(instance)
         return instance
 
     def _key(self, key: Any) -> Any:
@@ -462,13 +480,6 @@ class BaseRepository(Generic[ModelT]):
             session.delete(instance)
             session.flush()
         return True
-
-    # TEMPORARY until portfolio.py's forms are twins.
-    async def _async_change(self, session: Any, instance: ModelT, values: Any) -> ModelT:
-        return await session.run_sync(self._change, instance, values)  # type: ignore[no-any-return]
-
-    async def _async_remove(self, session: Any, instance: ModelT) -> bool:
-        return await session.run_sync(self._remove, instance)  # type: ignore[no-any-return]
 
 
 _guard_public_methods(BaseRepository)

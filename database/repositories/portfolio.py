@@ -7,7 +7,7 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import Decimal, localcontext
 from typing import Any
 
 from sqlalchemy import ColumnElement, Insert, Row, Select, and_, exists, select
@@ -20,11 +20,13 @@ from database.models.portfolio import MONEY, SHARES
 from database.repositories.base import BaseRepository
 from database.repositories.criteria import to_uuid
 from database.repositories.latest import last_bar
+from database.repositories.twins import async_form
 from database.repositories.upsert import dialect_name, native_insert
-from database.transactions import async_begin_write, begin_write
-from database.validation import normalize_ticker, to_date, to_decimal
+from database.transactions import begin_write
+from database.validation import COMPUTED, normalize_ticker, to_date, to_decimal
 
-# Valuation rounding: money to the MONEY column's 4 places, percentages to 2, half up,
+# Valuation rounding: money to the MONEY column's 4 places, percentages to 2, by the
+# named policy for computed figures (validation.COMPUTED: half up),
 # once, from the exact products and sums (computed with room for 18 x 18 digits).
 _EXACT = 60
 _MONEY_PLACES = Decimal(1).scaleb(-MONEY.scale)
@@ -112,7 +114,7 @@ class PortfolioValuation:
 
 
 def _money(value: Decimal | None) -> Decimal | None:
-    return None if value is None else value.quantize(_MONEY_PLACES, ROUND_HALF_UP)
+    return None if value is None else value.quantize(_MONEY_PLACES, COMPUTED.value)
 
 
 def _total(figures: Sequence[Decimal | None]) -> Decimal | None:
@@ -124,7 +126,7 @@ def _total(figures: Sequence[Decimal | None]) -> Decimal | None:
 def _percentage(part: Decimal | None, whole: Decimal | None) -> Decimal | None:
     if part is None or not whole:
         return None
-    return (part * 100 / whole).quantize(_PERCENT_PLACES, ROUND_HALF_UP)
+    return (part * 100 / whole).quantize(_PERCENT_PLACES, COMPUTED.value)
 
 
 def _valuation(rows: Sequence[Row[Any]], as_of: dt.date | None) -> PortfolioValuation:
@@ -210,8 +212,9 @@ class Trade:
                 # Exact products (up to 18 + 18 digits) before the one rounding, half up.
                 with localcontext(prec=60):
                     total = held * position.average_cost + self.shares * self.price
-                    places = Decimal(1).scaleb(-MONEY.scale)
-                    position.average_cost = (total / after).quantize(places, ROUND_HALF_UP)
+                    cost = total / after
+                # A computed figure: rounded by the named policy, then checked as stored.
+                position.average_cost = MONEY.coerce(cost, "average_cost", rounding=COMPUTED)
         position.shares = after
 
 
@@ -407,23 +410,13 @@ class PortfolioRepository(BaseRepository[Portfolio]):
         with self._translating():
             return builtins.list(session.scalars(statement))
 
-    async def async_get_user_portfolios(
-        self, session: AsyncSession, user_id: Any, *, include_inactive: bool = False
-    ) -> builtins.list[Portfolio]:
-        statement = self._user_portfolios_statement(
-            self._scope(session, user_id), user_id, include_inactive
-        )
-        with self._translating():
-            return builtins.list(await session.scalars(statement))
+    async_get_user_portfolios = async_form(get_user_portfolios)
 
     def get_for_user(self, session: Session, portfolio_id: Any, user_id: Any) -> Portfolio | None:
         """The portfolio if ``user_id`` owns it; another user's looks exactly like a missing one."""
         return self.get_by_id(session, portfolio_id, user_id=_required(user_id))
 
-    async def async_get_for_user(
-        self, session: AsyncSession, portfolio_id: Any, user_id: Any
-    ) -> Portfolio | None:
-        return await self.async_get_by_id(session, portfolio_id, user_id=_required(user_id))
+    async_get_for_user = async_form(get_for_user)
 
     def get_with_positions(
         self, session: Session, portfolio_id: Any, *, user_id: Any | None = None
@@ -432,12 +425,7 @@ class PortfolioRepository(BaseRepository[Portfolio]):
         with self._translating():
             return session.scalars(statement).unique().first()
 
-    async def async_get_with_positions(
-        self, session: AsyncSession, portfolio_id: Any, *, user_id: Any | None = None
-    ) -> Portfolio | None:
-        statement = self._with_positions_statement(portfolio_id, self._scope(session, user_id))
-        with self._translating():
-            return (await session.scalars(statement)).unique().first()
+    async_get_with_positions = async_form(get_with_positions)
 
     def get_summary(
         self, session: Session, portfolio_id: Any, *, user_id: Any | None = None
@@ -454,13 +442,7 @@ class PortfolioRepository(BaseRepository[Portfolio]):
             raise NotFoundError("Portfolio", portfolio_id)
         return self._summarise(portfolio)
 
-    async def async_get_summary(
-        self, session: AsyncSession, portfolio_id: Any, *, user_id: Any | None = None
-    ) -> PortfolioSummary:
-        portfolio = await self.async_get_with_positions(session, portfolio_id, user_id=user_id)
-        if portfolio is None:
-            raise NotFoundError("Portfolio", portfolio_id)
-        return self._summarise(portfolio)
+    async_get_summary = async_form(get_summary)
 
     def value_portfolio(
         self,
@@ -488,23 +470,7 @@ class PortfolioRepository(BaseRepository[Portfolio]):
             raise NotFoundError("Portfolio", portfolio_id)
         return _valuation(rows, day)
 
-    async def async_value_portfolio(
-        self,
-        session: AsyncSession,
-        portfolio_id: Any,
-        *,
-        as_of: dt.date | None = None,
-        user_id: Any | None = None,
-    ) -> PortfolioValuation:
-        day = None if as_of is None else to_date(as_of, "as_of")
-        statement = self._valuation_statement(
-            dialect_name(session), portfolio_id, day, self._scope(session, user_id)
-        )
-        with self._translating():
-            rows = (await session.execute(statement)).all()
-        if not rows:
-            raise NotFoundError("Portfolio", portfolio_id)
-        return _valuation(rows, day)
+    async_value_portfolio = async_form(value_portfolio)
 
     # -- compatibility names (BuffetBot's examples) ---------------------------------------
 
@@ -514,11 +480,7 @@ class PortfolioRepository(BaseRepository[Portfolio]):
         """Alias of :meth:`get_with_positions`, the name BuffetBot's examples use."""
         return self.get_with_positions(session, portfolio_id, user_id=user_id)
 
-    async def async_get_portfolio_with_positions(
-        self, session: AsyncSession, portfolio_id: Any, *, user_id: Any | None = None
-    ) -> Portfolio | None:
-        """Alias of :meth:`async_get_with_positions`, the name BuffetBot's examples use."""
-        return await self.async_get_with_positions(session, portfolio_id, user_id=user_id)
+    async_get_portfolio_with_positions = async_form(get_portfolio_with_positions)
 
     # -- positions -------------------------------------------------------------------
 
@@ -530,12 +492,7 @@ class PortfolioRepository(BaseRepository[Portfolio]):
             session, portfolio_id=to_uuid(portfolio_id, "portfolio_id"), user_id=user_id, **values
         )
 
-    async def async_add_position(
-        self, session: AsyncSession, portfolio_id: Any, /, *, user_id: Any = None, **values: Any
-    ) -> Position:
-        return await self.positions.async_create(
-            session, portfolio_id=to_uuid(portfolio_id, "portfolio_id"), user_id=user_id, **values
-        )
+    async_add_position = async_form(add_position)
 
     def _held(
         self, session: Session | AsyncSession, portfolio_id: Any, ticker: str, user_id: Any
@@ -553,12 +510,7 @@ class PortfolioRepository(BaseRepository[Portfolio]):
         with self._translating():
             return session.scalars(statement).first()
 
-    async def async_get_position_by_ticker(
-        self, session: AsyncSession, portfolio_id: Any, ticker: str, *, user_id: Any = None
-    ) -> Position | None:
-        statement = self._held(session, portfolio_id, ticker, user_id)
-        with self._translating():
-            return (await session.scalars(statement)).first()
+    async_get_position_by_ticker = async_form(get_position_by_ticker)
 
     def update_position(
         self,
@@ -578,22 +530,7 @@ class PortfolioRepository(BaseRepository[Portfolio]):
             raise NotFoundError("Position", f"{ticker} in portfolio {portfolio_id}")
         return self.positions._change(session, position, values)
 
-    async def async_update_position(
-        self,
-        session: AsyncSession,
-        portfolio_id: Any,
-        ticker: str,
-        /,
-        *,
-        user_id: Any = None,
-        **values: Any,
-    ) -> Position:
-        statement = self._held(session, portfolio_id, ticker, user_id)
-        with self._translating():
-            position = (await session.scalars(statement)).first()
-        if position is None:
-            raise NotFoundError("Position", f"{ticker} in portfolio {portfolio_id}")
-        return await self.positions._async_change(session, position, values)
+    async_update_position = async_form(update_position)
 
     def adjust_position(
         self,
@@ -634,24 +571,7 @@ class PortfolioRepository(BaseRepository[Portfolio]):
             session.flush()
         return position
 
-    async def async_adjust_position(
-        self,
-        session: AsyncSession,
-        portfolio_id: Any,
-        ticker: str,
-        *,
-        shares: Any,
-        price: Any = None,
-        user_id: Any = None,
-    ) -> Position:
-        trade = Trade.of(ticker, shares, price)  # checked before the session is touched
-        self.positions._scope(session, user_id)  # and the acting user
-        await async_begin_write(session)
-        return await session.run_sync(
-            lambda sync: self.adjust_position(
-                sync, portfolio_id, trade.ticker, shares=trade.shares, price=price, user_id=user_id
-            )
-        )
+    async_adjust_position = async_form(adjust_position)
 
     def _may_open(self, session: Session, portfolio_id: Any, user_id: Any) -> bool:
         """Whether a position may be opened in the portfolio (one the acting user owns)."""
@@ -669,10 +589,4 @@ class PortfolioRepository(BaseRepository[Portfolio]):
             position = session.scalars(statement).first()
         return position is not None and self.positions._remove(session, position)
 
-    async def async_remove_position(
-        self, session: AsyncSession, portfolio_id: Any, ticker: str, *, user_id: Any = None
-    ) -> bool:
-        statement = self._held(session, portfolio_id, ticker, user_id)
-        with self._translating():
-            position = (await session.scalars(statement)).first()
-        return position is not None and await self.positions._async_remove(session, position)
+    async_remove_position = async_form(remove_position)

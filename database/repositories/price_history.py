@@ -35,6 +35,7 @@ from database.driver import (
     column_encoder,
     execute_many,
     fetch_all,
+    row_decoder,
     write_rows,
 )
 from database.exceptions import ValidationError
@@ -168,6 +169,25 @@ def _overlap(
             return True
         earlier.append((first, last))
     return False
+
+
+# Point reads through the bare driver (see PriceHistoryRepository._last_bar).
+_BAR_COLUMNS = tuple(column.name for column in PriceHistory.__table__.columns)
+_LAST_BAR_SQL = {
+    bounded: f"SELECT {', '.join(_BAR_COLUMNS)} FROM price_history WHERE ticker = ?"
+    + (" AND date <= ?" if bounded else "")
+    + " ORDER BY date DESC LIMIT 1"
+    for bounded in (False, True)
+}
+
+
+def _bar_decoder(dialect: Any) -> Callable[[Any], dict[str, Any]]:
+    return row_decoder(PriceHistory.__table__, _BAR_COLUMNS, dialect)
+
+
+def _key_encoders(dialect: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    columns = PriceHistory.__table__.c
+    return column_encoder(columns.ticker, dialect), column_encoder(columns.date, dialect)
 
 
 _NEW_KEYS = text(
@@ -494,13 +514,6 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         return statement.order_by(PriceHistory.date)
 
     @staticmethod
-    def _latest_statement(ticker: str, on_or_before: dt.date | None) -> Select[PriceHistory]:
-        statement = select(PriceHistory).where(PriceHistory.ticker == normalize_ticker(ticker))
-        if on_or_before is not None:
-            statement = statement.where(PriceHistory.date <= on_or_before)
-        return statement.order_by(PriceHistory.date.desc()).limit(1)
-
-    @staticmethod
     def _latest_closes_statement(
         dialect: str, tickers: Iterable[str]
     ) -> Select[str, dt.date, Decimal]:
@@ -549,17 +562,33 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
 
     async_get_frame = async_form(get_frame)
 
-    def get_latest(self, session: Session, ticker: str) -> PriceHistory | None:
+    def _last_bar(
+        self, session: Session, ticker: str, on_or_before: dt.date | None
+    ) -> PriceHistory | None:
+        """A point read at the driver's cost: one fixed statement through the bare driver
+        (on asyncpg no BEGIN or COMMIT round trip), the row decoded by the columns' own
+        types into the session's instance of it."""
+        dialect = session.get_bind().dialect
+        ticker = normalize_ticker(ticker)
+        encode = _key_encoders(dialect)
+        params = [encode[0](ticker)]
+        if on_or_before is not None:
+            params.append(encode[1](on_or_before))
         with self._translating():
-            return session.scalars(self._latest_statement(ticker, None)).first()
+            rows = fetch_all(session, _LAST_BAR_SQL[on_or_before is not None], params)
+            if not rows:
+                return None
+            return self._persistent(session, _bar_decoder(dialect)(rows[0]))
+
+    def get_latest(self, session: Session, ticker: str) -> PriceHistory | None:
+        """The last stored bar of ``ticker``, or None."""
+        return self._last_bar(session, ticker, None)
 
     async_get_latest = async_form(get_latest)
 
     def get_close_as_of(self, session: Session, ticker: str, day: dt.date) -> PriceHistory | None:
         """The bar of the last trading day on or before ``day``."""
-        statement = self._latest_statement(ticker, _day(day, "day"))
-        with self._translating():
-            return session.scalars(statement).first()
+        return self._last_bar(session, ticker, _day(day, "day"))
 
     async_get_close_as_of = async_form(get_close_as_of)
 

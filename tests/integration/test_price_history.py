@@ -18,6 +18,7 @@ from sqlalchemy.util.concurrency import in_greenlet
 from database import DatabaseManager
 from database import prices as bars_module
 from database.exceptions import ValidationError
+from database.models import PriceHistory
 from database.prices import PriceValidationError
 from database.repositories import PriceHistoryRepository
 from tests.conftest import RawSQL
@@ -404,6 +405,34 @@ async def test_point_reads(uow: UnitOfWork, statements: list[str]) -> None:
     freshness = await uow(prices.get_freshness)
     assert freshness == {"AAPL": dt.date(2018, 1, 19), "CALM": dt.date(2024, 8, 21)}
     assert await uow(prices.get_freshness, ["aapl"]) == {"AAPL": dt.date(2018, 1, 19)}
+
+
+async def test_a_point_read_is_the_sessions_own_instance_with_the_orms_values(
+    db: DatabaseManager,
+) -> None:
+    """get_latest / get_close_as_of read through the bare driver; what they return is what
+    an ORM query returns: the same values and types, and the session's own instance."""
+    with db.get_session() as session:
+        prices.upsert(session, history("prices-history/CALM.csv"), ticker="CALM")
+    columns = [c.key for c in PriceHistory.__mapper__.column_attrs]
+    async with db.get_async_session() as session:
+        read = await prices.async_get_close_as_of(session, "calm", dt.date(2022, 1, 8))
+        assert read is not None
+        through_orm = await session.get(PriceHistory, ("CALM", dt.date(2022, 1, 7)))
+        assert through_orm is read  # one identity map
+        read.close = Decimal("41.5")  # persistent: a change is written
+    with db.get_session() as session:
+        orm = session.get(PriceHistory, ("CALM", dt.date(2022, 1, 7)))
+        assert orm is not None
+        assert orm.close == Decimal("41.5")
+        orm_values = {c: getattr(orm, c) for c in columns}
+    with db.get_session() as session:
+        latest = prices.get_close_as_of(session, "CALM", dt.date(2022, 1, 7))
+        assert latest is not None
+        values = {c: getattr(latest, c) for c in columns}
+    assert values == orm_values
+    assert {c: type(v) for c, v in values.items()} == {c: type(v) for c, v in orm_values.items()}
+    assert values["created_at"].tzinfo is not None
 
 
 # -- hostile input: dates of reads, prices that round away, complex numbers, columns ------
