@@ -103,7 +103,12 @@ def raw_rows(frame: pd.DataFrame, sqlite: bool) -> list[tuple[Any, ...]]:
     now = dt.datetime.now(dt.UTC)
     stamp: Any = sqlite_timestamp(now) if sqlite else now
     day: Any = dt.date.isoformat if sqlite else None
-    return staging_rows(bars, scaled=sqlite, encode_date=day, extra=("yfinance", stamp, stamp))
+    return staging_rows(
+        bars,
+        prices="units" if sqlite else "floats",
+        encode_date=day,
+        extra=("yfinance", stamp, stamp),
+    )
 
 
 def raw_ingest(url: str, backend: str, rows: list[tuple[Any, ...]]) -> float:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -637,19 +637,28 @@ def _rejected(bars: pd.DataFrame, problems: list[Problem]) -> tuple[pd.Series, l
     return bad, rejected
 
 
+# Below this magnitude a price rounded to 6 places is exactly the repr of the float
+# nearest to it: floats are then closer together than 1e-6, so no other decimal of
+# 6 places or fewer digits maps to that float.
+EXACT_FLOAT_LIMIT = 2.0**33
+
+
 def staging_rows(
     bars: pd.DataFrame,
     *,
-    scaled: bool,
+    prices: Literal["units", "decimals", "floats"],
     encode_date: Callable[[dt.date], Any] | None = None,
     extra: tuple[Any, ...] = (),
 ) -> list[tuple[Any, ...]]:
     """Bars as driver rows in ``BAR_FIELDS`` order (then ``extra``), None for missing.
 
-    ``scaled``: prices as integers in units of their column's scale (``SCALES``),
+    ``prices``: ``"units"``, integers in units of their column's scale (``SCALES``),
     rounded by ``BAR_ROUNDING`` (the SQLite storage unit, and the staging unit on
-    both backends); otherwise floats, which is not the policy: PostgreSQL rounds
-    floats into NUMERIC its own way (15 significant digits, then half away from zero).
+    both backends); ``"decimals"``, the same values as floats whose text (``repr``)
+    is exactly the rounded decimal, for a text ``COPY`` straight into NUMERIC columns
+    (OverflowError at ``EXACT_FLOAT_LIMIT`` or beyond); ``"floats"``, the bars'
+    floats as they are, which is not the policy: PostgreSQL rounds floats into
+    NUMERIC its own way (15 significant digits, then half away from zero).
     ``encode_date``: how the date column stores a day on the target backend (see
     ``database.driver.column_encoder``); ``datetime.date`` if not given.
     """
@@ -665,9 +674,15 @@ def staging_rows(
     ]
     for field in VALUE_FIELDS:
         values = bars[field].to_numpy(dtype="float64")
-        if scaled and field != "volume":
+        if prices == "units" and field != "volume":
             columns.append(scaled_integers(values, SCALES[field], BAR_ROUNDING))  # None: NaN
             continue
+        if prices == "decimals" and field != "volume":
+            units = scaled_units(values, SCALES[field], BAR_ROUNDING)
+            with np.errstate(invalid="ignore"):
+                if (np.abs(units) >= EXACT_FLOAT_LIMIT * 10 ** SCALES[field]).any():
+                    raise OverflowError(f"{field} is too large to be sent as a float")
+            values = units / 10 ** SCALES[field]  # correctly rounded: the nearest float
         missing = np.isnan(values)
         if field == "volume":
             cells = np.rint(np.where(missing, 0.0, values)).astype(np.int64).tolist()

@@ -22,7 +22,7 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from sqlalchemy import Select, bindparam, exists, select, text
@@ -270,6 +270,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         extra: tuple[Any, ...] = (),
         fill_actions: bool = False,
         spans: bool = False,
+        prices: Literal["units", "decimals"] = "units",
     ) -> Iterator[_Batch]:
         """Checked bars as driver rows (prices in millionths), batch by batch; raises
         at the first batch with a bad bar unless skipping."""
@@ -289,7 +290,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
             bars = checked.bars
             if fill_actions:  # rows straight into the table: a missing action is 0
                 bars = bars.fillna(dict.fromkeys(ACTION_FIELDS, 0.0))
-            rows = staging_rows(bars, scaled=True, encode_date=encode_date, extra=extra)
+            rows = staging_rows(bars, prices=prices, encode_date=encode_date, extra=extra)
             tickers = frozenset(bars["ticker"].unique())
             missing = frozenset(f for f in KEPT_WHEN_MISSING if bars[f].isna().any())
             found: dict[str, tuple[Any, Any]] = {}
@@ -347,14 +348,13 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
                 _lock_tickers(session, tickers)
                 new = bool(tickers) and not session.scalar(_any_rows(tickers))
                 options = _Options(ticker, skip_invalid, repair, data_source)
-                if tickers and dialect_name(session) == "sqlite":
-                    direct = (
-                        self._insert_into_empty(session, data, options)
-                        if new
-                        else self._merge_directly(session, data, options, tickers)
-                    )
-                    if direct is not None:
-                        return direct
+                direct = None
+                if new and _driver_name(session) in ("pysqlite", "psycopg"):
+                    direct = self._insert_into_empty(session, data, options)
+                elif tickers and dialect_name(session) == "sqlite":
+                    direct = self._merge_directly(session, data, options, tickers)
+                if direct is not None:
+                    return direct
                 return self._through_staging(session, data, options, new=new)
 
     async_upsert = async_form(upsert)
@@ -365,11 +365,16 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         data: pd.DataFrame | Iterable[Mapping[str, Any]],
         options: _Options,
     ) -> UpsertResult | None:
-        """SQLite, when none of the tickers has bars yet: rows straight into the table.
+        """When none of the tickers has bars yet: rows straight into the table, with
+        executemany (sqlite3: prices in their storage units) or a text COPY (psycopg:
+        prices as floats whose text is the exact decimal; created_at and updated_at
+        left to the columns' default, the transaction's time).
 
         Returns None if a key turned out to exist after all (a duplicate date in
-        the batch); the savepoint then undoes it all.
+        the batch), or a price is too large to be sent as a float; the savepoint
+        then undoes it all.
         """
+        sqlite = dialect_name(session) == "sqlite"
         now = _stamp(session)
         batches = self._prepared_batches(
             data,
@@ -377,9 +382,11 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
             options.skip_invalid,
             repair=options.repair,
             encode_date=_date_encoder(session),
-            extra=(options.data_source, now, now),
+            extra=(options.data_source, now, now) if sqlite else (options.data_source,),
             fill_actions=True,
+            prices="units" if sqlite else "decimals",
         )
+        columns = (*BAR_FIELDS, *(_STAMPS if sqlite else _STAMPS[:1]))
         rejected: list[RejectedBar] = []
         repaired: list[RepairedBar] = []
         total = 0
@@ -389,7 +396,9 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
                     rejected += batch.rejected
                     repaired += batch.repaired
                     total += len(batch.rows)
-                    write_rows(session, "price_history", (*BAR_FIELDS, *_STAMPS), batch.rows)
+                    write_rows(session, "price_history", columns, batch.rows)
+        except OverflowError:
+            return None
         except Exception as error:
             if _is_unique_violation(error):
                 return None
@@ -726,6 +735,10 @@ def _frame(rows: builtins.list[tuple[Any, ...]]) -> pd.DataFrame:
     frame["Date"] = pd.to_datetime(frame["Date"])
     frame["Volume"] = frame["Volume"].astype("Int64")
     return frame.set_index("Date")
+
+
+def _driver_name(session: Session) -> str:
+    return session.get_bind().dialect.driver
 
 
 def _stamp(session: Session) -> Any:
