@@ -76,6 +76,7 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_market_data import COLUMNS, bars_frame
 from bench.common import postgres
 from database import DatabaseManager, migrate
 from database.filecache.importer import import_directory
@@ -96,21 +97,7 @@ prices = PriceHistoryRepository()
 cache = MarketDataRepository()
 options = OptionsDataRepository()
 
-BAR_COLUMNS = (
-    "ticker",
-    "date",
-    "open",
-    "high",
-    "low",
-    "close",
-    "adj_close",
-    "volume",
-    "dividends",
-    "stock_splits",
-    "data_source",
-    "created_at",
-    "updated_at",
-)
+BAR_COLUMNS = COLUMNS  # price_history's, in table order
 FRAME_COLUMNS = {  # yfinance's names -> price_history's
     "Ticker": "ticker",
     "Date": "date",
@@ -680,29 +667,6 @@ def bench_asof(ctx: Context) -> list[Check]:
 
 
 # -- bars: built, loaded by COPY ----------------------------------------------------------
-
-
-def bars_frame(count: int, tickers: int = TICKERS) -> pd.DataFrame:
-    """``count`` daily bars of ``tickers`` tickers, as yfinance's ``download()`` stacked
-    with a Ticker column (the frame of bench_market_data)."""
-    days = max(count // tickers, 1)
-    dates = pd.bdate_range("2000-01-03", periods=days)
-    rng = np.random.default_rng(7)
-    close = np.round(rng.uniform(5, 900, tickers * days), 4)
-    return pd.DataFrame(
-        {
-            "Ticker": np.repeat([f"T{i:04d}" for i in range(tickers)], days),
-            "Date": np.tile(dates.values, tickers),
-            "Open": close,
-            "High": np.round(close * 1.02, 4),
-            "Low": np.round(close * 0.98, 4),
-            "Close": close,
-            "Adj Close": close,
-            "Volume": rng.integers(0, 50_000_000, tickers * days).astype("float64"),
-            "Dividends": 0.0,
-            "Stock Splits": 0.0,
-        }
-    )
 
 
 def load_bars(ctx: Context, count: int) -> None:

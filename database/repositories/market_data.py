@@ -15,7 +15,7 @@ import functools
 import hashlib
 import json
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Delete, Select, delete, select
@@ -287,53 +287,31 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
         ticker: str,
         data_type: DataType | str,
         fetch: Callable[[], Any],
-        *,
-        parameters: dict[str, Any] | None = None,
-        ttl: dt.timedelta | float = DEFAULT_TTL,
-        data_source: str = "yfinance",
+        **options: Any,
     ) -> Any:
-        """The fresh payload, or ``fetch()``'s result, stored for ``ttl``.
-
-        Threads asking for the same key at once share one call of ``fetch``. If
-        it raises, nothing is stored and every waiting caller gets the error.
-        See :func:`database.services.get_or_fetch`, which this calls.
-        """
+        """The fresh payload, or ``fetch()``'s result, stored for ``ttl``: a shortcut to
+        :func:`database.services.get_or_fetch` (``parameters=``, ``ttl=``,
+        ``data_source=``), which owns the orchestration. Threads asking for the same
+        key at once share one call of ``fetch``; if it raises, nothing is stored and
+        every waiting caller gets the error."""
         from database.services.market_data import get_or_fetch  # it imports this module
 
-        return get_or_fetch(
-            session,
-            ticker,
-            data_type,
-            fetch,
-            parameters=parameters,
-            ttl=ttl,
-            data_source=data_source,
-            repository=self,
-        )
+        return get_or_fetch(session, ticker, data_type, fetch, repository=self, **options)
 
     async def async_get_or_fetch(
         self,
         session: AsyncSession,
         ticker: str,
         data_type: DataType | str,
-        fetch: Callable[[], Any | Awaitable[Any]],
-        *,
-        parameters: dict[str, Any] | None = None,
-        ttl: dt.timedelta | float = DEFAULT_TTL,
-        data_source: str = "yfinance",
+        fetch: Any,
+        **options: Any,
     ) -> Any:
-        """As :meth:`get_or_fetch`; ``fetch`` may be a coroutine function. Tasks share one fetch."""
+        """:func:`database.services.async_get_or_fetch`: ``fetch`` may be a coroutine
+        function; the tasks of one event loop share one fetch."""
         from database.services.market_data import async_get_or_fetch
 
         return await async_get_or_fetch(
-            session,
-            ticker,
-            data_type,
-            fetch,
-            parameters=parameters,
-            ttl=ttl,
-            data_source=data_source,
-            repository=self,
+            session, ticker, data_type, fetch, repository=self, **options
         )
 
     def invalidate(

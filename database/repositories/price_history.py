@@ -261,12 +261,10 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
 
     def _prepared_batches(
         self,
+        session: Session,
         data: pd.DataFrame | Iterable[Mapping[str, Any]],
-        ticker: str | None,
-        skip_invalid: bool,
+        options: _Options,
         *,
-        repair: bool,
-        encode_date: Callable[[dt.date], Any],
         extra: tuple[Any, ...] = (),
         fill_actions: bool = False,
         spans: bool = False,
@@ -274,6 +272,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
     ) -> Iterator[_Batch]:
         """Checked bars as driver rows (prices in millionths), batch by batch; raises
         at the first batch with a bad bar unless skipping."""
+        encode_date = _date_encoder(session)
         if isinstance(data, pd.DataFrame):
             chunks: Iterable[Any] = (
                 data.iloc[start : start + self.batch_size]
@@ -284,8 +283,8 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         for chunk in chunks:
             if len(chunk) == 0:
                 continue
-            checked = check_bars(chunk, ticker, repair=repair)
-            if checked.rejected and not skip_invalid:
+            checked = check_bars(chunk, options.ticker, repair=options.repair)
+            if checked.rejected and not options.skip_invalid:
                 raise PriceValidationError(checked.rejected)
             bars = checked.bars
             if fill_actions:  # rows straight into the table: a missing action is 0
@@ -377,11 +376,9 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         sqlite = dialect_name(session) == "sqlite"
         now = _stamp(session)
         batches = self._prepared_batches(
+            session,
             data,
-            options.ticker,
-            options.skip_invalid,
-            repair=options.repair,
-            encode_date=_date_encoder(session),
+            options,
             extra=(options.data_source, now, now) if sqlite else (options.data_source,),
             fill_actions=True,
             prices="units" if sqlite else "decimals",
@@ -422,11 +419,9 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         """
         now = _stamp(session)
         batches = self._prepared_batches(
+            session,
             data,
-            options.ticker,
-            options.skip_invalid,
-            repair=options.repair,
-            encode_date=_date_encoder(session),
+            options,
             extra=(options.data_source, now, now),
             spans=True,
         )
@@ -468,11 +463,9 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
             share_temporary_table(session, STAGING)
         session.execute(text(_CLEAR[dialect]))
         batches = self._prepared_batches(
+            session,
             data,
-            options.ticker,
-            options.skip_invalid,
-            repair=options.repair,
-            encode_date=_date_encoder(session),
+            options,
             spans=True,
         )
         rejected: list[RejectedBar] = []
