@@ -7,24 +7,30 @@ skipped: corrupt, unsafe, a symbolic link (never followed), over
 expiration out of range, or data the codec refuses (a value that contains
 itself, or is nested too deeply). Whatever goes wrong with one file rejects
 that file, with the reason, and the import goes on. Entries are
-written in batches, each in one transaction with one
-``INSERT ... ON CONFLICT DO NOTHING``, so a second run imports nothing new. The
-rows go in key order, so concurrent imports lock keys in the same order; on
+written in batches, each in one transaction: the batch's rows go through the
+driver into a temporary staging table (``COPY`` on PostgreSQL, ``executemany``
+on SQLite: see :mod:`database.driver`, which stores each value as the ORM
+would), then into ``market_data_cache`` with one
+``INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING``, so a second run
+imports nothing new, and what was inserted is counted from what it returns.
+The rows go in key order, so concurrent imports lock keys in the same order; on
 SQLite each batch's transaction begins as a writer (``begin_write``).
 """
 
 from __future__ import annotations
 
 import pickletools
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import text
 
 from database.connection import DatabaseManager
+from database.driver import encode_rows, write_rows
 from database.exceptions import ValidationError
 from database.filecache.cache import file_entry_row
 from database.filecache.files import (
@@ -37,10 +43,55 @@ from database.filecache.files import (
 from database.filecache.folder import entry_names, open_folder
 from database.filecache.limits import DEFAULT_MAX_ALLOCATION, DEFAULT_MAX_FILE_SIZE, PickleLimits
 from database.models import MarketDataCache
-from database.repositories.upsert import native_insert
+from database.repositories.upsert import dialect_name
 from database.transactions import begin_write
 
 BATCH_SIZE = 500
+
+# A batch is staged in a temporary table, then moved into market_data_cache by one
+# statement. On PostgreSQL the table goes with its transaction (ON COMMIT DROP):
+# nothing of it outlives the batch on a pooled connection, no role ever needs it,
+# and it always has the columns of the market_data_cache of the moment. On SQLite
+# it is dropped at the end of the batch (in the same transaction).
+STAGING = "file_cache_import"
+_COLUMNS = (
+    "id",
+    "cache_key",
+    "ticker",
+    "data_type",
+    "data",
+    "data_source",
+    "parameters",
+    "cached_at",
+    "expires_at",
+    "created_at",
+    "updated_at",
+)
+_NAMES = ", ".join(_COLUMNS)
+# S608: this module's SQL is made of its own constants (table and column names) only.
+_NO_ROWS = f"SELECT {_NAMES} FROM market_data_cache WHERE 0"  # noqa: S608
+_STAGE = {
+    "postgresql": text(
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING} "
+        "(LIKE market_data_cache INCLUDING DEFAULTS) ON COMMIT DROP"
+    ),
+    "sqlite": text(f"CREATE TEMPORARY TABLE {STAGING} AS {_NO_ROWS}"),
+}
+# Inserted (and conflicting keys waited for) in the order of the SELECT: one order
+# for every import, so no two wait for each other in a cycle. ("WHERE true": without
+# it SQLite would read ON CONFLICT as a join's ON.)
+_IN_KEY_ORDER = {
+    "postgresql": ' ORDER BY cache_key COLLATE "C"',
+    "sqlite": " WHERE true ORDER BY cache_key",
+}
+_MOVE = {
+    dialect: text(
+        f"INSERT INTO market_data_cache ({_NAMES}) SELECT {_NAMES} FROM {STAGING}{order} "  # noqa: S608
+        "ON CONFLICT (cache_key) DO NOTHING RETURNING cache_key"
+    )
+    for dialect, order in _IN_KEY_ORDER.items()
+}
+_UNSTAGE = {"sqlite": text(f"DROP TABLE temp.{STAGING}")}
 
 
 @dataclass
@@ -327,26 +378,19 @@ def import_directory(
 def _write_batch(
     manager: DatabaseManager, rows: list[dict[str, Any]], report: ImportReport
 ) -> None:
-    keys = [row["cache_key"] for row in rows]
+    """Stage the batch's rows, then insert those whose key is not there yet; the rest
+    (already imported, or written meanwhile by a concurrent import) count as present."""
+    for row in rows:
+        row.setdefault("id", uuid.uuid4())  # the ORM's default: there is none in SQL
     with manager.get_session(system=True) as session:  # a transaction per batch
         begin_write(session)
-        present = set(
-            session.scalars(
-                select(MarketDataCache.cache_key).where(MarketDataCache.cache_key.in_(keys))
-            )
-        )
-        new = sorted(
-            (row for row in rows if row["cache_key"] not in present),
-            key=lambda row: row["cache_key"],
-        )
-        inserted = 0
-        if new:
-            statement = (
-                native_insert(manager.backend, MarketDataCache)
-                .on_conflict_do_nothing(index_elements=["cache_key"])
-                .returning(MarketDataCache.cache_key)
-            )
-            # Counted from RETURNING: a concurrent import may have written some since.
-            inserted = len(session.execute(statement, new).all())
+        dialect = dialect_name(session)
+        session.execute(_STAGE[dialect])
+        values = encode_rows(MarketDataCache.__table__, _COLUMNS, session.get_bind().dialect, rows)
+        write_rows(session, STAGING, _COLUMNS, values)
+        # Counted from RETURNING: a concurrent import may have written some since.
+        inserted = len(session.execute(_MOVE[dialect]).all())
+        if dialect in _UNSTAGE:
+            session.execute(_UNSTAGE[dialect])
     report.imported += inserted
     report.already_present += len(rows) - inserted

@@ -404,3 +404,58 @@ def test_the_file_cache_checks_expiration_as_the_database_cache_does(
     assert files.get_stats()["items"] == 0
     files.set("key", 1, expiration=60)
     assert 0 < (files.remaining("key") or 0) <= 60
+
+
+def test_concurrent_imports_of_one_folder_write_each_entry_once(
+    db: DatabaseManager, tmp_path: Path, sql: RawSQL
+) -> None:
+    """Two imports of the same folder at once: every key is written by one of them and
+    found present by the other (the batches go in key order, so neither waits for the
+    other in a cycle)."""
+    import threading
+
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    for number in range(600):
+        write(folder / f"{make_key('quote', number)}.cache", old_entry({"n": number}))
+    reports: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            reports.append(import_directory(db, folder, batch_size=100))
+        except BaseException as error:  # reported below, on the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    assert sum(report.imported for report in reports) == 600
+    assert sum(report.already_present for report in reports) == 600
+    assert sql.count("market_data_cache") == 600
+
+
+def test_an_imported_row_is_the_row_the_cache_itself_writes(
+    db: DatabaseManager, tmp_path: Path, sql: RawSQL
+) -> None:
+    """The import stages its rows through the driver: they hold exactly what the ORM
+    stores for the same entry (DualWriteCache's back-fill writes through the ORM)."""
+    folder = tmp_path / "one"
+    folder.mkdir()
+    key = make_key("fetch_price_history", "AAPL", period="1y")
+    write(folder / f"{key}.cache", old_entry({"frame": PRICES, "when": dt.date(2024, 1, 2)}))
+    query = (
+        "SELECT cache_key, ticker, data_type, data, data_source, parameters, cached_at,"
+        " expires_at FROM market_data_cache"
+    )
+    assert import_directory(db, folder).imported == 1
+    imported = sql.rows(query)
+    assert sql.rows("SELECT count(*) FROM market_data_cache WHERE id IS NOT NULL") == [(1,)]
+    sql.execute("DELETE FROM market_data_cache")
+    entry = FileCache(folder).read(key)
+    assert entry is not None
+    DatabaseCache(db).store_file_entry(entry)
+    assert sql.rows(query) == imported

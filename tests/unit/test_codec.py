@@ -262,3 +262,72 @@ def test_dtypes_come_back_exactly(value: pd.Series | pd.DataFrame) -> None:
 def test_a_stored_value_no_encode_wrote_is_a_validation_error(stored: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         codec.decode(stored)
+
+
+def test_the_encoded_form_is_the_one_already_stored() -> None:
+    """Entries written by earlier versions are read back by the same decoder: the faster
+    encoder writes exactly what the earlier one did (DST folds, floats at the edges of
+    the exact range, keys that force the tagged dict)."""
+    index = pd.DatetimeIndex(["2024-11-03 01:30", "2024-11-03 01:30"], name="Date")
+    frame = pd.DataFrame(
+        [[1.5, 700], [0.0, 800]],
+        index=index.tz_localize("America/New_York", ambiguous=[True, False]).as_unit("us"),
+    )
+    series = pd.Series([1e16, -0.0, float("nan"), 1e-4, 9.999999999999999e-05], name="x")
+    other = {"a": [1, 2**63, "t\x00", (1.0,)], 7: {"__type__": 1}, "np": np.float64(0.5)}
+    assert json.loads(json.dumps(codec.encode(frame))) == {
+        "__type__": "dataframe",
+        "index": {
+            "kind": "index",
+            "name": "Date",
+            "dtype": "datetime64[us, America/New_York]",
+            "values": ["2024-11-03T01:30:00-04:00", "2024-11-03T01:30:00-05:00"],
+        },
+        "columns": {"kind": "range", "start": 0, "stop": 2, "step": 1, "name": None},
+        "data": [
+            {"dtype": "float64", "values": [1.5, 0.0]},
+            {"dtype": "int64", "values": [700, 800]},
+        ],
+    }
+    assert json.dumps(codec.encode(series), allow_nan=False) == (
+        '{"__type__": "series", "name": "x", "index": {"kind": "range", "start": 0, "stop": 5, '
+        '"step": 1, "name": null}, "data": {"dtype": "float64", "values": [{"__type__": '
+        '"float", "value": "1e+16"}, {"__type__": "float", "value": "-0.0"}, {"__type__": '
+        '"float", "value": "nan"}, 0.0001, {"__type__": "float", "value": '
+        '"9.999999999999999e-05"}]}}'
+    )
+    assert codec.encode(other) == {
+        "__type__": "dict",
+        "value": [
+            [
+                "a",
+                [
+                    1,
+                    {"__type__": "int", "value": "8000000000000000"},
+                    {"__type__": "str", "value": [116, 0]},
+                    {"__type__": "tuple", "value": [1.0]},
+                ],
+            ],
+            [7, {"__type__": "dict", "value": [["__type__", 1]]}],
+            ["np", {"__type__": "numpy", "dtype": "float64", "value": 0.5}],
+        ],
+    }
+
+
+def test_floats_are_tagged_exactly_when_json_would_not_give_them_back() -> None:
+    """The encoder's shortcut (a magnitude in [1e-4, 1e16) is a plain JSON number) agrees
+    with the full test on every float around the edges, and on random ones."""
+    edges = []
+    for edge in (1e-4, 1e16, 0.0, 5e-324):
+        below = above = edge
+        for _ in range(3):
+            below, above = float(np.nextafter(below, -np.inf)), float(np.nextafter(above, np.inf))
+            edges += [below, above, -below, -above]
+    randoms = np.random.default_rng(11).standard_normal(20_000) * 10.0 ** np.arange(-10, 30, 0.002)
+    for number in [*edges, *randoms.tolist(), math.inf, -math.inf, math.nan, -0.0]:
+        plain = codec._json_exact(number)
+        assert (codec.encode([number])[0] == number and plain) or not plain
+        assert ("__type__" in str(codec.encode(number))) is not plain
+        assert plain is (
+            "e" not in repr(number) and math.isfinite(number) and repr(number) != "-0.0"
+        )
