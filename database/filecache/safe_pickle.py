@@ -28,6 +28,7 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import datetime as dt
+import decimal
 import enum
 import functools
 import importlib
@@ -241,8 +242,49 @@ def _pytz(module: str, name: str) -> Any:
 _RANGE_KEYS = (("start", 0), ("stop", 0), ("step", 1))
 
 
+_GUARDED_NAMES = frozenset(
+    {
+        "_unpickle_block",
+        "bytes",
+        "bytearray",
+        "range",
+        "xrange",
+        "encode",
+        "_reconstructor",
+        "_reconstruct",
+        "dtype",
+        "_new_Index",
+        "_new_DatetimeIndex",
+        "_new_TimedeltaIndex",
+        "list",
+        "tuple",
+        "set",
+        "frozenset",
+        "dict",
+        "_restore_array",
+    }
+)
+# The wrappers made for each allowed global and limits (they hold nothing of one load):
+# made once, not for every file. Keyed by the target too, so a changed one is wrapped anew.
+_GUARD_CACHE: dict[tuple[str, str, PickleLimits], tuple[Any, Any]] = {}
+
+
 def _guarded(module: str, name: str, target: Any, limits: PickleLimits) -> Any:
     """``target``, or a wrapper that checks what it is asked to build before building it."""
+    if name not in _GUARDED_NAMES:
+        return target
+    key = (module, name, limits)
+    cached = _GUARD_CACHE.get(key)
+    if cached is not None and cached[0] is target:
+        return cached[1]
+    wrapper = _guard(module, name, target, limits)
+    if len(_GUARD_CACHE) >= 1024:  # limits given per call: keep the cache small
+        _GUARD_CACHE.clear()
+    _GUARD_CACHE[key] = (target, wrapper)
+    return wrapper
+
+
+def _guard(module: str, name: str, target: Any, limits: PickleLimits) -> Any:
     called = f"{module}.{name}"
 
     def refuse_over(cost: int, what: str) -> None:
@@ -351,6 +393,7 @@ def _guarded(module: str, name: str, target: Any, limits: PickleLimits) -> Any:
         **dict.fromkeys(("list", "tuple", "set", "frozenset", "dict"), container),
         "_restore_array": arrow_array,
     }
+    assert guards.keys() == _GUARDED_NAMES
     return guards.get(name, target)
 
 
@@ -564,6 +607,13 @@ def safe_loads(
     return value
 
 
+# Exact types of values that are neither frames nor hold anything: skipped by _check_frames.
+_PLAIN = frozenset(
+    {str, bytes, bytearray, int, float, bool, complex, type(None), decimal.Decimal}
+    | {dt.date, dt.datetime, dt.time, dt.timedelta}
+)
+
+
 def _check_frames(value: Any) -> None:
     """Refuse a DataFrame or Series whose blocks do not cover its columns exactly once
     (pickled placements are not checked by pandas: one past the columns crashes the
@@ -572,7 +622,7 @@ def _check_frames(value: Any) -> None:
     pending, seen = [value], set()
     while pending:
         item = pending.pop()
-        if id(item) in seen:
+        if type(item) in _PLAIN or id(item) in seen:  # a plain value holds nothing
             continue
         seen.add(id(item))
         if isinstance(item, pandas.DataFrame | pandas.Series):
