@@ -1,29 +1,41 @@
 """Option chains: snapshots stored once per contract, read back as of a time.
 
-A chain is staged in a temporary table through the bare driver (``COPY`` on
-PostgreSQL, ``executemany`` on SQLite; see :mod:`database.driver`), then moved
-with one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` in conflict-key order,
-so concurrent writers of overlapping contracts wait for each other's keys in
-one order and never deadlock.
+A chain is checked vectorised (:func:`database.options.check_chain`) and staged in
+a temporary table through the bare driver (``COPY`` on PostgreSQL, ``executemany``
+on SQLite; see :mod:`database.driver`): decimals as integer units of their
+column's scale (what SQLite stores; PostgreSQL scales them back exactly, as
+``price_history`` does), every other value as its column's own encoder sends it
+(only the columns some contract has a value in; the chain's ticker, ``fetched_at``
+and stamps are parameters). One ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``
+in conflict-key order then moves them, so concurrent writers of overlapping
+contracts wait for each other's keys in one order and never deadlock.
 """
 
 from __future__ import annotations
 
 import builtins
 import datetime as dt
+import functools
+import os
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Delete, Select, delete, select, text
+from sqlalchemy import ColumnElement, Delete, Dialect, Select, TextClause, delete, select, text
 from sqlalchemy.orm import Session
 
-from database.driver import encode_rows, write_rows
+from database.driver import column_encoder, write_rows
 from database.models import OptionsData
 from database.models.base import utcnow
-from database.options import OptionsValidationError, RejectedContract, prepare_contracts
+from database.options import (
+    DECIMAL_FIELDS,
+    SCALES,
+    OptionsValidationError,
+    RejectedContract,
+    check_chain,
+)
 from database.repositories.base import BaseRepository
 from database.repositories.latest import latest_snapshot_time
 from database.repositories.twins import async_form, off_greenlet
@@ -31,27 +43,76 @@ from database.row_security import share_temporary_table
 from database.transactions import begin_write
 from database.validation import normalize_ticker, to_date, to_utc
 
-STAGING = "options_data_staging"
-_COLUMNS = tuple(column.name for column in OptionsData.__table__.columns)
-_NAMES = ", ".join(_COLUMNS)
+STAGING = "options_data_units"
+# Each contract's values, staged in this order (a call stages those that some
+# contract has); the decimals in integer units (BIGINT). The chain's constants
+# (ticker, fetched_at, the stamps) are parameters of the move.
+_PER_ROW = (
+    "id",
+    "contract_symbol",
+    "option_type",
+    "expiration",
+    "last_trade_date",
+    "volume",
+    "open_interest",
+    *DECIMAL_FIELDS,
+)
+_ALWAYS = ("id", "contract_symbol", "option_type", "expiration")
+_CONSTANTS = ("ticker", "fetched_at", "created_at", "updated_at")
+if {*_PER_ROW, *_CONSTANTS} != {column.name for column in OptionsData.__table__.columns}:
+    raise TypeError("options_data's columns and the chain's staging columns differ")
+_PG_TYPES = {
+    "id": "uuid",
+    "ticker": "text",
+    "contract_symbol": "text",
+    "option_type": "text",
+    "expiration": "date",
+    "last_trade_date": "timestamptz",
+    "volume": "bigint",
+    "open_interest": "bigint",
+    **dict.fromkeys(DECIMAL_FIELDS, "bigint"),
+    **dict.fromkeys(("fetched_at", "created_at", "updated_at"), "timestamptz"),
+}
 _STAGING_DDL = {
-    "postgresql": f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING} (LIKE options_data)"
-    " ON COMMIT DELETE ROWS",
-    "sqlite": f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING} AS SELECT * FROM options_data"
-    " WHERE false",
+    "postgresql": f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING} ("
+    + ", ".join(f"{c} {_PG_TYPES[c]}" for c in _PER_ROW)
+    + ") ON COMMIT DELETE ROWS",
+    # SQLite stores the decimals in these units already.
+    "sqlite": f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING} AS SELECT {', '.join(_PER_ROW)}"
+    " FROM options_data WHERE false",
 }
-_CLEAR = {"postgresql": f"TRUNCATE {STAGING}", "sqlite": f"DELETE FROM {STAGING}"}
-# Rows are inserted (and their keys locked) in one order for every writer. A
-# snapshot stored again inserts nothing: one row per (contract, fetched_at).
-# (SQLite has one writer at a time.)
-_KEY_ORDER = {"postgresql": ' ORDER BY contract_symbol COLLATE "C", fetched_at', "sqlite": ""}
-_MOVE = {
-    dialect: text(
-        f"INSERT INTO options_data ({_NAMES}) SELECT {_NAMES} FROM {STAGING} WHERE true"
-        f"{order} ON CONFLICT (contract_symbol, fetched_at) DO NOTHING"
+# Before each chain: what an earlier chain of the transaction staged. (PostgreSQL's
+# ON COMMIT DELETE ROWS empties it at the end; a DELETE of an empty table costs
+# nothing, where a TRUNCATE makes a new file.)
+_CLEAR = f"DELETE FROM {STAGING}"
+# Rows are inserted (and their keys locked) in one order for every writer (one
+# fetched_at per call: the contract symbols' order). A snapshot stored again
+# inserts nothing: one row per (contract, fetched_at). (SQLite has one writer at
+# a time.)
+_KEY_ORDER = {"postgresql": ' ORDER BY contract_symbol COLLATE "C"', "sqlite": ""}
+
+
+def _moved(column: str, dialect: str) -> str:
+    """A staged value as the table takes it: decimals scaled back (exactly) on PostgreSQL;
+    a constant is a parameter (typed on PostgreSQL, where a SELECT's parameter is text)."""
+    if column in _CONSTANTS:
+        return (
+            f"CAST(:{column} AS {_PG_TYPES[column]})" if dialect == "postgresql" else f":{column}"
+        )
+    if dialect == "postgresql" and column in SCALES:
+        return f"{column} * 1e-{SCALES[column]}"
+    return column
+
+
+@functools.lru_cache(maxsize=256)
+def _move(dialect: str, staged: tuple[str, ...]) -> TextClause:
+    names = (*staged, *_CONSTANTS)
+    return text(
+        f"INSERT INTO options_data ({', '.join(names)}) SELECT "
+        + ", ".join(_moved(c, dialect) for c in names)
+        + f" FROM {STAGING} WHERE true{_KEY_ORDER[dialect]}"
+        " ON CONFLICT (contract_symbol, fetched_at) DO NOTHING"
     )
-    for dialect, order in _KEY_ORDER.items()
-}
 
 
 @dataclass(frozen=True)
@@ -64,6 +125,41 @@ class ChainResult:
     rejected: list[RejectedContract] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Staged:
+    fetched_at: dt.datetime
+    columns: tuple[str, ...]  # of _PER_ROW, in its order
+    rows: list[tuple[Any, ...]]  # driver rows of those columns
+    constants: dict[str, Any]  # driver values of _CONSTANTS
+    rejected: list[RejectedContract]
+
+
+def _encoded(values: list[Any], column: ColumnElement[Any], dialect: Dialect) -> list[Any]:
+    """Each value as its column stores it (None as NULL), each distinct value encoded once
+    (by ``driver.column_encoder``; not at all where the column's type has no bind
+    processing, which the encoder then leaves the values as they are)."""
+    if column.type.dialect_impl(dialect).bind_processor(dialect) is None:
+        return values
+    encode = column_encoder(column, dialect)
+    known: dict[Any, Any] = {}
+    encoded: list[Any] = []
+    for value in values:
+        if value is None:
+            encoded.append(None)
+        elif value in known:
+            encoded.append(known[value])
+        else:
+            encoded.append(known.setdefault(value, encode(value)))
+    return encoded
+
+
+def _new_ids(count: int) -> list[uuid.UUID]:
+    """``count`` random (version 4) UUIDs, as ``uuid.uuid4`` makes them, from one read
+    of the system's random source."""
+    random = os.urandom(16 * count)
+    return [uuid.UUID(bytes=random[i : i + 16], version=4) for i in range(0, 16 * count, 16)]
+
+
 class OptionsDataRepository(BaseRepository[OptionsData]):
     def __init__(self) -> None:
         super().__init__(OptionsData)
@@ -72,6 +168,7 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
 
     def _prepare(
         self,
+        dialect: Dialect,
         ticker: str,
         calls: pd.DataFrame | None,
         puts: pd.DataFrame | None,
@@ -80,9 +177,10 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
         underlying_price: Any,
         fetched_at: dt.datetime | None,
         skip_invalid: bool,
-    ) -> tuple[dt.datetime, builtins.list[dict[str, Any]], builtins.list[RejectedContract]]:
+    ) -> _Staged:
+        """The chain checked, as driver rows for the staging table (see ``_STAGED``)."""
         moment = to_utc(fetched_at, "fetched_at") if fetched_at is not None else utcnow()
-        contracts, rejected = prepare_contracts(
+        checked = check_chain(
             ticker,
             calls=calls,
             puts=puts,
@@ -90,13 +188,30 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
             expiration=expiration,
             underlying_price=underlying_price,
         )
+        rejected = checked.rejected
         if rejected and not skip_invalid:
             raise OptionsValidationError(rejected)
+        contracts = checked.contracts
         bad = {r.contract_symbol for r in rejected if r.field == "contract_symbol"}
-        contracts = [
-            dict(c, fetched_at=moment) for c in contracts if c["contract_symbol"] not in bad
-        ]
-        return moment, contracts, rejected
+        if bad:
+            contracts = contracts[~contracts["contract_symbol"].isin(bad)]
+        count = len(contracts)
+        columns = OptionsData.__table__.c
+        now = utcnow()
+        constants = {"ticker": checked.ticker, "fetched_at": moment, "created_at": now}
+        constants["updated_at"] = now
+        cells: dict[str, list[Any]] = {"id": _encoded(_new_ids(count), columns.id, dialect)}
+        for name in _PER_ROW[1:]:
+            values = contracts[name].tolist()
+            if name in _ALWAYS or values.count(None) < count:
+                # The decimals as they are: integer units, the staging unit.
+                cells[name] = values if name in SCALES else _encoded(values, columns[name], dialect)
+        staged = tuple(name for name in _PER_ROW if name in cells)
+        driver_rows = list(zip(*(cells[name] for name in staged), strict=True))
+        encoded_constants = {
+            name: column_encoder(columns[name], dialect)(value) for name, value in constants.items()
+        }
+        return _Staged(moment, staged, driver_rows, encoded_constants, rejected)
 
     @staticmethod
     def _snapshot(ticker: str, expiration: dt.date, as_of: dt.datetime | None) -> Any:
@@ -159,8 +274,10 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
         snapshot again inserts nothing. A bad contract (a missing strike, a
         negative bid...) rejects the call unless ``skip_invalid=True``.
         """
-        prepared = off_greenlet(  # pandas work (see twins.off_greenlet)
+        dialect = session.get_bind().dialect
+        staged = off_greenlet(  # pandas work (see twins.off_greenlet)
             self._prepare,
+            dialect,
             ticker,
             calls,
             puts,
@@ -170,39 +287,24 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
             fetched_at,
             skip_invalid,
         )
-        return self._store(session, *prepared)
+        return self._store(session, dialect.name, staged)
 
     async_store_chain = async_form(store_chain)
 
-    def _store(
-        self,
-        session: Session,
-        moment: dt.datetime,
-        contracts: builtins.list[dict[str, Any]],
-        rejected: builtins.list[RejectedContract],
-    ) -> ChainResult:
-        if not contracts:
-            return ChainResult(moment, 0, 0, rejected)
-        dialect = session.get_bind().dialect
-        now = utcnow()
-        stamps = {"created_at": now, "updated_at": now}
-        in_key_order = sorted(contracts, key=lambda c: c["contract_symbol"])
-        rows = encode_rows(
-            OptionsData.__table__,
-            _COLUMNS,
-            dialect,
-            ({"id": uuid.uuid4(), **stamps, **contract} for contract in in_key_order),
-        )
+    def _store(self, session: Session, dialect: str, staged: _Staged) -> ChainResult:
+        if not staged.rows:
+            return ChainResult(staged.fetched_at, 0, 0, staged.rejected)
         with self._translating():
             begin_write(session)
-            session.execute(text(_STAGING_DDL[dialect.name]))
-            if dialect.name == "postgresql":
+            session.execute(text(_STAGING_DDL[dialect]))
+            if dialect == "postgresql":
                 share_temporary_table(session, STAGING)
-            session.execute(text(_CLEAR[dialect.name]))
-            write_rows(session, STAGING, _COLUMNS, rows)
-            inserted = int(session.execute(_MOVE[dialect.name]).rowcount)  # type: ignore[attr-defined]
-            session.execute(text(_CLEAR[dialect.name]))
-        return ChainResult(moment, inserted, len(contracts) - inserted, rejected)
+            session.execute(text(_CLEAR))
+            write_rows(session, STAGING, staged.columns, staged.rows)
+            move = _move(dialect, staged.columns)
+            inserted = int(session.execute(move, staged.constants).rowcount)  # type: ignore[attr-defined]
+        already = len(staged.rows) - inserted
+        return ChainResult(staged.fetched_at, inserted, already, staged.rejected)
 
     def get_chain(
         self,

@@ -171,9 +171,9 @@ async def test_the_async_form_checks_the_chain_off_the_greenlet(
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         checked_in_greenlet.append(in_greenlet())
-        return chains_module.prepare_contracts(*args, **kwargs)
+        return chains_module.check_chain(*args, **kwargs)
 
-    monkeypatch.setattr("database.repositories.options.prepare_contracts", spy)
+    monkeypatch.setattr("database.repositories.options.check_chain", spy)
     async with db.get_async_session() as session:
         await options.async_store_chain(session, "NVDA", calls=chain("calls"), fetched_at=SNAPSHOT)
     assert checked_in_greenlet == [False]
