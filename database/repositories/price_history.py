@@ -190,6 +190,9 @@ def _key_encoders(dialect: Any) -> tuple[Callable[[Any], Any], Callable[[Any], A
     return column_encoder(columns.ticker, dialect), column_encoder(columns.date, dialect)
 
 
+_SEQSCAN = text("SELECT current_setting('enable_seqscan')")
+# Until the transaction ends (or set again).
+_SET_SEQSCAN = text("SELECT set_config('enable_seqscan', :value, true)")
 _NEW_KEYS = text(
     f"SELECT count(*) FROM {STAGING} s WHERE NOT EXISTS "
     "(SELECT 1 FROM price_history p WHERE p.ticker = s.ticker AND p.date = s.date)"
@@ -492,7 +495,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
             inserted, updated = result, 0
         else:
             if missing:  # a missing value keeps the stored bar's (read under the locks)
-                session.execute(_KEEP_STORED[dialect])
+                _keep_stored(session, dialect)
             if dialect == "postgresql":
                 inserted, updated = session.execute(_MERGE[dialect], params).one()
             else:
@@ -728,6 +731,22 @@ def _frame(rows: builtins.list[tuple[Any, ...]]) -> pd.DataFrame:
     frame["Date"] = pd.to_datetime(frame["Date"])
     frame["Volume"] = frame["Volume"].astype("Int64")
     return frame.set_index("Date")
+
+
+def _keep_stored(session: Session, dialect: str) -> None:
+    """Fill the staged bars' missing values from the stored bars, by index lookups.
+
+    On PostgreSQL the join is planned with sequential scans off: statistics that
+    lag the table (bars copied in moments ago, before autovacuum) made the planner
+    take price_history for a few pages and scan all of it once per staged bar.
+    """
+    if dialect != "postgresql":
+        session.execute(_KEEP_STORED[dialect])
+        return
+    previous = session.scalar(_SEQSCAN)
+    session.execute(_SET_SEQSCAN, {"value": "off"})
+    session.execute(_KEEP_STORED[dialect])
+    session.execute(_SET_SEQSCAN, {"value": previous})
 
 
 def _driver_name(session: Session) -> str:
