@@ -13,6 +13,8 @@ psycopg and asyncpg (PostgreSQL) and sqlite3 and aiosqlite (SQLite):
 - :func:`row_encoder`: the values those rows carry, from each column's own type
   (its bind processing, exactly what the ORM sends), so a bulk path stores what
   the ORM stores and cannot drift from it when a column changes;
+  :class:`ColumnRows` holds many rows as columns and makes each row only as the
+  driver takes it;
   :func:`row_decoder` the other way, for rows read through the bare driver.
   :func:`storage_scale` is the integer unit of an exact-decimal column's
   vectorised paths (millionths for ``NUMERIC(18, 6)``), read from the same type.
@@ -28,8 +30,8 @@ import contextlib
 import functools
 import itertools
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, overload
 
 from sqlalchemy import ColumnElement, Dialect, FromClause, Numeric
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,6 +46,49 @@ _NUMERIC_OID = 1700
 _DRIVER = "database.driver.connection"  # session.info key: (transaction, driver connection, name)
 
 Row = Sequence[Any]
+
+
+class ColumnRows(Sequence[tuple[Any, ...]]):
+    """Rows held as columns (equal-length lists), then ``constants`` repeated in every row.
+
+    Iterating makes each row as it is asked for, through one ``zip``: a driver's
+    ``executemany`` or ``COPY`` is done with a row before taking the next, so
+    ``zip`` reuses one tuple and a million rows never exist as a million tuples
+    (building them all first costs about as much as SQLite's inserting them).
+    """
+
+    __slots__ = ("_columns", "_constants", "_length")
+
+    def __init__(
+        self, columns: Sequence[Sequence[Any]], length: int, constants: tuple[Any, ...] = ()
+    ) -> None:
+        if any(len(column) != length for column in columns):
+            raise ValueError("every column must hold one value per row")
+        self._columns = columns
+        self._constants = constants
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        repeated = [itertools.repeat(value, self._length) for value in self._constants]
+        if not self._columns and not repeated:
+            return iter([()] * self._length)
+        return zip(*self._columns, *repeated, strict=True)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[Any, ...]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[Any, ...]]: ...
+
+    def __getitem__(self, index: int | slice) -> tuple[Any, ...] | list[tuple[Any, ...]]:
+        if isinstance(index, slice):
+            return [self[position] for position in range(*index.indices(self._length))]
+        if not -self._length <= index < self._length:
+            raise IndexError("row index out of range")
+        return (*(column[index] for column in self._columns), *self._constants)
 
 
 # -- reading -----------------------------------------------------------------------------

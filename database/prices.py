@@ -12,7 +12,6 @@ rows it rejected (ticker, date, field, value, reason) and the ranges it widened
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -21,9 +20,10 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
-from database.driver import storage_scale
+from database.driver import ColumnRows, storage_scale
 from database.exceptions import DatabaseError, ValidationError
 from database.models import PriceHistory
 from database.validation import (
@@ -107,7 +107,8 @@ _ALIASES = {
 _DROPPED = {"capital gains", "capital_gains", "repaired?"}
 
 
-Problem = tuple["pd.Series[Any]", str, "pd.Series[Any]", str]  # (rows, field, values, reason)
+# (rows, field, values, reason); rows: a boolean Series or array, True where the bar fails
+Problem = tuple["pd.Series[Any] | npt.NDArray[np.bool_]", str, "pd.Series[Any]", str]
 _Repair = tuple[int, str, int, int, str]  # (row, field, old millionths, new millionths, reason)
 
 
@@ -350,18 +351,22 @@ def _check_bars(
             {name: _one_spelling(frame.loc[:, [name]], name) for name in frame.columns.unique()}
         )
     if ticker is not None:
-        frame["ticker"] = normalize_ticker(ticker)
+        symbols: npt.NDArray[np.object_] = np.full(len(frame), normalize_ticker(ticker), object)
     elif "ticker" not in frame:
         raise ValidationError("ticker", None, "is required: pass ticker= or a ticker column")
     else:
-        tickers = {t: normalize_ticker(t) for t in frame["ticker"].unique()}
-        frame["ticker"] = frame["ticker"].map(tickers)
+        # Each distinct symbol normalised once, then spread by position (no per-row map).
+        codes, distinct = pd.factorize(frame["ticker"], use_na_sentinel=False)
+        symbols = np.array([normalize_ticker(t) for t in distinct], dtype=object)[codes]
     if "date" not in frame:
         raise ValidationError("date", None, "is required: a Date index or a date column")
     if "close" not in frame:
         raise ValidationError("close", None, "is required")
     bars = pd.DataFrame(
-        {"ticker": frame["ticker"].astype(object), "date": _as_dates(frame["date"])}
+        {
+            "ticker": pd.Series(symbols, index=frame.index, dtype=object),
+            "date": _as_dates(frame["date"]),
+        }
     )
     problems: list[Problem] = []
     original: dict[str, pd.Series] = {}
@@ -387,7 +392,7 @@ def _check_bars(
             reason=reason,
         )
         for row, field, old, new, reason in repairs
-        if not bad.iloc[row]
+        if not bad[row]
     ]
     repaired.sort(key=lambda r: (r.ticker, r.date, r.field))
     return CheckedBars(bars[~bad].reset_index(drop=True), rejected, repaired)
@@ -551,70 +556,68 @@ def _one_spelling(columns: pd.DataFrame, field: str) -> pd.Series:
     return columns.bfill(axis=1).iloc[:, 0]
 
 
-def _checks(
-    bars: pd.DataFrame, original: dict[str, pd.Series], *, repair: bool
-) -> list[tuple[pd.Series, str, pd.Series, str]]:
-    checks: list[tuple[pd.Series, str, pd.Series, str]] = []
-    close = bars["close"]
-    checks.append((close.isna(), "close", original["close"], "is required"))
-    for field in PRICE_FIELDS:
-        values = bars[field]
-        checks.append(
-            (~np.isfinite(values) & values.notna(), field, original[field], "must be finite")
-        )
-        checks.append((values <= 0, field, original[field], "must be greater than 0"))
-        # Stored to 6 places: 1e-7 would be stored as 0, which no price is.
-        places = SCALES[field]
-        units = scaled_units(values.to_numpy(dtype="float64"), places, BAR_ROUNDING)
-        rounds_to_zero = (values > 0) & (units == 0)
-        checks.append(
-            (
-                rounds_to_zero,
-                field,
-                original[field],
-                f"must be greater than 0 at {PRICE_SCALE} decimal places",
+def _checks(bars: pd.DataFrame, original: dict[str, pd.Series], *, repair: bool) -> list[Problem]:
+    """The value checks, on the columns' numpy arrays (NaN, a missing value, fails none
+    of the comparisons)."""
+    checks: list[Problem] = []
+    column = {f: bars[f].to_numpy(dtype="float64") for f in VALUE_FIELDS}
+    with np.errstate(invalid="ignore", over="ignore"):
+        checks.append((np.isnan(column["close"]), "close", original["close"], "is required"))
+        for field in PRICE_FIELDS:
+            values = column[field]
+            checks.append((np.isinf(values), field, original[field], "must be finite"))
+            checks.append((values <= 0, field, original[field], "must be greater than 0"))
+            # Stored to 6 places: 1e-7 would be stored as 0, which no price is.
+            units = scaled_units(values, SCALES[field], BAR_ROUNDING)
+            rounds_to_zero = (values > 0) & (units == 0)
+            checks.append(
+                (
+                    rounds_to_zero,
+                    field,
+                    original[field],
+                    f"must be greater than 0 at {PRICE_SCALE} decimal places",
+                )
             )
-        )
-        checks.append((values >= _LIMITS[field], field, original[field], "is too large"))
-    # Compared as stored (to 6 places): float noise beyond them is no inconsistency.
-    stored = {
-        f: pd.Series(
-            scaled_units(bars[f].to_numpy(dtype="float64"), PRICE_SCALE, BAR_ROUNDING),
-            index=bars.index,
-        )
-        for f in ("open", "high", "low", "close")
-    }
-    low, high = stored["low"], stored["high"]
-    checks.append((low > high, "low", original["low"], "is above the high"))
-    # Left after the repair (if any): beyond the tolerance, or in a bar it cannot mend.
-    farther = f" by more than {REPAIR_TOLERANCE:.0%}" if repair else ""
-    for field in ("open", "close"):
-        checks.append((stored[field] < low, field, original[field], f"is below the low{farther}"))
-        checks.append((stored[field] > high, field, original[field], f"is above the high{farther}"))
-    volume = bars["volume"]
-    checks.append((volume < 0, "volume", original["volume"], "must be at least 0"))
-    checks.append(
-        (volume.notna() & (volume % 1 != 0), "volume", original["volume"], "must be a whole number")
-    )
-    checks.append((volume >= _LIMITS["volume"], "volume", original["volume"], "is too large"))
-    for field in ("dividends", "stock_splits"):
-        checks.append((bars[field] < 0, field, original[field], "must be at least 0"))
-        checks.append((bars[field] >= _LIMITS[field], field, original[field], "is too large"))
-        checks.append((np.isinf(bars[field]), field, original[field], "must be finite"))
+            checks.append((values >= _LIMITS[field], field, original[field], "is too large"))
+        # Compared as stored (to 6 places): float noise beyond them is no inconsistency.
+        stored = {
+            f: scaled_units(column[f], PRICE_SCALE, BAR_ROUNDING)
+            for f in ("open", "high", "low", "close")
+        }
+        low, high = stored["low"], stored["high"]
+        checks.append((low > high, "low", original["low"], "is above the high"))
+        # Left after the repair (if any): beyond the tolerance, or in a bar it cannot mend.
+        farther = f" by more than {REPAIR_TOLERANCE:.0%}" if repair else ""
+        for field in ("open", "close"):
+            below, above = stored[field] < low, stored[field] > high
+            checks.append((below, field, original[field], f"is below the low{farther}"))
+            checks.append((above, field, original[field], f"is above the high{farther}"))
+        volume = column["volume"]
+        checks.append((volume < 0, "volume", original["volume"], "must be at least 0"))
+        fraction = ~np.isnan(volume) & (np.mod(volume, 1) != 0)
+        checks.append((fraction, "volume", original["volume"], "must be a whole number"))
+        checks.append((volume >= _LIMITS["volume"], "volume", original["volume"], "is too large"))
+        for field in ("dividends", "stock_splits"):
+            values = column[field]
+            checks.append((values < 0, field, original[field], "must be at least 0"))
+            checks.append((values >= _LIMITS[field], field, original[field], "is too large"))
+            checks.append((np.isinf(values), field, original[field], "must be finite"))
     return checks
 
 
-def _rejected(bars: pd.DataFrame, problems: list[Problem]) -> tuple[pd.Series, list[RejectedBar]]:
+def _rejected(
+    bars: pd.DataFrame, problems: list[Problem]
+) -> tuple[npt.NDArray[np.bool_], list[RejectedBar]]:
     """(mask of the bad rows, one report per bad row: its first problem)."""
-    bad = pd.Series(False, index=bars.index)
+    bad = np.zeros(len(bars), dtype=bool)
     rejected: list[RejectedBar] = []
     seen: set[Any] = set()
-    for mask, field, values, reason in problems:
-        mask = mask.fillna(False).astype(bool)
+    for rows, field, values, reason in problems:
+        mask = rows.fillna(False).to_numpy(dtype=bool) if isinstance(rows, pd.Series) else rows
         if not mask.any():
             continue
         bad |= mask
-        for position in np.flatnonzero(mask.to_numpy()):
+        for position in np.flatnonzero(mask):
             if position in seen:
                 continue  # one report per row: its first problem
             seen.add(position)
@@ -649,8 +652,9 @@ def staging_rows(
     prices: Literal["units", "decimals", "floats"],
     encode_date: Callable[[dt.date], Any] | None = None,
     extra: tuple[Any, ...] = (),
-) -> list[tuple[Any, ...]]:
-    """Bars as driver rows in ``BAR_FIELDS`` order (then ``extra``), None for missing.
+) -> ColumnRows:
+    """Bars as driver rows in ``BAR_FIELDS`` order (then ``extra``), None for missing;
+    kept as columns, each row made as the driver takes it (see ``ColumnRows``).
 
     ``prices``: ``"units"``, integers in units of their column's scale (``SCALES``),
     rounded by ``BAR_ROUNDING`` (the SQLite storage unit, and the staging unit on
@@ -668,9 +672,9 @@ def staging_rows(
     converted = distinct.tolist()
     if encode_date is not None:
         converted = [encode_date(day) for day in converted]
-    columns: list[Iterable[Any]] = [
+    columns: list[list[Any]] = [
         bars["ticker"].tolist(),
-        [converted[i] for i in positions.tolist()],
+        np.array(converted, dtype=object)[positions].tolist(),
     ]
     for field in VALUE_FIELDS:
         values = bars[field].to_numpy(dtype="float64")
@@ -691,5 +695,4 @@ def staging_rows(
         for position in np.flatnonzero(missing):
             cells[position] = None
         columns.append(cells)
-    columns += [itertools.repeat(value, len(bars)) for value in extra]
-    return list(zip(*columns, strict=False))  # the repeats are endless
+    return ColumnRows(columns, len(bars), extra)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -234,7 +234,7 @@ class LatestClose:
 
 @dataclass(frozen=True)
 class _Batch:
-    rows: list[tuple[Any, ...]]
+    rows: Sequence[tuple[Any, ...]]
     rejected: list[RejectedBar]
     repaired: list[RepairedBar]
     tickers: frozenset[str]
