@@ -6,7 +6,10 @@ psycopg and asyncpg (PostgreSQL) and sqlite3 and aiosqlite (SQLite):
 - :func:`fetch_all` / :func:`async_fetch_all`: one fixed statement (written with
   ``?`` placeholders) through the bare driver, inside the session's
   transaction. SQLAlchemy's result processing costs more than the query itself
-  for a 5,000-row frame or a single cache hit.
+  for a 5,000-row frame or a single cache hit. A :class:`Read` is such a
+  statement with what to make of its rows, written once and run by
+  :func:`run_read` or, awaiting the driver with no greenlet trip of its own,
+  :func:`async_run_read`.
 - :func:`write_rows` / :func:`async_write_rows`: rows into a table, ``COPY`` on
   PostgreSQL and ``executemany`` on SQLite; :func:`execute_many`: any statement
   once per row.
@@ -31,7 +34,8 @@ import functools
 import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, overload
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, overload
 
 from sqlalchemy import ColumnElement, Dialect, FromClause, Numeric
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,6 +50,7 @@ _NUMERIC_OID = 1700
 _DRIVER = "database.driver.connection"  # session.info key: (transaction, driver connection, name)
 
 Row = Sequence[Any]
+R = TypeVar("R")
 
 
 class ColumnRows(Sequence[tuple[Any, ...]]):
@@ -120,6 +125,28 @@ async def async_fetch_all(
         return [tuple(row) for row in await driver.fetch(_numbered(sql), *params)]
     async with driver.execute(sql, params) as cursor:
         return list(await cursor.fetchall())
+
+
+@dataclass(frozen=True)
+class Read(Generic[R]):
+    """A point read: one fixed statement (``?`` placeholders), its parameters, and what
+    to make of the rows it returns. Built once by a repository (checking its input
+    before any SQL), then run on either kind of session."""
+
+    sql: str
+    params: Sequence[Any]
+    result: Callable[[list[tuple[Any, ...]]], R]
+
+
+def run_read(session: Session, read: Read[R]) -> R:
+    """``read`` on the session's connection."""
+    return read.result(fetch_all(session, read.sql, read.params))
+
+
+async def async_run_read(session: AsyncSession, read: Read[R]) -> R:
+    """``read`` on an AsyncSession: the driver awaited directly on the event loop, so
+    the read costs no greenlet trip beyond the transaction's first (its connection)."""
+    return read.result(await async_fetch_all(session, read.sql, read.params))
 
 
 # -- writing -----------------------------------------------------------------------------

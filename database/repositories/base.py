@@ -20,8 +20,9 @@ from sqlalchemy import ColumnElement, Delete, Select, Uuid, delete, exists, func
 from sqlalchemy import inspect as inspect_instance
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, make_transient_to_detached, object_session
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
+from database.driver import Read, async_run_read, run_read
 from database.exceptions import (
     DatabaseError,
     NotFoundError,
@@ -36,6 +37,7 @@ from database.repositories.criteria import Criteria, check_page, to_uuid
 from database.repositories.twins import async_form
 
 ModelT = TypeVar("ModelT", bound=Base)
+R = TypeVar("R")
 
 
 def _at_the_boundary(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -113,6 +115,16 @@ class BaseRepository(Generic[ModelT]):
                 set_committed_value(instance, relationship.key, ())
         return instance
 
+    def _read(self, session: Session, read: Read[R]) -> R:
+        """A point read (see :class:`database.driver.Read`), its errors translated."""
+        with self._translating():
+            return run_read(session, read)
+
+    async def _async_read(self, session: AsyncSession, read: Read[R]) -> R:
+        """:meth:`_read` awaited on the event loop: no ``run_sync`` greenlet trip."""
+        with self._translating():
+            return await async_run_read(session, read)
+
     def _persistent(self, session: Session, values: Mapping[str, Any]) -> ModelT:
         """A row read through the bare driver (as model values) as the session's instance
         of it: the one its identity map already holds, else a new persistent one, which
@@ -125,8 +137,9 @@ class BaseRepository(Generic[ModelT]):
         if found is not None:
             return found  # type: ignore[no-any-return]
         instance: ModelT = mapper.class_manager.new_instance()
-        for name, value in values.items():
-            set_committed_value(instance, name, value)
+        # A new instance has no history and nothing expired: its committed values are its
+        # dict (what set_committed_value would leave, attribute by attribute).
+        instance_state(instance).dict.update(values)
         make_transient_to_detached(instance)
         session.add(instance)
         return instance

@@ -18,12 +18,12 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Delete, Select, delete, select
+from sqlalchemy import Delete, Dialect, Select, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from database import codec
-from database.driver import column_encoder, fetch_all
+from database.driver import Read, column_encoder
 from database.exceptions import InvalidCriteriaError, ValidationError
 from database.models import DataType, MarketDataCache
 from database.models.base import utcnow
@@ -102,6 +102,11 @@ def _data_type(value: DataType | str) -> DataType:
 def data_kind(data_type: DataType | str) -> str:
     """The data type's value, as the statistics count it; a ValidationError if none."""
     return _data_type(data_type).value
+
+
+@functools.lru_cache(maxsize=8)
+def _expires_at_encoder(dialect: Dialect) -> Callable[[Any], Any]:
+    return column_encoder(MarketDataCache.__table__.c.expires_at, dialect)
 
 
 class MarketDataRepository(BaseRepository[MarketDataCache]):
@@ -198,10 +203,7 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
 
     @staticmethod
     def _hit_params(session: Session | AsyncSession, key: str) -> list[Any]:
-        expires_at = column_encoder(
-            MarketDataCache.__table__.c.expires_at, session.get_bind().dialect
-        )
-        return [key, expires_at(utcnow())]
+        return [key, _expires_at_encoder(session.get_bind().dialect)(utcnow())]
 
     @staticmethod
     def _payload(data_type: DataType | str, rows: list[tuple[Any, ...]]) -> Any:
@@ -215,13 +217,16 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
 
     def _lookup(
         self, session: Session, ticker: str, data_type: DataType | str, parameters: Any
-    ) -> Any:
-        """The fresh payload or MISSING, counted: the read of database.services.market_data."""
-        # The hot path: one fixed statement through the bare driver.
+    ) -> Read[Any]:
+        """The read of a fresh payload (MISSING if none), counted as a hit or a miss: the
+        hot path, one fixed statement through the bare driver. Used by
+        database.services.market_data too."""
         key = self.make_cache_key(ticker, data_type, parameters)
-        with self._translating():
-            rows = fetch_all(session, _HIT_SQL, self._hit_params(session, key))
-        return off_greenlet(self._payload, data_type, rows)  # decoding: numpy and pandas
+
+        def payload(rows: list[tuple[Any, ...]]) -> Any:
+            return off_greenlet(self._payload, data_type, rows)  # decoding: numpy and pandas
+
+        return Read(_HIT_SQL, self._hit_params(session, key), payload)
 
     def get_cached_entry(
         self,
@@ -245,10 +250,21 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
         default: Any = None,
     ) -> Any:
         """The cached payload if fresh, else ``default``; counted as a hit or a miss."""
-        found = self._lookup(session, ticker, data_type, parameters)
+        found = self._read(session, self._lookup(session, ticker, data_type, parameters))
         return default if found is MISSING else found
 
-    async_get_cached_data = async_form(get_cached_data)
+    async def async_get_cached_data(
+        self,
+        session: AsyncSession,
+        ticker: str,
+        data_type: DataType | str,
+        parameters: dict[str, Any] | None = None,
+        default: Any = None,
+    ) -> Any:
+        """The async form of :meth:`get_cached_data`: the same read, the driver awaited."""
+        read = self._lookup(session.sync_session, ticker, data_type, parameters)
+        found = await self._async_read(session, read)
+        return default if found is MISSING else found
 
     def cache_market_data(
         self,

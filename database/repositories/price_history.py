@@ -28,10 +28,12 @@ import pandas as pd
 from sqlalchemy import Select, bindparam, exists, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.types import Text
 
 from database.driver import (
+    Read,
     column_encoder,
     execute_many,
     fetch_all,
@@ -569,33 +571,40 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
 
     def _last_bar(
         self, session: Session, ticker: str, on_or_before: dt.date | None
-    ) -> PriceHistory | None:
+    ) -> Read[PriceHistory | None]:
         """A point read at the driver's cost: one fixed statement through the bare driver
         (on asyncpg no BEGIN or COMMIT round trip), the row decoded by the columns' own
         types into the session's instance of it."""
         dialect = session.get_bind().dialect
-        ticker = normalize_ticker(ticker)
         encode = _key_encoders(dialect)
-        params = [encode[0](ticker)]
+        params = [encode[0](normalize_ticker(ticker))]
         if on_or_before is not None:
             params.append(encode[1](on_or_before))
-        with self._translating():
-            rows = fetch_all(session, _LAST_BAR_SQL[on_or_before is not None], params)
-            if not rows:
-                return None
-            return self._persistent(session, _bar_decoder(dialect)(rows[0]))
+        decode = _bar_decoder(dialect)
+
+        def bar(rows: builtins.list[tuple[Any, ...]]) -> PriceHistory | None:
+            return self._persistent(session, decode(rows[0])) if rows else None
+
+        return Read(_LAST_BAR_SQL[on_or_before is not None], params, bar)
 
     def get_latest(self, session: Session, ticker: str) -> PriceHistory | None:
         """The last stored bar of ``ticker``, or None."""
-        return self._last_bar(session, ticker, None)
+        return self._read(session, self._last_bar(session, ticker, None))
 
-    async_get_latest = async_form(get_latest)
+    async def async_get_latest(self, session: AsyncSession, ticker: str) -> PriceHistory | None:
+        """The async form of :meth:`get_latest`: the same read, the driver awaited."""
+        return await self._async_read(session, self._last_bar(session.sync_session, ticker, None))
 
     def get_close_as_of(self, session: Session, ticker: str, day: dt.date) -> PriceHistory | None:
         """The bar of the last trading day on or before ``day``."""
-        return self._last_bar(session, ticker, _day(day, "day"))
+        return self._read(session, self._last_bar(session, ticker, _day(day, "day")))
 
-    async_get_close_as_of = async_form(get_close_as_of)
+    async def async_get_close_as_of(
+        self, session: AsyncSession, ticker: str, day: dt.date
+    ) -> PriceHistory | None:
+        """The async form of :meth:`get_close_as_of`: the same read, the driver awaited."""
+        read = self._last_bar(session.sync_session, ticker, _day(day, "day"))
+        return await self._async_read(session, read)
 
     def get_latest_closes(self, session: Session, tickers: Iterable[str]) -> dict[str, LatestClose]:
         """The latest close of each ticker that has bars, in one query."""

@@ -9,6 +9,11 @@ an async form costs one switch into SQLAlchemy's greenlet per call rather than
 one per statement. The form looks the method up by name on the repository, so
 a subclass that overrides ``name`` gets its own ``async_name`` with no more code.
 
+The exceptions are the point reads (``get_latest``, ``get_close_as_of``,
+``get_cached_data``): each builds one :class:`database.driver.Read` (statement,
+parameters, what to make of the rows) and runs it with ``_read`` or, awaiting the
+driver without a greenlet trip of its own, ``_async_read``; still one body.
+
 numpy and pandas work in such a body goes through :func:`off_greenlet`.
 """
 
