@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 
-from sqlalchemy import ColumnElement, Dialect, FromClause, Numeric
+from sqlalchemy import ColumnElement, Connection, Dialect, FromClause, Numeric
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.util import await_, greenlet_spawn
@@ -101,30 +101,36 @@ class ColumnRows(Sequence[tuple[Any, ...]]):
 
 def fetch_all(session: Session, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
     """Rows of ``sql`` (``?`` placeholders) as tuples, on the session's connection."""
-    driver, name = _driver_of(session)
-    if name == "asyncpg":  # an AsyncSession's work under run_sync
-        return [tuple(row) for row in await_(driver.fetch(_numbered(sql), *params))]
-    if name == "psycopg":
-        with driver.cursor() as cursor:
-            cursor.execute(sql.replace("?", "%s"), params)
-            return list(cursor.fetchall())
-    if name == "aiosqlite":
-        cursor = await_(driver.execute(sql, params))
-        rows = await_(cursor.fetchall())
-        await_(cursor.close())
-        return list(rows)
-    return list(driver.execute(sql, params).fetchall())
+    connection, driver, name = _driver_of(session)
+    with _invalidated_if_lost(connection, driver, name):
+        if name == "asyncpg":  # an AsyncSession's work under run_sync
+            return [tuple(row) for row in await_(driver.fetch(_numbered(sql), *params))]
+        if name == "psycopg":
+            with driver.cursor() as cursor:
+                cursor.execute(sql.replace("?", "%s"), params)
+                return list(cursor.fetchall())
+        if name == "aiosqlite":
+            cursor = await_(driver.execute(sql, params))
+            rows = await_(cursor.fetchall())
+            await_(cursor.close())
+            return list(rows)
+        return list(driver.execute(sql, params).fetchall())
 
 
 async def async_fetch_all(
     session: AsyncSession, sql: str, params: Sequence[Any]
 ) -> list[tuple[Any, ...]]:
     """:func:`fetch_all` for an AsyncSession, awaiting the async driver directly."""
-    driver, name = await _async_driver_of(session)
-    if name == "asyncpg":
-        return [tuple(row) for row in await driver.fetch(_numbered(sql), *params)]
-    async with driver.execute(sql, params) as cursor:
-        return list(await cursor.fetchall())
+    connection, driver, name = await _async_driver_of(session)
+    try:
+        if name == "asyncpg":
+            return [tuple(row) for row in await driver.fetch(_numbered(sql), *params)]
+        async with driver.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+    except Exception as error:
+        if _lost(driver, name):
+            await greenlet_spawn(connection.invalidate, error)
+        raise
 
 
 @dataclass(frozen=True)
@@ -157,16 +163,18 @@ def write_rows(session: Session, table: str, columns: Sequence[str], rows: Seque
     ``COPY`` on PostgreSQL, one ``executemany`` on SQLite; in the session's transaction."""
     if not rows:
         return
-    driver, name = _driver_of(session)
+    connection, driver, name = _driver_of(session)
     names = ", ".join(columns)
-    if name == "asyncpg":
-        await_(copy_records(driver, table, rows, list(columns)))
-    elif name == "psycopg":
-        with driver.cursor() as cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-    else:
-        execute_many(session, _insert_sql(table, tuple(columns)), rows)
+    with _invalidated_if_lost(connection, driver, name):
+        if name == "asyncpg":
+            await_(copy_records(driver, table, rows, list(columns)))
+        elif name == "psycopg":
+            copying = f"COPY {table} ({names}) FROM STDIN"
+            with driver.cursor() as cursor, cursor.copy(copying) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            execute_many(session, _insert_sql(table, tuple(columns)), rows)
 
 
 def execute_many(session: Session, sql: str, rows: Sequence[Row]) -> None:
@@ -174,16 +182,17 @@ def execute_many(session: Session, sql: str, rows: Sequence[Row]) -> None:
     ``executemany``, in the session's transaction."""
     if not rows:
         return
-    driver, name = _driver_of(session)
-    if name == "asyncpg":
-        await_(driver.executemany(_numbered(sql), rows))
-    elif name == "psycopg":
-        with driver.cursor() as cursor:
-            cursor.executemany(sql.replace("?", "%s"), rows)
-    elif name == "aiosqlite":
-        await_(driver.executemany(sql, rows))
-    else:
-        driver.executemany(sql, rows)
+    connection, driver, name = _driver_of(session)
+    with _invalidated_if_lost(connection, driver, name):
+        if name == "asyncpg":
+            await_(driver.executemany(_numbered(sql), rows))
+        elif name == "psycopg":
+            with driver.cursor() as cursor:
+                cursor.executemany(sql.replace("?", "%s"), rows)
+        elif name == "aiosqlite":
+            await_(driver.executemany(sql, rows))
+        else:
+            driver.executemany(sql, rows)
 
 
 async def async_write_rows(
@@ -192,11 +201,16 @@ async def async_write_rows(
     """:func:`write_rows` for an AsyncSession, awaiting the async driver directly."""
     if not rows:
         return
-    driver, name = await _async_driver_of(session)
-    if name == "asyncpg":
-        await copy_records(driver, table, rows, list(columns))
-    else:
-        await driver.executemany(_insert_sql(table, tuple(columns)), rows)
+    connection, driver, name = await _async_driver_of(session)
+    try:
+        if name == "asyncpg":
+            await copy_records(driver, table, rows, list(columns))
+        else:
+            await driver.executemany(_insert_sql(table, tuple(columns)), rows)
+    except Exception as error:
+        if _lost(driver, name):
+            await greenlet_spawn(connection.invalidate, error)
+        raise
 
 
 async def copy_records(driver: Any, table: str, records: Sequence[Any], columns: list[str]) -> None:
@@ -309,21 +323,63 @@ def storage_scale(column: ColumnElement[Any]) -> int:
 # -- the session's driver connection -----------------------------------------------------
 
 
-def _driver_of(session: Session) -> tuple[Any, str]:
+def _driver_of(session: Session) -> tuple[Connection, Any, str]:
+    """The session's connection (begun), its driver connection and the driver's name.
+
+    On asyncpg, SQLAlchemy's adapter sends BEGIN only with its first statement. A
+    bare read before that runs on its own; under READ COMMITTED (each statement
+    its own snapshot) that is the same as inside the transaction, and saves the
+    BEGIN and COMMIT round trips. Under a snapshot isolation level (REPEATABLE
+    READ, SERIALIZABLE) the transaction's snapshot must include the read, so the
+    transaction is begun first, by SQLAlchemy.
+    """
     connection = session.connection()
-    return connection.connection.driver_connection, connection.dialect.driver
+    driver: Any = connection.connection.driver_connection
+    name = connection.dialect.driver
+    if name == "asyncpg" and not driver.is_in_transaction() and _snapshot_isolation(connection):
+        connection.exec_driver_sql("SELECT 1")  # the adapter's BEGIN (with its isolation)
+    return connection, driver, name
 
 
-async def _async_driver_of(session: AsyncSession) -> tuple[Any, str]:
-    """The driver connection, remembered for the session's current transaction (it cannot
+def _snapshot_isolation(connection: Connection) -> bool:
+    level = connection.get_execution_options().get("isolation_level")
+    level = level or connection.default_isolation_level or ""
+    return str(level).upper().replace("_", " ") in ("REPEATABLE READ", "SERIALIZABLE")
+
+
+async def _async_driver_of(session: AsyncSession) -> tuple[Connection, Any, str]:
+    """:func:`_driver_of`, remembered for the session's current transaction (it cannot
     change within one), which saves two greenlet round trips a call."""
     transaction = session.sync_session.get_transaction()
     remembered = session.info.get(_DRIVER)
     if transaction is not None and remembered is not None and remembered[0] is transaction:
-        return remembered[1], remembered[2]
-    driver, name = await greenlet_spawn(_driver_of, session.sync_session)  # one switch, not two
-    session.info[_DRIVER] = (session.sync_session.get_transaction(), driver, name)
-    return driver, name
+        return remembered[1]  # type: ignore[no-any-return]
+    found = await greenlet_spawn(_driver_of, session.sync_session)  # one switch, not two
+    session.info[_DRIVER] = (session.sync_session.get_transaction(), found)
+    return found
+
+
+def _lost(driver: Any, name: str) -> bool:
+    """Whether the driver connection is gone (closed by the server, the network, a kill)."""
+    if name == "asyncpg":
+        return bool(driver.is_closed())
+    if name == "psycopg":
+        return bool(driver.closed or driver.broken)
+    return False  # SQLite: a file, no connection to lose
+
+
+@contextlib.contextmanager
+def _invalidated_if_lost(connection: Connection, driver: Any, name: str) -> Iterator[None]:
+    """On an error that left the driver connection closed, invalidate the SQLAlchemy
+    connection, as SQLAlchemy does for its own statements: the pool then discards
+    it rather than handing the dead connection to the next session, and the
+    session's rollback does not try to use it."""
+    try:
+        yield
+    except Exception as error:
+        if _lost(driver, name):
+            connection.invalidate(error)
+        raise
 
 
 @functools.lru_cache(maxsize=64)

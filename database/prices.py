@@ -253,6 +253,8 @@ def trading_day(value: Any, field: str) -> dt.date:
     a datetime (or pandas Timestamp) stands for its calendar date in its own time zone
     (``2024-01-02 23:00-05:00`` is 2 January); text and ``numpy.datetime64`` as pandas
     reads them (``"2024-01-02"``). Numbers and anything else are refused."""
+    if value is pd.NaT:  # a datetime subclass, whose date() is the year 1
+        raise ValidationError(field, value, "is missing (NaT)")
     if isinstance(value, dt.datetime):
         return exact_datetime(value).date()
     if isinstance(value, dt.date):
@@ -351,7 +353,10 @@ def _check_bars(
             {name: _one_spelling(frame.loc[:, [name]], name) for name in frame.columns.unique()}
         )
     if ticker is not None:
-        symbols: npt.NDArray[np.object_] = np.full(len(frame), normalize_ticker(ticker), object)
+        symbol = normalize_ticker(ticker)
+        if "ticker" in frame:
+            _refuse_other_tickers(frame["ticker"], symbol)
+        symbols: npt.NDArray[np.object_] = np.full(len(frame), symbol, object)
     elif "ticker" not in frame:
         raise ValidationError("ticker", None, "is required: pass ticker= or a ticker column")
     else:
@@ -396,6 +401,22 @@ def _check_bars(
     ]
     repaired.sort(key=lambda r: (r.ticker, r.date, r.field))
     return CheckedBars(bars[~bad].reset_index(drop=True), rejected, repaired)
+
+
+def _refuse_other_tickers(column: pd.Series, ticker: str) -> None:
+    """``ticker=`` with a ticker column: every row's symbol must be that ticker."""
+    others = sorted({str(t) for t in column.unique() if _normalized_or_none(t) != ticker})
+    if others:
+        raise ValidationError(
+            "ticker", ticker, f"does not match the ticker column's {', '.join(others[:5])}"
+        )
+
+
+def _normalized_or_none(value: Any) -> str | None:
+    try:
+        return normalize_ticker(value)
+    except ValidationError:
+        return None
 
 
 # -- yf.download()'s two-level columns ------------------------------------------------

@@ -364,7 +364,7 @@ def _repr_units(value: float, scale: int, rounding: Rounding) -> int:
 def to_utc(value: Any, field: str) -> dt.datetime:
     """Aware datetimes are converted to UTC; naive ones are taken to be UTC already
     (``datetime.utcnow()`` is common in callers)."""
-    if type(value) is dt.datetime and value.tzinfo is dt.UTC:
+    if type(value) is dt.datetime and value.tzinfo is dt.UTC and not value.fold:
         return value  # already an exact UTC datetime: the common case, in bulk
     if not isinstance(value, dt.datetime) or _is_nat(value):
         raise ValidationError(field, value, "must be a datetime")

@@ -116,13 +116,19 @@ class BaseRepository(Generic[ModelT]):
         return instance
 
     def _read(self, session: Session, read: Read[R]) -> R:
-        """A point read (see :class:`database.driver.Read`), its errors translated."""
+        """A point read (see :class:`database.driver.Read`), its errors translated; the
+        session's pending changes flushed first, as a query would (autoflush)."""
         with self._translating():
+            if _autoflushes(session):
+                session.flush()
             return run_read(session, read)
 
     async def _async_read(self, session: AsyncSession, read: Read[R]) -> R:
-        """:meth:`_read` awaited on the event loop: no ``run_sync`` greenlet trip."""
+        """:meth:`_read` awaited on the event loop: no ``run_sync`` greenlet trip (but for
+        a flush of pending changes)."""
         with self._translating():
+            if _autoflushes(session.sync_session):
+                await session.flush()
             return await async_run_read(session, read)
 
     def _persistent(self, session: Session, values: Mapping[str, Any]) -> ModelT:
@@ -135,6 +141,12 @@ class BaseRepository(Generic[ModelT]):
         )
         found = session.identity_map.get(key)
         if found is not None:
+            # As a query loads an instance it already holds: its loaded values (and
+            # changes) kept, the expired and unloaded ones taken from the row.
+            loaded = instance_state(found).dict
+            for name, value in values.items():
+                if name not in loaded:
+                    set_committed_value(found, name, value)
             return found  # type: ignore[no-any-return]
         instance: ModelT = mapper.class_manager.new_instance()
         # A new instance has no history and nothing expired: its committed values are its
@@ -496,3 +508,8 @@ class BaseRepository(Generic[ModelT]):
 
 
 _guard_public_methods(BaseRepository)
+
+
+def _autoflushes(session: Session) -> bool:
+    """Whether a query would flush first: autoflush on, and something to flush."""
+    return session.autoflush and bool(session.new or session.dirty or session.deleted)

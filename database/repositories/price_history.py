@@ -306,15 +306,10 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
     @staticmethod
     def _raise_duplicates(rows: list[Any]) -> None:
         if rows:
+            days = [(t, d if isinstance(d, dt.date) else dt.date.fromisoformat(d)) for t, d in rows]
             rejected = [
-                RejectedBar(
-                    t,
-                    d if isinstance(d, dt.date) else dt.date.fromisoformat(d),
-                    "date",
-                    d,
-                    "appears more than once in the batch",
-                )
-                for t, d in rows
+                RejectedBar(t, day, "date", day, "appears more than once in the batch")
+                for t, day in days
             ]
             raise PriceValidationError(rejected)
 

@@ -166,6 +166,61 @@ async def test_a_backend_killed_between_statements_async(
         assert (await session.execute(text("SELECT 1"))).scalar() == 1
 
 
+def seed_bar(manager: DatabaseManager) -> None:
+    with manager.get_session() as session:
+        PriceHistoryRepository().upsert(
+            session,
+            [
+                {
+                    "ticker": "AAPL",
+                    "date": "2024-01-02",
+                    "open": 1,
+                    "high": 2,
+                    "low": 1,
+                    "close": 1.5,
+                    "volume": 10,
+                }
+            ],
+        )
+
+
+def test_a_backend_killed_under_a_point_read_is_not_pooled_again_sync(
+    manager: DatabaseManager, fault_url: str, app_name: str
+) -> None:
+    prices, cache = PriceHistoryRepository(), MarketDataRepository()
+    seed_bar(manager)
+    with manager.get_session() as session:
+        session.connection()
+        assert kill(fault_url, app_name) == 1
+        with pytest.raises(DatabaseUnavailableError) as caught:
+            prices.get_latest(session, "AAPL")
+        assert caught.value.retryable
+        session.rollback()  # the dead connection was invalidated: nothing left to fail
+        assert prices.get_latest(session, "AAPL") is not None  # on a new connection
+    for _ in range(3):  # the pool handed it out no more
+        with manager.get_session() as session:
+            assert prices.get_close_as_of(session, "AAPL", "2024-01-05") is not None
+            assert cache.get_cached_data(session, "AAPL", "price_history") is None
+
+
+async def test_a_backend_killed_under_a_point_read_is_not_pooled_again_async(
+    manager: DatabaseManager, fault_url: str, app_name: str
+) -> None:
+    prices, cache = PriceHistoryRepository(), MarketDataRepository()
+    await asyncio.to_thread(seed_bar, manager)
+    async with manager.get_async_session() as session:
+        await session.connection()
+        assert await asyncio.to_thread(kill, fault_url, app_name) >= 1
+        with pytest.raises(DatabaseUnavailableError) as caught:
+            await cache.async_get_cached_data(session, "AAPL", "price_history")
+        assert caught.value.retryable
+        await session.rollback()
+        assert await prices.async_get_latest(session, "AAPL") is not None
+    for _ in range(3):
+        async with manager.get_async_session() as session:
+            assert await prices.async_get_close_as_of(session, "AAPL", "2024-01-05") is not None
+
+
 def test_a_backend_killed_mid_transaction_writes_nothing(
     manager: DatabaseManager, fault_url: str, app_name: str
 ) -> None:

@@ -361,9 +361,12 @@ async def test_a_bad_bar_in_a_later_batch_leaves_nothing_of_the_call(
     calm.iloc[450:452, calm.columns.get_loc("Low")] = 39.0
     calm.iloc[450:452, calm.columns.get_loc("Open")] = 40.0
     duplicated = pd.concat([calm, calm.iloc[[10]]])  # the repeat lands in another batch
-    with pytest.raises(PriceValidationError, match="more than once"):
+    with pytest.raises(PriceValidationError, match="more than once") as caught:
         await uow(prices.upsert, duplicated, ticker="CALM")
     assert sql.count("price_history") == 0
+    day = dt.date.fromisoformat(str(calm.index[10])[:10])
+    # The same report on both backends: the day as a date, also as the value.
+    assert [(r.ticker, r.date, r.value) for r in caught.value.rejected] == [("CALM", day, day)]
 
 
 async def test_the_frame_read_is_in_yfinance_shape(uow: UnitOfWork) -> None:
