@@ -33,7 +33,7 @@ import contextlib
 import functools
 import itertools
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 
@@ -47,7 +47,7 @@ from database.types import ExactDecimal
 
 _PLACEHOLDER = re.compile(r"\?")
 _NUMERIC_OID = 1700
-_DRIVER = "database.driver.connection"  # session.info key: (transaction, driver connection, name)
+_DRIVER = "database.driver.connection"  # session.info key: (transaction, _driver_of's triple)
 
 Row = Sequence[Any]
 R = TypeVar("R")
@@ -122,15 +122,11 @@ async def async_fetch_all(
 ) -> list[tuple[Any, ...]]:
     """:func:`fetch_all` for an AsyncSession, awaiting the async driver directly."""
     connection, driver, name = await _async_driver_of(session)
-    try:
+    async with _async_invalidated_if_lost(connection, driver, name):
         if name == "asyncpg":
             return [tuple(row) for row in await driver.fetch(_numbered(sql), *params)]
         async with driver.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
-    except Exception as error:
-        if _lost(driver, name):
-            await greenlet_spawn(connection.invalidate, error)
-        raise
 
 
 @dataclass(frozen=True)
@@ -202,15 +198,11 @@ async def async_write_rows(
     if not rows:
         return
     connection, driver, name = await _async_driver_of(session)
-    try:
+    async with _async_invalidated_if_lost(connection, driver, name):
         if name == "asyncpg":
             await copy_records(driver, table, rows, list(columns))
         else:
             await driver.executemany(_insert_sql(table, tuple(columns)), rows)
-    except Exception as error:
-        if _lost(driver, name):
-            await greenlet_spawn(connection.invalidate, error)
-        raise
 
 
 async def copy_records(driver: Any, table: str, records: Sequence[Any], columns: list[str]) -> None:
@@ -379,6 +371,20 @@ def _invalidated_if_lost(connection: Connection, driver: Any, name: str) -> Iter
     except Exception as error:
         if _lost(driver, name):
             connection.invalidate(error)
+        raise
+
+
+@contextlib.asynccontextmanager
+async def _async_invalidated_if_lost(
+    connection: Connection, driver: Any, name: str
+) -> AsyncIterator[None]:
+    """:func:`_invalidated_if_lost` around awaited driver calls (the invalidation runs
+    in SQLAlchemy's greenlet: closing an async driver connection is awaited)."""
+    try:
+        yield
+    except Exception as error:
+        if _lost(driver, name):
+            await greenlet_spawn(connection.invalidate, error)
         raise
 
 

@@ -219,8 +219,7 @@ class MarketDataRepository(BaseRepository[MarketDataCache]):
         self, session: Session, ticker: str, data_type: DataType | str, parameters: Any
     ) -> Read[Any]:
         """The read of a fresh payload (MISSING if none), counted as a hit or a miss: the
-        hot path, one fixed statement through the bare driver. Used by
-        database.services.market_data too."""
+        hot path, one fixed statement through the bare driver."""
         key = self.make_cache_key(ticker, data_type, parameters)
 
         def payload(rows: list[tuple[Any, ...]]) -> Any:

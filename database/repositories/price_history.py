@@ -568,8 +568,9 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         self, session: Session, ticker: str, on_or_before: dt.date | None
     ) -> Read[PriceHistory | None]:
         """A point read at the driver's cost: one fixed statement through the bare driver
-        (on asyncpg no BEGIN or COMMIT round trip), the row decoded by the columns' own
-        types into the session's instance of it."""
+        (on asyncpg under READ COMMITTED no BEGIN or COMMIT round trip: see
+        ``driver._driver_of``), the row decoded by the columns' own types into the
+        session's instance of it."""
         dialect = session.get_bind().dialect
         encode = _key_encoders(dialect)
         params = [encode[0](normalize_ticker(ticker))]
