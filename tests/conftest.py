@@ -52,7 +52,13 @@ def postgres_server_url() -> Iterator[str]:
 
 
 def recreate_database(server_url: str, name: str) -> str:
-    """Drop and create ``name`` on the server; return its URL (plain postgresql://)."""
+    """Drop and create ``name`` on the server; return its URL (plain postgresql://).
+
+    Under pytest-xdist the worker's id is appended, so workers sharing a server
+    (``TEST_DATABASE_URL``) never drop each other's databases.
+    """
+    if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+        name = f"{name}_{worker}"
     url = make_url(server_url).set(drivername="postgresql")
     with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -158,21 +164,33 @@ def sql(database_url: str) -> Iterator[RawSQL]:
 # -- a visible account of what ran on which backend ------------------------------------
 
 
-_backend_of: dict[str, str] = {}
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Carried in each test's report, so the summary counts them under xdist too.
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "backend" in callspec.params:
-            _backend_of[item.nodeid] = callspec.params["backend"]
+            item.user_properties.append(("backend", callspec.params["backend"]))
+
+
+def _backend_of(report: Any) -> str | None:
+    for name, value in getattr(report, "user_properties", ()):
+        if name == "backend":
+            return str(value)
+    return None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto``: one worker per core, but one in all on a shared server
+    (``TEST_DATABASE_URL``): cluster-wide objects such as roles are not per database."""
+    return 1 if os.environ.get("TEST_DATABASE_URL") else None
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     outcomes: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for outcome in ("passed", "failed", "error", "skipped"):
         for report in terminalreporter.stats.get(outcome, []):
-            backend = _backend_of.get(getattr(report, "nodeid", ""))
+            backend = _backend_of(report)
             if backend is not None and getattr(report, "when", "call") in ("call", "setup"):
                 if outcome == "passed" and report.when != "call":
                     continue

@@ -14,8 +14,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from sqlalchemy.engine import make_url
 
 
 class PostgresUnavailableError(RuntimeError):
@@ -136,3 +139,94 @@ def throwaway_server(*, durable: bool = False) -> Iterator[ThrowawayPostgres]:
                 server.stop()
     finally:
         server.remove()
+
+
+class PgBouncerUnavailableError(RuntimeError):
+    pass
+
+
+def pgbouncer_binary() -> str | None:
+    """The installed ``pgbouncer`` (Debian puts it in /usr/sbin), or None."""
+    return shutil.which("pgbouncer") or next(
+        (str(p) for p in (Path("/usr/sbin/pgbouncer"), Path("/usr/bin/pgbouncer")) if p.exists()),
+        None,
+    )
+
+
+class ThrowawayPgBouncer:
+    """A ``pgbouncer`` in transaction pooling mode in front of a server, on a free port."""
+
+    def __init__(self, server: ThrowawayPostgres | str, *, pool_size: int = 40) -> None:
+        binary = pgbouncer_binary()
+        if binary is None:
+            raise PgBouncerUnavailableError(
+                "pgbouncer is not installed (apt-get install pgbouncer)"
+            )
+        target = make_url(server.url if isinstance(server, ThrowawayPostgres) else server)
+        self.binary = binary
+        self.user = _run_as()
+        self.root = Path(tempfile.mkdtemp(prefix="buffetbot-pgbouncer-"))
+        self.port = _free_port()
+        self.log = self.root / "pgbouncer.log"
+        users = self.root / "users.txt"
+        users.write_text(f'"{target.username or "postgres"}" ""\n')
+        self.config = self.root / "pgbouncer.ini"
+        self.config.write_text(
+            "[databases]\n"
+            f"* = host={target.host or '127.0.0.1'} port={target.port or 5432}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {users}\n"
+            "pool_mode = transaction\n"
+            f"max_client_conn = 1000\ndefault_pool_size = {pool_size}\n"
+            f"logfile = {self.log}\npidfile = {self.root / 'pgbouncer.pid'}\n"
+            # What libpq and asyncpg send at start-up that PgBouncer does not track.
+            "ignore_startup_parameters = extra_float_digits\n"
+        )
+        if self.user is not None:
+            account = pwd.getpwnam(self.user)
+            for path in (self.root, users, self.config):
+                os.chown(path, account.pw_uid, account.pw_gid)
+        self.url = target.set(port=self.port).render_as_string(hide_password=False)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            [self.binary, str(self.config)],
+            user=self.user,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                detail = self.log.read_text() if self.log.exists() else ""
+                raise PgBouncerUnavailableError(f"pgbouncer exited at start: {detail}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=1),
+            ):
+                return
+            time.sleep(0.05)
+        raise PgBouncerUnavailableError("pgbouncer did not listen within 30 s")
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def throwaway_pgbouncer(server: ThrowawayPostgres | str) -> Iterator[ThrowawayPgBouncer]:
+    """PgBouncer (transaction pooling) started in front of ``server``; stopped afterwards."""
+    bouncer = ThrowawayPgBouncer(server)
+    try:
+        bouncer.start()
+        yield bouncer
+    finally:
+        bouncer.stop()

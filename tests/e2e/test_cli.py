@@ -23,6 +23,8 @@ COMMAND = str(Path(sys.executable).with_name("buffetbot-db"))
 
 def cli(url: str | None, *arguments: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_URL"))}
+    # Tables as wide as a terminal's, whatever the runner's stdin is (xdist's is a pipe).
+    environment["COLUMNS"] = "160"
     command = [COMMAND, *(["--url", url] if url else []), *arguments]
     result = subprocess.run(
         command, capture_output=True, text=True, env=environment, timeout=300, check=False

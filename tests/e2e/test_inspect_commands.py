@@ -29,8 +29,8 @@ def cli(
     url: str | None, *arguments: str, expect: int = 0, columns: int | None = None
 ) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_URL"))}
-    if columns is not None:
-        environment["COLUMNS"] = str(columns)
+    # Tables as wide as a terminal's, whatever the runner's stdin is (xdist's is a pipe).
+    environment["COLUMNS"] = str(columns or 160)
     command = [COMMAND, *(["--url", url] if url else []), *arguments]
     result = subprocess.run(
         command, capture_output=True, text=True, env=environment, timeout=300, check=False
