@@ -71,6 +71,17 @@ class DatabaseSettings(BaseSettings):
     statement_timeout_ms: int = Field(default=0, ge=0)  # 0: statements may run as long as they need
     # PostgreSQL row-level security on the user-owned tables (migration 0004).
     row_security: bool = False
+    # PgBouncer in transaction pooling in front of PostgreSQL: no server-side prepared
+    # statement outlives its transaction, no start-up setting but application_name.
+    # None ("auto", the default): on when the URL's port is PgBouncer's own, 6432.
+    pgbouncer: bool | None = None
+
+    @pydantic.field_validator("pgbouncer", mode="before")
+    @classmethod
+    def _pgbouncer(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("", "auto"):
+            return None
+        return value
 
     @pydantic.field_validator("echo", mode="before")
     @classmethod
@@ -88,7 +99,10 @@ class DatabaseSettings(BaseSettings):
             field = str(problem["loc"][0]) if problem["loc"] else "?"
             variable = "DATABASE_URL" if field == "DATABASE_URL" else f"DB_{field.upper()}"
             shown = "***" if "password" in field or "url" in field.lower() else problem["input"]
-            reason = "must be true, false or debug" if field == "echo" else problem["msg"]
+            reason = {
+                "echo": "must be true, false or debug",
+                "pgbouncer": "must be true, false or auto",
+            }.get(field, problem["msg"])
             raise ConfigurationError(f"{variable}={shown!r}: {reason}") from None
 
     def url(self) -> URL:

@@ -17,6 +17,7 @@ import logging
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -281,18 +282,49 @@ class DatabaseManager:
                 # the queue pool hands an in-memory one's to any thread too.
                 sqlite_args["check_same_thread"] = False
             return sqlite_args
+        # Behind PgBouncer the statement timeout is set per transaction (_set_local_timeout):
+        # PgBouncer refuses start-up settings it does not track, and ``options``.
+        timeout_at_start = s.statement_timeout_ms and not self.behind_pgbouncer
         if is_async:
             server_settings = {"application_name": s.application_name}
-            if s.statement_timeout_ms:
+            if timeout_at_start:
                 server_settings["statement_timeout"] = str(s.statement_timeout_ms)
-            return {"timeout": s.connect_timeout, "server_settings": server_settings}
-        args: dict[str, Any] = {
+            args: dict[str, Any] = {
+                "timeout": s.connect_timeout,
+                "server_settings": server_settings,
+            }
+            if self.behind_pgbouncer:
+                # Transaction pooling hands each transaction any server connection: no
+                # statement cache, and SQLAlchemy's statements (it prepares each one to
+                # learn its columns) named uniquely, so that no two clients' names clash.
+                args["statement_cache_size"] = 0
+                args["prepared_statement_cache_size"] = 0
+                args["prepared_statement_name_func"] = _unique_statement_name
+            return args
+        args = {
             "connect_timeout": max(1, round(s.connect_timeout)),
             "application_name": s.application_name,
         }
-        if s.statement_timeout_ms:
+        if timeout_at_start:
             args["options"] = f"-c statement_timeout={s.statement_timeout_ms}"
+        if self.behind_pgbouncer:
+            args["prepare_threshold"] = None  # psycopg never prepares on the server
         return args
+
+    @property
+    def behind_pgbouncer(self) -> bool:
+        """Whether connections go through PgBouncer (``DB_PGBOUNCER``, or port 6432)."""
+        if self.urls.is_sqlite:
+            return False
+        if self.settings.pgbouncer is not None:
+            return self.settings.pgbouncer
+        return self.urls.sync_url.port == PGBOUNCER_PORT
+
+    def _set_local_timeout(self, connection: Connection) -> None:
+        """``SET LOCAL`` the statement timeout as a transaction begins (behind PgBouncer)."""
+        connection.exec_driver_sql(
+            f"SET LOCAL statement_timeout = {int(self.settings.statement_timeout_ms)}"
+        )
 
     def _prepare(self, engine: Engine, connections: EngineConnections) -> None:
         """Connection set-up shared by the sync engine and the async one's sync core."""
@@ -308,6 +340,8 @@ class DatabaseManager:
             functools.partial(self._on_checkout, connections, engine.dialect),
         )
         event.listen(engine.pool, "checkin", functools.partial(self._on_checkin, connections))
+        if self.behind_pgbouncer and self.settings.statement_timeout_ms:
+            event.listen(engine, "begin", self._set_local_timeout)
         if self.urls.is_sqlite:
             event.listen(engine, "connect", self._configure_sqlite)
             # pysqlite's own transaction handling defers BEGIN and breaks
@@ -760,6 +794,13 @@ class DatabaseManager:
         if engine is not None:
             engine.dispose()
         self._release()  # an in-memory database goes with its last connection
+
+
+PGBOUNCER_PORT = 6432  # PgBouncer's default port: DB_PGBOUNCER unset means on there
+
+
+def _unique_statement_name() -> str:
+    return f"__buffetbot_{uuid.uuid4().hex}__"
 
 
 _TIMER = "database.query_started"

@@ -23,19 +23,32 @@ from sqlalchemy.engine import make_url
 
 from database import DatabaseManager, close_database, migrate
 from database.models import Base
-from tests.pg_server import throwaway_postgres
+from tests.pg_server import pgbouncer_binary, throwaway_pgbouncer, throwaway_postgres
 
 BACKENDS = ("sqlite", "postgresql")
+# The id of the PostgreSQL runs that go through PgBouncer (the backend is still "postgresql").
+PGBOUNCER = "pgbouncer"
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        backends: tuple[str, ...] = BACKENDS
-        if metafunc.definition.get_closest_marker("postgresql_only"):
-            backends = ("postgresql",)
-        if metafunc.definition.get_closest_marker("sqlite_only"):
-            backends = ("sqlite",)
+        marker = metafunc.definition.get_closest_marker
+        backends: list[Any] = list(BACKENDS)
+        if marker("postgresql_only"):
+            backends = ["postgresql"]
+        if marker("sqlite_only"):
+            backends = ["sqlite"]
+        elif marker("pgbouncer") and not marker("not_through_pgbouncer"):
+            # A repository test runs a third time, through PgBouncer in transaction mode.
+            backends.append(
+                pytest.param("postgresql", id=PGBOUNCER, marks=pytest.mark.through_pgbouncer)
+            )
         metafunc.parametrize("backend", backends, scope="session")
+
+
+def through_pgbouncer(request: pytest.FixtureRequest) -> bool:
+    """Whether the test runs through PgBouncer (its PostgreSQL run with the pgbouncer id)."""
+    return request.node.get_closest_marker("through_pgbouncer") is not None
 
 
 # -- PostgreSQL server and databases ------------------------------------------------
@@ -74,6 +87,27 @@ def postgres_url(postgres_server_url: str) -> str:
     return url
 
 
+def require_pgbouncer() -> None:
+    """Skip, saying why, without the ``pgbouncer`` binary; fail instead under ``CI=true``."""
+    if pgbouncer_binary() is None:
+        reason = "pgbouncer is not installed (apt-get install pgbouncer): PgBouncer tests not run"
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"CI=true: {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_url(postgres_server_url: str, postgres_url: str) -> Iterator[str]:
+    """``postgres_url`` through a PgBouncer (transaction pooling) the harness starts.
+
+    Without the binary the PgBouncer runs are skipped, saying why; under CI
+    (``CI=true``) that is a failure instead.
+    """
+    require_pgbouncer()
+    with throwaway_pgbouncer(postgres_server_url) as bouncer:
+        yield make_url(postgres_url).set(port=bouncer.port).render_as_string(hide_password=False)
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sqlite") / "template.db"
@@ -89,10 +123,15 @@ def database_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
         yield f"sqlite:///{path}"
         return
-    url = request.getfixturevalue("postgres_url")
-    yield url
+    direct = request.getfixturevalue("postgres_url")
+    if through_pgbouncer(request):
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.setenv("DB_PGBOUNCER", "true")
+        yield request.getfixturevalue("pgbouncer_url")
+    else:
+        yield direct
     tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(direct, autocommit=True) as conn:
         conn.execute(f"TRUNCATE {tables} CASCADE")
 
 
@@ -128,6 +167,7 @@ class RawSQL:
             self._connection = psycopg.connect(
                 parsed.set(drivername="postgresql").render_as_string(hide_password=False),
                 autocommit=True,
+                prepare_threshold=None,  # it may go through PgBouncer (transaction pooling)
             )
 
     def _query(self, query: str) -> str:
@@ -169,7 +209,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "backend" in callspec.params:
-            item.user_properties.append(("backend", callspec.params["backend"]))
+            backend = PGBOUNCER if through_pgbouncer_item(item) else callspec.params["backend"]
+            item.user_properties.append(("backend", backend))
+
+
+def through_pgbouncer_item(item: pytest.Item) -> bool:
+    return item.get_closest_marker("through_pgbouncer") is not None
 
 
 def _backend_of(report: Any) -> str | None:
@@ -196,6 +241,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
                     continue
                 outcomes[backend][outcome] += 1
     terminalreporter.section("integration tests per backend")
-    for backend in BACKENDS:
+    for backend in (*BACKENDS, PGBOUNCER):
         counts = ", ".join(f"{n} {o}" for o, n in sorted(outcomes[backend].items()))
         terminalreporter.write_line(f"{backend}: {counts or 'none ran'}")

@@ -157,6 +157,7 @@ class ThrowawayPgBouncer:
     """A ``pgbouncer`` in transaction pooling mode in front of a server, on a free port."""
 
     def __init__(self, server: ThrowawayPostgres | str, *, pool_size: int = 40) -> None:
+        """``pool_size``: server connections per database and user (``default_pool_size``)."""
         binary = pgbouncer_binary()
         if binary is None:
             raise PgBouncerUnavailableError(
@@ -169,14 +170,15 @@ class ThrowawayPgBouncer:
         self.port = _free_port()
         self.log = self.root / "pgbouncer.log"
         users = self.root / "users.txt"
-        users.write_text(f'"{target.username or "postgres"}" ""\n')
+        user = target.username or "postgres"
+        users.write_text(f'"{user}" ""\n')
         self.config = self.root / "pgbouncer.ini"
         self.config.write_text(
             "[databases]\n"
             f"* = host={target.host or '127.0.0.1'} port={target.port or 5432}\n"
             "[pgbouncer]\n"
             f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
-            f"auth_type = trust\nauth_file = {users}\n"
+            f"auth_type = trust\nauth_file = {users}\nadmin_users = {user}\n"
             "pool_mode = transaction\n"
             f"max_client_conn = 1000\ndefault_pool_size = {pool_size}\n"
             f"logfile = {self.log}\npidfile = {self.root / 'pgbouncer.pid'}\n"
@@ -188,6 +190,10 @@ class ThrowawayPgBouncer:
             for path in (self.root, users, self.config):
                 os.chown(path, account.pw_uid, account.pw_gid)
         self.url = target.set(port=self.port).render_as_string(hide_password=False)
+        # The admin console: SHOW POOLS, SHOW STATS (simple query protocol only).
+        self.admin_url = target.set(port=self.port, database="pgbouncer").render_as_string(
+            hide_password=False
+        )
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -222,9 +228,11 @@ class ThrowawayPgBouncer:
 
 
 @contextlib.contextmanager
-def throwaway_pgbouncer(server: ThrowawayPostgres | str) -> Iterator[ThrowawayPgBouncer]:
+def throwaway_pgbouncer(
+    server: ThrowawayPostgres | str, *, pool_size: int = 40
+) -> Iterator[ThrowawayPgBouncer]:
     """PgBouncer (transaction pooling) started in front of ``server``; stopped afterwards."""
-    bouncer = ThrowawayPgBouncer(server)
+    bouncer = ThrowawayPgBouncer(server, pool_size=pool_size)
     try:
         bouncer.start()
         yield bouncer

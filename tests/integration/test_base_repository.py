@@ -20,6 +20,9 @@ from database.repositories import PositionRepository, UserRepository
 from tests.conftest import RawSQL
 from tests.integration.conftest import UnitOfWork, row_count_statements
 
+# Every PostgreSQL test here runs once more through PgBouncer (transaction pooling).
+pytestmark = pytest.mark.pgbouncer
+
 users = UserRepository()
 positions = PositionRepository()
 

@@ -23,6 +23,9 @@ from database.filecache import DatabaseCache, DualWriteCache, FileCache, make_ke
 from database.filecache import cache as cache_module
 from database.filecache.cache import cache_result
 
+# Every PostgreSQL test here runs once more through PgBouncer (transaction pooling).
+pytestmark = pytest.mark.pgbouncer
+
 KINDS = ("file", "database", "dual")
 STATS_KEYS = {"type", "size", "items", "expired"}
 PRICES = pd.DataFrame({"Close": [1.5, 2.5]}, index=pd.to_datetime(["2024-01-02", "2024-01-03"]))

@@ -20,6 +20,9 @@ from database.models import Portfolio, Position, User
 from database.repositories import AnalysisRepository, PortfolioRepository, UserRepository
 from tests.conftest import RawSQL
 
+# Every PostgreSQL test here runs once more through PgBouncer (transaction pooling).
+pytestmark = pytest.mark.pgbouncer
+
 TASKS, INCREMENTS = 20, 100
 
 

@@ -30,6 +30,9 @@ from database.options import occ_symbol
 from database.repositories import OptionsDataRepository, PriceHistoryRepository
 from tests.conftest import RawSQL
 
+# Every PostgreSQL test here runs once more through PgBouncer (transaction pooling).
+pytestmark = pytest.mark.pgbouncer
+
 DATA = Path(__file__).resolve().parents[1] / "data"
 WRITERS = 8
 SNAPSHOT = dt.datetime(2024, 9, 27, 20, 0, tzinfo=dt.UTC)

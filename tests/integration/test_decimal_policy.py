@@ -23,6 +23,9 @@ from database.repositories import AnalysisRepository, OptionsDataRepository, Por
 from tests.conftest import RawSQL
 from tests.integration.conftest import UnitOfWork
 
+# Every PostgreSQL test here runs once more through PgBouncer (transaction pooling).
+pytestmark = pytest.mark.pgbouncer
+
 portfolios = PortfolioRepository()
 analyses = AnalysisRepository()
 options = OptionsDataRepository()

@@ -22,6 +22,9 @@ from database.repositories import (
 from tests.conftest import RawSQL
 from tests.integration.conftest import UnitOfWork, row_count_statements
 
+# Every PostgreSQL test here runs once more through PgBouncer (transaction pooling).
+pytestmark = pytest.mark.pgbouncer
+
 users = UserRepository()
 portfolios = PortfolioRepository()
 analyses = AnalysisRepository()

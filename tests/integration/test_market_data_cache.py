@@ -22,6 +22,9 @@ from database.services import market_data as service
 from tests.conftest import RawSQL
 from tests.integration.conftest import UnitOfWork
 
+# Every PostgreSQL test here runs once more through PgBouncer (transaction pooling).
+pytestmark = pytest.mark.pgbouncer
+
 DATA = Path(__file__).resolve().parents[1] / "data"
 cache = MarketDataRepository()
 

@@ -15,6 +15,9 @@ from tests.conftest import RawSQL
 from tests.integration.conftest import UnitOfWork
 from tests.property.strategies import LyingInt, RaisingZone, UnreadableDict, nested
 
+# Every PostgreSQL test here runs once more through PgBouncer (transaction pooling).
+pytestmark = pytest.mark.pgbouncer
+
 market = MarketDataRepository()
 
 

@@ -27,6 +27,9 @@ from database.repositories import (
 )
 from tests.conftest import RawSQL
 
+# Every PostgreSQL test here runs once more through PgBouncer (transaction pooling).
+pytestmark = pytest.mark.pgbouncer
+
 EXACT_VALUES = [
     Decimal("0.000001"),
     Decimal("0.1"),

@@ -20,6 +20,9 @@ from database.repositories import AnalysisRepository, PortfolioRepository, UserR
 from tests.conftest import RawSQL
 from tests.integration.conftest import UnitOfWork
 
+# Every PostgreSQL test here runs once more through PgBouncer (transaction pooling).
+pytestmark = pytest.mark.pgbouncer
+
 portfolios = PortfolioRepository()
 positions = portfolios.positions
 analyses = AnalysisRepository()

@@ -21,6 +21,9 @@ from database.models import DataType, PriceHistory
 from database.repositories import MarketDataRepository, PriceHistoryRepository
 from tests.conftest import RawSQL
 
+# Every PostgreSQL test here runs once more through PgBouncer (transaction pooling).
+pytestmark = pytest.mark.pgbouncer
+
 prices = PriceHistoryRepository()
 cache = MarketDataRepository()
 FIRST = dt.date(2024, 1, 2)

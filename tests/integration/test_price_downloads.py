@@ -18,6 +18,9 @@ from database.repositories import PriceHistoryRepository
 from tests.conftest import RawSQL
 from tests.integration.conftest import UnitOfWork
 
+# Every PostgreSQL test here runs once more through PgBouncer (transaction pooling).
+pytestmark = pytest.mark.pgbouncer
+
 DOWNLOADS = Path(__file__).resolve().parents[1] / "data" / "downloads"
 PAIR = DOWNLOADS / "AAPL-GOOG-download.csv"  # (Price, Ticker), auto_adjust=False
 SPY = DOWNLOADS / "SPY-download.csv"  # one ticker, still two levels; 2 real Open < Low bars

@@ -25,6 +25,9 @@ from tests.conftest import RawSQL
 from tests.integration.conftest import UnitOfWork, row_count_statements
 from tests.property.strategies import HostileStr
 
+# Every PostgreSQL test here runs once more through PgBouncer (transaction pooling).
+pytestmark = pytest.mark.pgbouncer
+
 DATA = Path(__file__).resolve().parents[1] / "data"
 prices = PriceHistoryRepository()
 

@@ -13,6 +13,9 @@ from database import DatabaseManager
 from database.repositories import PriceHistoryRepository
 from tests.conftest import RawSQL
 
+# Every PostgreSQL test here runs once more through PgBouncer (transaction pooling).
+pytestmark = pytest.mark.pgbouncer
+
 DAYS = [dt.date(2024, 5, day) for day in (1, 2, 3, 6, 7)]
 FULL = [
     {

@@ -28,6 +28,9 @@ from database.repositories.latest import (
 )
 from tests.conftest import RawSQL
 
+# Every PostgreSQL test here runs once more through PgBouncer (transaction pooling).
+pytestmark = pytest.mark.pgbouncer
+
 START = dt.date(2024, 1, 1)
 # Bars per ticker: several lengths, one ticker with a single bar, one whose history
 # ended earlier than the others'.

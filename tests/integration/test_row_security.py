@@ -34,7 +34,8 @@ from database.repositories import (
 )
 from tests.conftest import RawSQL, recreate_database
 
-pytestmark = pytest.mark.postgresql_only
+# Its tests run through PgBouncer (transaction pooling) too: the wall is per transaction.
+pytestmark = [pytest.mark.postgresql_only, pytest.mark.pgbouncer]
 
 OWNED_TABLES = ("portfolios", "positions", "analysis_results")
 

@@ -2,6 +2,9 @@
 
 ``database.driver`` sends rows below SQLAlchemy (COPY, executemany) with values
 from each column's own type. These tests put the same model values in once
+
+# Every PostgreSQL test here runs once more through PgBouncer (transaction pooling).
+pytestmark = pytest.mark.pgbouncer
 through the ORM and once through each bulk path, then compare what the database
 holds, read as text by the bare driver (SQLite's ``quote()`` shows the storage
 class too: ``1234567`` and ``'1.234567'`` differ).

@@ -20,6 +20,9 @@ from database.repositories import PortfolioRepository, UserRepository
 from database.repositories.portfolio import PortfolioValuation, PositionValue
 from tests.integration.conftest import UnitOfWork, row_count_statements
 
+# Every PostgreSQL test here runs once more through PgBouncer (transaction pooling).
+pytestmark = pytest.mark.pgbouncer
+
 portfolios = PortfolioRepository()
 users = UserRepository()
 

@@ -33,6 +33,9 @@ from database.repositories import (
 from tests.conftest import RawSQL
 from tests.stubs import yfinance as yf
 
+# Every PostgreSQL test here runs once more through PgBouncer (transaction pooling).
+pytestmark = pytest.mark.pgbouncer
+
 DATA = Path(__file__).resolve().parents[1] / "data"
 NEW_YORK = "America/New_York"
 SIX = Decimal("0.000001")

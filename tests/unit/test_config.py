@@ -21,6 +21,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "DB_POOL_SIZE",
         "DB_MAX_OVERFLOW",
         "DB_POOL_PING_AFTER",
+        "DB_PGBOUNCER",
+        "DB_STATEMENT_TIMEOUT_MS",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -226,3 +228,47 @@ def test_a_bad_pool_ping_after_is_named_with_its_value(
 def test_a_bad_pool_ping_after_option_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match=r"DB_POOL_PING_AFTER=-0\.5"):
         DatabaseManager("sqlite:///a.db", pool_ping_after=-0.5)
+
+
+@pytest.mark.parametrize(
+    ("url", "variable", "behind"),
+    [
+        ("postgresql://u@pool.internal:6432/app", None, True),  # PgBouncer's own port
+        ("postgresql://u@db.internal:5432/app", None, False),
+        ("postgresql://u@db.internal/app", "auto", False),
+        ("postgresql://u@pool.internal:6432/app", "AUTO", True),
+        ("postgresql://u@db.internal:5432/app", "true", True),
+        ("postgresql://u@pool.internal:6432/app", "false", False),
+        ("sqlite:///app.db", "true", False),  # nothing to pool in front of SQLite
+    ],
+)
+def test_db_pgbouncer_is_on_at_port_6432_unless_set(
+    monkeypatch: pytest.MonkeyPatch, url: str, variable: str | None, behind: bool
+) -> None:
+    if variable is not None:
+        monkeypatch.setenv("DB_PGBOUNCER", variable)
+    assert DatabaseManager(url).behind_pgbouncer is behind
+
+
+def test_behind_pgbouncer_neither_driver_prepares_nor_sends_start_up_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DB_STATEMENT_TIMEOUT_MS", "1500")
+    direct = DatabaseManager("postgresql://u@db.internal/app")
+    assert direct._connect_args(is_async=False)["options"] == "-c statement_timeout=1500"
+    assert direct._connect_args(is_async=True)["server_settings"]["statement_timeout"] == "1500"
+    bounced = DatabaseManager("postgresql://u@db.internal/app", pgbouncer=True)
+    sync_args, async_args = bounced._connect_args(is_async=False), bounced._connect_args(True)
+    assert sync_args["prepare_threshold"] is None
+    assert "options" not in sync_args
+    assert async_args["statement_cache_size"] == 0
+    assert async_args["prepared_statement_cache_size"] == 0
+    assert async_args["server_settings"] == {"application_name": "buffetbot"}
+    names = {async_args["prepared_statement_name_func"]() for _ in range(100)}
+    assert len(names) == 100  # unique, so no two clients' statements clash on a server
+
+
+def test_a_bad_db_pgbouncer_is_named_with_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_PGBOUNCER", "sometimes")
+    with pytest.raises(ConfigurationError, match=r"DB_PGBOUNCER='sometimes'.*true, false or auto"):
+        DatabaseManager("postgresql://u@db.internal/app")
