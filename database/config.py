@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 import pydantic
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -75,6 +75,25 @@ class DatabaseSettings(BaseSettings):
     # statement outlives its transaction, no start-up setting but application_name.
     # None ("auto", the default): on when the URL's port is PgBouncer's own, 6432.
     pgbouncer: bool | None = None
+    # Streaming standbys for readonly sessions (comma-separated PostgreSQL URLs).
+    replica_urls: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    # A replica further behind the primary than this is skipped until it catches up.
+    replica_max_lag_s: float = Field(default=5.0, ge=0, allow_inf_nan=False)
+    # How often a replica's lag is read (by the session that finds the reading too old).
+    replica_check_interval_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+
+    @pydantic.field_validator("replica_urls", mode="before")
+    @classmethod
+    def _replica_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, URL):
+            return (value.render_as_string(hide_password=False),)
+        if isinstance(value, (list, tuple)):
+            return tuple(
+                v.render_as_string(hide_password=False) if isinstance(v, URL) else v for v in value
+            )
+        return value
 
     @pydantic.field_validator("pgbouncer", mode="before")
     @classmethod

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import sqlite3
 import threading
@@ -48,6 +49,8 @@ from database.exceptions import (
 )
 from database.models import Base
 from database.ownership import WALL
+from database.replicas import OK as REPLICA_OK
+from database.replicas import ROUTE, Replica, ReplicaStatus, Route, RoutedSession, socket_closed
 from database.row_security import RowSecurity, autocommit_refused
 from database.transactions import sqlite_begin
 
@@ -86,6 +89,7 @@ class HealthStatus:
     url: str
     latency_ms: float | None
     error: str | None = None
+    replicas: tuple[ReplicaStatus, ...] = ()  # each replica's state and lag, checked now
 
 
 @dataclass(frozen=True)
@@ -200,6 +204,39 @@ class DatabaseManager:
         )
         self._checked_out = 0
         self._count_lock = threading.Lock()
+        self._is_replica = False
+        self._replicas = self._make_replicas()
+        self._next_replica = itertools.count()
+        self._all_replicas_out = False  # warned that readonly sessions run on the primary
+
+    def _make_replicas(self) -> list[Replica]:
+        """A manager per standby, with this one's settings and its own connection budget."""
+        urls = [u.get_secret_value() for u in self.settings.replica_urls]
+        if not urls:
+            return []
+        if self.urls.is_sqlite:
+            raise ConfigurationError(
+                "DB_REPLICA_URLS is for PostgreSQL: SQLite has no replicas to read from"
+            )
+        settings = self.settings.model_copy(update={"replica_urls": ()})
+        options = dict(self._options)
+        options["execution_options"] = {
+            **options.get("execution_options", {}),
+            "postgresql_readonly": True,  # BEGIN READ ONLY, no round trip of its own
+        }
+        replicas = []
+        for text_url in urls:
+            url = parse_url(text_url, "DB_REPLICA_URLS")
+            if driver_urls(url).backend != "postgresql":
+                raise ConfigurationError("DB_REPLICA_URLS takes PostgreSQL URLs only")
+            manager = DatabaseManager(url, settings=settings, **options)
+            manager._is_replica = True
+            replicas.append(
+                Replica(
+                    manager, self.settings.replica_max_lag_s, self.settings.replica_check_interval_s
+                )
+            )
+        return replicas
 
     def __repr__(self) -> str:
         return f"DatabaseManager({self.urls.safe()})"
@@ -461,6 +498,11 @@ class DatabaseManager:
         _proxy: Any,
     ) -> None:
         info = record.info
+        if self._is_replica and _IDLE_SINCE in info and socket_closed(dbapi_connection):
+            # A standby that stopped: found before a readonly session is handed its
+            # connection, so that the session goes elsewhere instead of failing.
+            self.pings_failed += 1
+            raise InvalidatePoolError("the replica closed the connection while it was idle")
         # A new connection has no idle time (the pool clears ``info`` when it reconnects).
         idle_since = info.get(_IDLE_SINCE)
         if (
@@ -528,7 +570,10 @@ class DatabaseManager:
                     self._budget, engine.dialect.do_terminate, in_loop=False
                 )
                 self._prepare(engine, tracked)
-                self._engine, self._sessions = engine, sessionmaker(engine, expire_on_commit=False)
+                self._engine, self._sessions = (
+                    engine,
+                    sessionmaker(engine, class_=RoutedSession, expire_on_commit=False),
+                )
                 self._sync_connections = tracked
             return self._engine, self._sessions
 
@@ -556,9 +601,10 @@ class DatabaseManager:
             tracked = EngineConnections(
                 self._budget, _terminator(engine.dialect, loop), in_loop=True
             )
-            slot = _LoopEngine(
-                engine, loop, async_sessionmaker(engine, expire_on_commit=False), tracked
+            sessions = async_sessionmaker(
+                engine, sync_session_class=RoutedSession, expire_on_commit=False
             )
+            slot = _LoopEngine(engine, loop, sessions, tracked)
             self._prepare(engine.sync_engine, tracked)
             slot.guard = self._dispose_when_loop_ends(slot)
             self._loops[loop] = slot
@@ -601,7 +647,7 @@ class DatabaseManager:
 
     @contextlib.asynccontextmanager
     async def get_async_session(
-        self, *, user_id: Any = None, system: bool = False
+        self, *, user_id: Any = None, system: bool = False, readonly: bool = False
     ) -> AsyncIterator[AsyncSession]:
         """An AsyncSession that commits on success, rolls back on error, always closes.
 
@@ -610,11 +656,18 @@ class DatabaseManager:
         ``user_id`` opens it for that user: the repositories scope every
         portfolio-scoped call to the user, and with ``DB_ROW_SECURITY=on`` so does
         PostgreSQL. ``system=True`` opens it for maintenance, across all users.
+        ``readonly=True`` reads from a replica (``DB_REPLICA_URLS``) until the
+        session writes, then from the primary (:mod:`database.replicas`).
         """
         session = self._loop_engine().sessions()
         closed = False
+        route: Route | None = None
         try:
             self._open_for(session.sync_session, user_id, system)
+            if readonly and self._replicas:
+                route = await self._async_route()
+                if route is not None:
+                    session.sync_session.info[ROUTE] = route
             ending = _Ending()
             try:
                 yield session
@@ -623,6 +676,7 @@ class DatabaseManager:
                 closed = True
             except BaseException as error:
                 typed = self._typed(error, ending)
+                _replica_failed(route, typed)
                 await _quietly(session.rollback())
                 _raise(error, typed)
         finally:
@@ -631,11 +685,16 @@ class DatabaseManager:
                 await session.__aexit__(None, None, None)
 
     @contextlib.contextmanager
-    def get_session(self, *, user_id: Any = None, system: bool = False) -> Iterator[Session]:
+    def get_session(
+        self, *, user_id: Any = None, system: bool = False, readonly: bool = False
+    ) -> Iterator[Session]:
         """The sync counterpart of :meth:`get_async_session`."""
         _, sessions = self._sync()
+        route = self._route() if readonly and self._replicas else None
         with sessions() as session:
             self._open_for(session, user_id, system)
+            if route is not None:
+                session.info[ROUTE] = route
             ending = _Ending()
             try:
                 yield session
@@ -645,8 +704,72 @@ class DatabaseManager:
                 session.commit()
             except BaseException as error:
                 typed = self._typed(error, ending)
+                _replica_failed(route, typed)
                 _quietly_sync(session.rollback)
                 _raise(error, typed)
+
+    # -- replicas ----------------------------------------------------------------
+
+    @property
+    def replicas(self) -> list[DatabaseManager]:
+        """The managers of the replicas (``DB_REPLICA_URLS``), in the order given."""
+        return [replica.manager for replica in self._replicas]
+
+    def _replica_order(self) -> list[Replica]:
+        """Round robin: each readonly session starts from the next replica."""
+        start = next(self._next_replica) % len(self._replicas)
+        return self._replicas[start:] + self._replicas[:start]
+
+    def _route(self) -> Route | None:
+        """A readonly session's route: the next replica that is current and answers."""
+        for replica in self._replica_order():
+            replica.check()
+            if replica.state != REPLICA_OK:
+                continue
+            engine = replica.manager.engine
+            try:
+                # A checkout (no round trip) finds a stopped standby before the caller does.
+                with engine.connect():
+                    pass
+            except Exception as error:
+                replica.mark_down(error)
+                continue
+            replica.sessions += 1
+            self._all_replicas_out = False
+            return Route(replica, engine, self.engine)
+        _on_primary_instead(self)
+        return None
+
+    async def _async_route(self) -> Route | None:
+        """:meth:`_route` on the running loop's engines."""
+        for replica in self._replica_order():
+            await replica.async_check()
+            if replica.state != REPLICA_OK:
+                continue
+            engine = replica.manager.async_engine
+            try:
+                async with engine.connect():
+                    pass
+            except Exception as error:
+                replica.mark_down(error)
+                continue
+            replica.sessions += 1
+            self._all_replicas_out = False
+            return Route(replica, engine.sync_engine, self._loop_engine().engine.sync_engine)
+        _on_primary_instead(self)
+        return None
+
+    def replica_status(self, *, check: bool = False) -> list[ReplicaStatus]:
+        """Each replica's state, lag and connections; ``check`` reads the lags now."""
+        for replica in self._replicas if check else ():
+            replica.check(force=True)
+        return [replica.status() for replica in self._replicas]
+
+    async def async_replica_status(self, *, check: bool = False) -> list[ReplicaStatus]:
+        """:meth:`replica_status` on the running loop."""
+        for replica in self._replicas if check else ():
+            await replica.async_check(force=True)
+        return [replica.status() for replica in self._replicas]
 
     def _typed(self, error: BaseException, ending: _Ending) -> DatabaseError | None:
         """``error`` as the package's own, naming this server; None if it is not a database's."""
@@ -699,9 +822,11 @@ class DatabaseManager:
             async with self.async_engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
         except Exception as error:
-            return HealthStatus(False, self.backend, self.urls.safe(), None, str(error))
+            replicas = tuple(await self.async_replica_status(check=True))
+            return HealthStatus(False, self.backend, self.urls.safe(), None, str(error), replicas)
         elapsed = (time.perf_counter() - started) * 1000
-        return HealthStatus(True, self.backend, self.urls.safe(), elapsed)
+        replicas = tuple(await self.async_replica_status(check=True))
+        return HealthStatus(True, self.backend, self.urls.safe(), elapsed, None, replicas)
 
     def check_health(self) -> HealthStatus:
         """The sync counterpart of :meth:`health_check`."""
@@ -710,9 +835,11 @@ class DatabaseManager:
             with self.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
         except Exception as error:
-            return HealthStatus(False, self.backend, self.urls.safe(), None, str(error))
+            replicas = tuple(self.replica_status(check=True))
+            return HealthStatus(False, self.backend, self.urls.safe(), None, str(error), replicas)
         elapsed = (time.perf_counter() - started) * 1000
-        return HealthStatus(True, self.backend, self.urls.safe(), elapsed)
+        replicas = tuple(self.replica_status(check=True))
+        return HealthStatus(True, self.backend, self.urls.safe(), elapsed, None, replicas)
 
     # -- closing -----------------------------------------------------------------
 
@@ -737,6 +864,8 @@ class DatabaseManager:
             else:
                 self._close_elsewhere(slot, running)
         self._close_sync()
+        for replica in self._replicas:
+            await replica.manager.aclose()
 
     def close(self) -> None:
         """Close every pooled connection; safe inside or outside an event loop.
@@ -756,6 +885,8 @@ class DatabaseManager:
             else:
                 self._close_elsewhere(slot, running)
         self._close_sync()
+        for replica in self._replicas:
+            replica.manager.close()
 
     def _take_slots(self) -> list[_LoopEngine]:
         with self._lock:
@@ -806,6 +937,23 @@ def _unique_statement_name() -> str:
 _TIMER = "database.query_started"
 _CHECKED_OUT = "database.checked_out"  # pool record info: counted as checked out
 _IDLE_SINCE = "database.idle_since"  # pool record info: time.monotonic() of its last checkin
+
+
+def _replica_failed(route: Route | None, typed: DatabaseError | None) -> None:
+    """A readonly session lost its replica: skip that replica until its next check."""
+    if route is not None and not route.on_primary and isinstance(typed, DatabaseUnavailableError):
+        route.replica.mark_down(typed)
+
+
+def _on_primary_instead(manager: DatabaseManager) -> None:
+    """No replica is usable: say so once (until one is again), then read from the primary."""
+    if not manager._all_replicas_out:
+        manager._all_replicas_out = True
+        logger.warning(
+            "no replica of %s is usable (%s): readonly sessions run on the primary",
+            manager.urls.safe(),
+            ", ".join(f"{r.url}: {r.state}" for r in manager._replicas),
+        )
 
 
 def _terminator(dialect: Dialect, loop: asyncio.AbstractEventLoop) -> Callable[[Any], None]:

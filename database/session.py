@@ -62,19 +62,26 @@ def close_database() -> None:
 
 @contextlib.asynccontextmanager
 async def get_async_database_session(
-    *, user_id: Any = None, system: bool = False
+    *, user_id: Any = None, system: bool = False, readonly: bool = False
 ) -> AsyncIterator[AsyncSession]:
     """An AsyncSession on the process-wide database: commit, or roll back, then close.
 
     ``user_id=`` opens it for one user (their portfolios only); ``system=True``
-    for maintenance across users (see :meth:`DatabaseManager.get_async_session`).
+    for maintenance across users; ``readonly=True`` reads from a replica until it
+    writes (see :meth:`DatabaseManager.get_async_session`).
     """
-    async with get_database().get_async_session(user_id=user_id, system=system) as session:
+    manager = get_database()
+    async with manager.get_async_session(
+        user_id=user_id, system=system, readonly=readonly
+    ) as session:
         yield session
 
 
 @contextlib.contextmanager
-def get_database_session(*, user_id: Any = None, system: bool = False) -> Iterator[Session]:
+def get_database_session(
+    *, user_id: Any = None, system: bool = False, readonly: bool = False
+) -> Iterator[Session]:
     """A Session on the process-wide database: commit, or roll back, then close."""
-    with get_database().get_session(user_id=user_id, system=system) as session:
+    manager = get_database()
+    with manager.get_session(user_id=user_id, system=system, readonly=readonly) as session:
         yield session

@@ -17,7 +17,7 @@ import dataclasses
 import datetime as dt
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from database.exceptions import DatabaseError
 from database.models import AnalysisResult, MarketDataCache
 from database.models.base import utcnow
 from database.monitoring import CacheCounts, QueryTiming
+from database.replicas import ReplicaStatus
 from database.repositories.latest import latest_dates_statement
 from database.repositories.upsert import dialect_name
 
@@ -90,6 +91,7 @@ class Snapshot:
     caches: dict[str, dict[str, CacheCounts]]
     freshness: Freshness
     database_statements: DatabaseStatements
+    replicas: list[ReplicaStatus] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (dates as ISO strings, hit rates included)."""
@@ -111,7 +113,7 @@ class Snapshot:
             monitoring.cache_fetch_errors,
         ):
             registry.register(metric)
-        registry.register(_Gauges(self.pool, self.freshness))
+        registry.register(_Gauges(self.pool, self.freshness, self.replicas))
         return generate_latest(registry).decode()
 
 
@@ -128,8 +130,14 @@ def _jsonable(value: Any) -> Any:
 class _Gauges:
     """Pool and freshness, as metric families of values read beforehand."""
 
-    def __init__(self, pool: PoolStatus, freshness: Freshness | None) -> None:
+    def __init__(
+        self,
+        pool: PoolStatus,
+        freshness: Freshness | None,
+        replicas: Sequence[ReplicaStatus] = (),
+    ) -> None:
         self.pool, self.freshness = pool, freshness  # freshness None: it could not be read
+        self.replicas = replicas
 
     def collect(self) -> Iterator[Metric]:
         pool = GaugeMetricFamily(
@@ -145,6 +153,22 @@ class _Gauges:
         )
         at_capacity.add_metric([], self.pool.checkouts_at_capacity)
         yield at_capacity
+        usable = GaugeMetricFamily(
+            "buffetbot_db_replica_usable",
+            "1 when readonly sessions may use the replica (current, reachable), else 0",
+            labels=["replica", "state"],
+        )
+        lag = GaugeMetricFamily(
+            "buffetbot_db_replica_lag_seconds",
+            "Seconds the replica was behind the primary at its last check",
+            labels=["replica"],
+        )
+        for replica in self.replicas:
+            usable.add_metric([replica.url, replica.state], 1 if replica.state == "ok" else 0)
+            if replica.lag_s is not None:
+                lag.add_metric([replica.url], replica.lag_s)
+        yield usable
+        yield lag
         if self.freshness is None:
             return
         latest = GaugeMetricFamily(
@@ -188,7 +212,8 @@ class DatabaseCollector:
         except DatabaseError as error:
             logger.warning("metrics without freshness: %s", error)
             freshness = None
-        yield from _Gauges(self.manager.pool_status(), freshness).collect()
+        replicas = self.manager.replica_status()  # as last checked by the sessions
+        yield from _Gauges(self.manager.pool_status(), freshness, replicas).collect()
         yield self._up(freshness is not None)
 
     @staticmethod
@@ -304,4 +329,5 @@ def collect(manager: DatabaseManager, *, top_statements: int = 10) -> Snapshot:
         },
         freshness=freshness,
         database_statements=read_database_statements(manager, top_statements),
+        replicas=manager.replica_status(check=True),
     )

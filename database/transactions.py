@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from database.exceptions import DatabaseError, ValidationError
+from database.replicas import use_primary
 
 if TYPE_CHECKING:
     from database.connection import DatabaseManager
@@ -41,7 +42,9 @@ def sqlite_begin(connection: Connection) -> None:
 
 
 def begin_write(session: Session) -> None:
-    """Begin the session's transaction as a writer if it has not begun yet."""
+    """Begin the session's transaction as a writer if it has not begun yet; a
+    readonly session moves to the primary (its bulk writes go through the driver)."""
+    use_primary(session)
     if session.get_bind().dialect.name != "sqlite":
         return
     token = _write_intent.set(True)
@@ -53,6 +56,7 @@ def begin_write(session: Session) -> None:
 
 async def async_begin_write(session: AsyncSession) -> None:
     """:func:`begin_write` for an AsyncSession."""
+    use_primary(session)
     if session.get_bind().dialect.name != "sqlite":
         return
     token = _write_intent.set(True)

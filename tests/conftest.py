@@ -158,6 +158,7 @@ class RawSQL:
     """Queries through the bare driver (sqlite3 / psycopg), written with ``:name`` params."""
 
     def __init__(self, url: str) -> None:
+        self.url = url
         parsed = make_url(url)
         self.backend = parsed.get_backend_name()
         self._connection: Any

@@ -74,6 +74,7 @@ class ThrowawayPostgres:
             os.chown(self.root, account.pw_uid, account.pw_gid)
         self.port = _free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.settings: tuple[str, ...] = ()
 
     def _run(self, *args: str) -> None:
         result = subprocess.run(
@@ -95,16 +96,28 @@ class ThrowawayPostgres:
             "--no-sync",
         )  # fmt: skip
 
-    def start(self) -> None:
+    def start(self, *settings: str) -> None:
+        """Start on its port; ``settings``: more ``name=value`` server settings (kept
+        for the next start)."""
+        self.settings = settings = settings or self.settings
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
         options += "-c max_connections=200"
         # The statistics `buffetbot-db stats` reads (CREATE EXTENSION in a database to see them).
         options += " -c shared_preload_libraries=pg_stat_statements"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        options += "".join(f" -c {setting}" for setting in settings)
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60",
             "start",
+        )  # fmt: skip
+
+    def clone_standby(self, primary: ThrowawayPostgres) -> None:
+        """Make this (not yet initialised) server a hot standby of ``primary``:
+        ``pg_basebackup -R`` streams its data and writes the replication settings."""
+        self._run(
+            "pg_basebackup", "-D", str(self.data), "-h", "127.0.0.1", "-p", str(primary.port),
+            "-U", "postgres", "-R", "-X", "stream", "-c", "fast", "--no-sync",
         )  # fmt: skip
 
     def stop(self, mode: str = "fast") -> None:
@@ -112,6 +125,24 @@ class ThrowawayPostgres:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def throwaway_standby(primary: ThrowawayPostgres, *settings: str) -> Iterator[ThrowawayPostgres]:
+    """A hot standby streaming from ``primary`` (``settings``: e.g. a
+    ``recovery_min_apply_delay``); stopped and deleted afterwards."""
+    standby = ThrowawayPostgres()
+    try:
+        standby.clone_standby(primary)
+        # Reconnect to the primary within a moment of a restart, not 5 s.
+        standby.start("wal_retrieve_retry_interval=100ms", *settings)
+        try:
+            yield standby
+        finally:
+            with contextlib.suppress(PostgresUnavailableError):
+                standby.stop()
+    finally:
+        standby.remove()
 
 
 @contextlib.contextmanager

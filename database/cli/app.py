@@ -167,7 +167,12 @@ def _arrange_help() -> None:
 
 def main() -> Any:
     # Imported for their @app.command() registrations.
-    from database.cli import cache_commands, inspect_commands, migration_commands  # noqa: F401
+    from database.cli import (  # noqa: F401
+        cache_commands,
+        inspect_commands,
+        migration_commands,
+        partition_commands,
+    )
 
     _arrange_help()
     return app(prog_name="buffetbot-db", args=sys.argv[1:])

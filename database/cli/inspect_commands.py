@@ -47,6 +47,8 @@ def health(
             "head": head,
             "at_head": status.ok and revision == head,
             "pool": {"size": pool.size, "checked_out": pool.checked_out, "overflow": pool.overflow},
+            # Each replica checked now; a lagging or down one is skipped, not a failure.
+            "replicas": [replica.to_dict() for replica in status.replicas],
         }
 
     report = run(context, "health", measure)
@@ -72,8 +74,11 @@ def health(
             "pool",
             f"size {pool['size']}, checked out {pool['checked_out']}, overflow {pool['overflow']}",
         )
+        for number, replica in enumerate(report["replicas"], 1):
+            table.add_row(f"replica {number}", _replica_line(replica))
         table.add_row("status", "[green]healthy[/]" if healthy else "[red]unhealthy[/]")
         console.print(table)
+        _print_replica_urls(report["replicas"])
     if not healthy:
         raise typer.Exit(1)
 
@@ -114,6 +119,21 @@ def _print_url(what: str, url: str) -> None:
     console.print(f"{what} {url}", soft_wrap=True, highlight=False, markup=False)
 
 
+def _replica_line(replica: dict[str, Any]) -> str:
+    """A replica's state as health and stats show it: ok, lagging or down, and why."""
+    lag = replica["lag_s"]
+    behind = "unknown lag" if lag is None else f"{lag:.2f} s behind"
+    if replica["state"] == "down":
+        return f"down: {escape(str(replica['error']))}"
+    connections = f"{replica['open_connections']} of {replica['connection_budget']} connections"
+    return f"{replica['state']}, {behind}, {connections}"
+
+
+def _print_replica_urls(replicas: list[dict[str, Any]]) -> None:
+    for number, replica in enumerate(replicas, 1):
+        _print_url(f"replica {number} is", replica["url"])
+
+
 def _print_stats(snapshot: Snapshot) -> None:
     _print_url("statistics of", snapshot.url)
     fresh = snapshot.freshness
@@ -133,7 +153,11 @@ def _print_stats(snapshot: Snapshot) -> None:
         "pool (this process)",
         f"size {pool.size}, checked out {pool.checked_out}, overflow {pool.overflow}",
     )
+    replicas = [replica.to_dict() for replica in snapshot.replicas]
+    for number, replica in enumerate(replicas, 1):
+        summary.add_row(f"replica {number}", _replica_line(replica))
     console.print(summary)
+    _print_replica_urls(replicas)
     _print_database_statements(snapshot)
     queries = Table(title="statements of this process (buffetbot-db stats itself)")
     for name in ("table", "kind", "count", "total ms", "mean ms", "~p50 ms", "~p95 ms"):

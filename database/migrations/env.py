@@ -18,6 +18,7 @@ from alembic import context
 from database.connection import DatabaseManager
 from database.migrations.render import render_item
 from database.models import Base
+from database.partitions import PARTITION_NAME
 from database.session import active_database
 
 config = context.config
@@ -35,7 +36,14 @@ def _options(dialect_name: str) -> dict[str, object]:
         "transactional_ddl": True,
         "render_item": render_item,
         "compare_type": True,
+        "include_name": _include_name,
     }
+
+
+def _include_name(name: str | None, type_: str, _parent: object) -> bool:
+    """Leave the partitions of the market tables out of the comparison with the models:
+    they are made at run time (database.partitions), not declared."""
+    return not (type_ == "table" and name is not None and PARTITION_NAME.match(name))
 
 
 def _database() -> tuple[DatabaseManager, bool]:

@@ -26,6 +26,7 @@ import pandas as pd
 from sqlalchemy import ColumnElement, Delete, Dialect, Select, TextClause, delete, select, text
 from sqlalchemy.orm import Session
 
+from database import partitions
 from database.driver import column_encoder, write_rows
 from database.models import OptionsData
 from database.models.base import utcnow
@@ -39,6 +40,7 @@ from database.options import (
 from database.repositories.base import BaseRepository
 from database.repositories.latest import latest_snapshot_time
 from database.repositories.twins import async_form, off_greenlet
+from database.repositories.upsert import dialect_name
 from database.row_security import share_temporary_table
 from database.transactions import begin_write
 from database.validation import normalize_ticker, to_date, to_utc
@@ -295,6 +297,9 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
         if not staged.rows:
             return ChainResult(staged.fetched_at, 0, 0, staged.rejected)
         with self._translating():
+            if dialect == "postgresql":  # its monthly partition, made before the rows come
+                fetched_day = staged.fetched_at.astimezone(dt.UTC).date()
+                partitions.prepare(session, partitions.OPTIONS_DATA, [fetched_day])
             begin_write(session)
             session.execute(text(_STAGING_DDL[dialect]))
             if dialect == "postgresql":
@@ -330,8 +335,17 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
     async_get_expirations = async_form(get_expirations)
 
     def purge_expired(self, session: Session, *, today: dt.date | None = None) -> int:
-        """Delete contracts that expired before ``today`` in one statement; returns how many."""
+        """Delete contracts that expired before ``today`` (UTC); returns how many.
+
+        On PostgreSQL's partitioned table a month of snapshots whose contracts all
+        expired is dropped whole (DETACH and DROP, no row-by-row DELETE); the rest
+        go in one DELETE.
+        """
+        day = utcnow().date() if today is None else to_date(today, "today")
         with self._translating():
-            return int(session.execute(self._expired_statement(today)).rowcount)  # type: ignore[attr-defined]
+            dropped = 0
+            if dialect_name(session) == "postgresql":
+                dropped = partitions.drop_expired_options(session.connection(), day)
+            return dropped + int(session.execute(self._expired_statement(day)).rowcount)  # type: ignore[attr-defined]
 
     async_purge_expired = async_form(purge_expired)

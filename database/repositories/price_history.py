@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.types import Text
 
+from database import partitions
 from database.driver import (
     Read,
     column_encoder,
@@ -115,13 +116,12 @@ _INSERT_NEW = {
 _CHANGED = " OR ".join(f"p.{c} IS DISTINCT FROM excluded.{c}" for c in _VALUES)
 _SET = ", ".join(f"{c} = excluded.{c}" for c in (*_VALUES, "data_source", "updated_at"))
 _UPSERT = f" ON CONFLICT (ticker, date) DO UPDATE SET {_SET} WHERE {_CHANGED}"
+# Its row count is the bars inserted and updated; those inserted are counted
+# before it (_NEW_KEYS, under the ticker locks). RETURNING xmax would tell them
+# apart in one statement, but a partitioned table cannot return a system column.
 _MERGE = {
-    # xmax = 0 marks a row this statement inserted rather than updated.
     "postgresql": text(
-        f"WITH merged AS ({_INSERT} SELECT {_STAGED['postgresql']}, :source, :now, :now"
-        f" FROM {STAGING}{_UPSERT} RETURNING (xmax = 0) AS inserted)"
-        " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
-        " FROM merged"
+        f"{_INSERT} SELECT {_STAGED['postgresql']}, :source, :now, :now FROM {STAGING}{_UPSERT}"
     ),
     "sqlite": text(
         f"{_INSERT} SELECT {_STAGED['sqlite']}, :source, :now, :now FROM {STAGING} WHERE true"
@@ -242,6 +242,7 @@ class _Batch:
     tickers: frozenset[str]
     missing: frozenset[str]  # of KEPT_WHEN_MISSING: the fields some bar lacks
     spans: dict[str, tuple[Any, Any]]  # per ticker, its first and last date (if asked for)
+    years: frozenset[int]  # of its dates: the partitions it needs (PostgreSQL)
 
 
 @dataclass(frozen=True)
@@ -301,7 +302,11 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
             if spans:
                 dates = bars.groupby("ticker")["date"].agg(["min", "max"])
                 found = {t: (lo, hi) for t, lo, hi in dates.itertuples()}
-            yield _Batch(rows, checked.rejected, checked.repaired, tickers, missing, found)
+            years: frozenset[int] = frozenset()
+            if len(bars):
+                first, last = _year(bars["date"].min()), _year(bars["date"].max())
+                years = frozenset(range(first, last + 1))
+            yield _Batch(rows, checked.rejected, checked.repaired, tickers, missing, found, years)
 
     @staticmethod
     def _raise_duplicates(rows: list[Any]) -> None:
@@ -339,6 +344,8 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         ticker = None if ticker is None else normalize_ticker(ticker)
         to_text(data_source, "data_source", max_length=50)
         with self._translating():
+            if (years := _frame_years(data)) is not None:  # dict rows: found while staged
+                partitions.prepare(session, partitions.PRICE_HISTORY, years)
             begin_write(session)
             with session.begin_nested():
                 tickers = off_greenlet(_known_tickers, data, ticker)
@@ -393,6 +400,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
                     rejected += batch.rejected
                     repaired += batch.repaired
                     total += len(batch.rows)
+                    _make_partitions(session, batch.years)
                     write_rows(session, "price_history", columns, batch.rows)
         except OverflowError:
             return None
@@ -475,7 +483,9 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         seen: dict[str, builtins.list[tuple[Any, Any]]] = {}
         overlapping = False
         total = 0
+        years: set[int] = set()
         for batch in _each(batches):
+            years |= batch.years
             overlapping = _overlap(seen, batch.spans) or overlapping
             rejected += batch.rejected
             repaired += batch.repaired
@@ -486,6 +496,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         if overlapping:  # else no date can repeat: check_bars refuses repeats in a batch
             self._raise_duplicates(list(session.execute(_DUPLICATES)))
         _lock_tickers(session, sorted(tickers))  # dict rows: first known here
+        _make_partitions(session, years)
         params = {"source": options.data_source, "now": _stamp(session)}
         result = _insert_new(session, dialect, params) if new else None
         if result is not None:
@@ -493,11 +504,8 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         else:
             if missing:  # a missing value keeps the stored bar's (read under the locks)
                 _keep_stored(session, dialect)
-            if dialect == "postgresql":
-                inserted, updated = session.execute(_MERGE[dialect], params).one()
-            else:
-                inserted = session.scalar(_NEW_KEYS) or 0
-                updated = session.execute(_MERGE[dialect], params).rowcount - inserted  # type: ignore[attr-defined]
+            inserted = session.scalar(_NEW_KEYS) or 0
+            updated = session.execute(_MERGE[dialect], params).rowcount - inserted  # type: ignore[attr-defined]
         session.execute(text(_CLEAR[dialect]))
         return UpsertResult(inserted, updated, total - inserted - updated, rejected, repaired)
 
@@ -658,6 +666,36 @@ def _known_tickers(
                 with unreadable_as_validation_error("ticker"):
                     return sorted({normalize_ticker(t) for t in data[column].unique()})
     return []
+
+
+def _frame_years(data: Any) -> list[dt.date] | None:
+    """The first day of each year a frame's bars span (from its date index or column,
+    without reading the bars); None for dict rows, whose dates come as they are read."""
+    if not isinstance(data, pd.DataFrame) or data.empty:
+        return None
+    dates = data["date"] if "date" in data.columns else data.index
+    try:
+        first, last = pd.Timestamp(dates.min()), pd.Timestamp(dates.max())
+    except (TypeError, ValueError):
+        return None  # unreadable dates: the bar checks say which
+    if pd.isna(first) or pd.isna(last):
+        return None
+    # A day either side: a time zone's midnight may be the day before in UTC.
+    return [dt.date(y, 1, 1) for y in range(first.year - 1, last.year + 2)]
+
+
+def _year(day: Any) -> int:
+    """The year of a staged date: a date, or its ISO text (SQLite)."""
+    return int(day.year) if hasattr(day, "year") else int(str(day)[:4])
+
+
+def _make_partitions(session: Session, years: Iterable[int]) -> None:
+    """On a partitioned PostgreSQL table, make the yearly partitions the bars need
+    before they are written (database.partitions; a no-op once they exist)."""
+    if years and dialect_name(session) == "postgresql":
+        partitions.ensure(
+            session.connection(), partitions.PRICE_HISTORY, [dt.date(y, 1, 1) for y in years]
+        )
 
 
 def _insert_new(session: Session, dialect: str, params: dict[str, Any]) -> int | None:

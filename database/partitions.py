@@ -1,0 +1,294 @@
+"""Partitioned market tables on PostgreSQL: ``price_history`` by year, ``options_data`` by month.
+
+Native declarative partitioning (``PARTITION BY RANGE``), each table with a
+``DEFAULT`` partition that takes rows no other partition covers. Partitions
+are named after their range (``price_history_2024``, ``options_data_2026_11``)
+and made ahead of the data: an upsert or a chain snapshot first makes the
+partitions its rows need (:func:`ensure_for`), and ``buffetbot-db partitions
+create`` makes the coming ones. A partition made for a range that the default
+partition already holds rows of takes those rows over, in the same
+transaction. Retention drops whole partitions (:func:`drop_before`) instead of
+deleting rows one by one.
+
+SQLite has no partitions: the same repository calls run on its plain tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.orm import Session
+
+from database.exceptions import ValidationError
+from database.replicas import use_primary
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """How one table is partitioned: by ``column``, a partition per year or month."""
+
+    table: str
+    column: str
+    monthly: bool
+
+    def start_of(self, day: dt.date) -> dt.date:
+        return day.replace(month=day.month if self.monthly else 1, day=1)
+
+    def after(self, start: dt.date) -> dt.date:
+        if not self.monthly:
+            return start.replace(year=start.year + 1)
+        return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+
+    def name(self, start: dt.date) -> str:
+        return f"{self.table}_{start:%Y_%m}" if self.monthly else f"{self.table}_{start:%Y}"
+
+    @property
+    def default(self) -> str:
+        return f"{self.table}_default"
+
+    def literal(self, start: dt.date) -> str:
+        """A bound as SQL: a date, or the UTC midnight that starts it (timestamptz)."""
+        return f"'{start.isoformat()} 00:00:00+00'" if self.monthly else f"'{start.isoformat()}'"
+
+
+PRICE_HISTORY = Scheme("price_history", "date", monthly=False)
+OPTIONS_DATA = Scheme("options_data", "fetched_at", monthly=True)
+SCHEMES = {scheme.table: scheme for scheme in (PRICE_HISTORY, OPTIONS_DATA)}
+
+# What Alembic's comparison skips: the partitions are made at run time, not by the models.
+PARTITION_NAME = re.compile(r"^(price_history|options_data)_(default|\d{4}|\d{4}_\d{2})$")
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One partition as ``buffetbot-db partitions list`` shows it."""
+
+    table: str
+    name: str
+    start: dt.date | None  # None: the default partition
+    end: dt.date | None
+    rows: int
+    rows_estimated: bool  # from the planner's statistics (a large partition is not counted)
+    bytes: int
+
+
+def _q(name: str) -> str:
+    """An identifier, quoted (a partition's name comes from the catalog)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def scheme_of(table: str) -> Scheme:
+    try:
+        return SCHEMES[table]
+    except KeyError:
+        raise ValidationError(
+            "table", table, f"is not partitioned: use one of {', '.join(SCHEMES)}"
+        ) from None
+
+
+def is_partitioned(connection: Connection, table: str) -> bool:
+    """Whether ``table`` is a partitioned table on this (PostgreSQL) database."""
+    if connection.dialect.name != "postgresql":
+        return False
+    kind = connection.execute(
+        text("SELECT relkind FROM pg_class WHERE oid = to_regclass(:table)"), {"table": table}
+    ).scalar()
+    return kind == "p"
+
+
+_BOUNDS = re.compile(r"FROM \('(\d{4}-\d{2}-\d{2})[^']*'\) TO \('(\d{4}-\d{2}-\d{2})[^']*'\)")
+_COUNTED_UP_TO = 1_000_000  # larger partitions show the planner's estimate
+
+
+def partitions(connection: Connection, table: str) -> list[Partition]:
+    """The partitions of ``table``, oldest first, the default last; rows and bytes each."""
+    scheme_of(table)
+    connection.execute(text("SELECT set_config('TimeZone', 'UTC', true)"))  # bounds in UTC
+    rows = connection.execute(
+        text(
+            "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid), c.reltuples::bigint,"
+            " pg_total_relation_size(c.oid) FROM pg_inherits i"
+            " JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = to_regclass(:table) ORDER BY c.relname"
+        ),
+        {"table": table},
+    ).all()
+    found = []
+    for name, bound, estimate, size in rows:
+        match = _BOUNDS.search(bound or "")
+        start = dt.date.fromisoformat(match.group(1)) if match else None
+        end = dt.date.fromisoformat(match.group(2)) if match else None
+        estimated = estimate is not None and estimate >= _COUNTED_UP_TO
+        counting = text(f"SELECT count(*) FROM {_q(name)}")  # noqa: S608 - a quoted identifier
+        count = int(estimate) if estimated else int(connection.execute(counting).scalar() or 0)
+        found.append(Partition(table, name, start, end, count, estimated, int(size)))
+    found.sort(key=lambda p: (p.start is None, p.start or dt.date.min))
+    return found
+
+
+class _Known:
+    """The partition starts this process has seen per database and table: an upsert
+    looks its years up here, and asks the server only about one it has not seen."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._starts: dict[tuple[str, str], set[dt.date]] = {}
+
+    def missing(self, database: str, scheme: Scheme, starts: set[dt.date]) -> set[dt.date]:
+        with self._lock:
+            return starts - self._starts.get((database, scheme.table), set())
+
+    def add(self, database: str, scheme: Scheme, starts: Iterable[dt.date]) -> None:
+        with self._lock:
+            self._starts.setdefault((database, scheme.table), set()).update(starts)
+
+    def forget(self, database: str, scheme: Scheme, starts: Iterable[dt.date]) -> None:
+        with self._lock:
+            self._starts.get((database, scheme.table), set()).difference_update(starts)
+
+    def clear(self) -> None:
+        """Forget every partition seen: after partitions were dropped by another process
+        (rows of their ranges go to the default partition until this is called)."""
+        with self._lock:
+            self._starts.clear()
+
+
+known = _Known()
+
+
+def _database_key(connection: Connection) -> str:
+    return connection.engine.url.render_as_string(hide_password=True)
+
+
+def _lock(connection: Connection, scheme: Scheme) -> None:
+    """One maker of a table's partitions at a time, across processes (until commit)."""
+    connection.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext('partitions'), hashtext(:table))"),
+        {"table": scheme.table},
+    )
+
+
+def create(connection: Connection, scheme: Scheme, start: dt.date) -> bool:
+    """Make the partition that starts at ``start`` unless it exists; rows of its range
+    that the default partition holds move into it. True if it was made."""
+    start = scheme.start_of(start)
+    _lock(connection, scheme)
+    name = scheme.name(start)
+    exists = connection.execute(text("SELECT to_regclass(:name)"), {"name": name}).scalar()
+    if exists is not None:
+        return False
+    low, high = scheme.literal(start), scheme.literal(scheme.after(start))
+    table, column = scheme.table, scheme.column
+    # Made apart, filled from the default partition, then attached: ATTACH checks
+    # the range against the default partition, which no longer holds any of it.
+    like = "INCLUDING DEFAULTS INCLUDING CONSTRAINTS"
+    connection.execute(text(f"CREATE TABLE {_q(name)} (LIKE {_q(table)} {like})"))
+    connection.execute(
+        text(
+            f"WITH moved AS (DELETE FROM {_q(scheme.default)} WHERE {column} >= {low}"  # noqa: S608 - quoted names, date literals
+            f" AND {column} < {high} RETURNING *) INSERT INTO {_q(name)} SELECT * FROM moved"
+        )
+    )
+    bounds = f"FOR VALUES FROM ({low}) TO ({high})"
+    connection.execute(text(f"ALTER TABLE {_q(table)} ATTACH PARTITION {_q(name)} {bounds}"))
+    return True
+
+
+def ensure(connection: Connection, scheme: Scheme, days: Iterable[dt.date]) -> list[str]:
+    """Make the partitions ``days`` fall in that do not exist yet; their names."""
+    if connection.dialect.name != "postgresql":
+        return []
+    database = _database_key(connection)
+    wanted = {scheme.start_of(day) for day in days}
+    missing = known.missing(database, scheme, wanted)
+    if not missing or not is_partitioned(connection, scheme.table):
+        return []
+    made = [scheme.name(start) for start in sorted(missing) if create(connection, scheme, start)]
+    known.add(database, scheme, missing)
+    return made
+
+
+def prepare(session: Session, scheme: Scheme, days: Iterable[dt.date]) -> None:
+    """Make the partitions ``days`` need before a write: in a short transaction of its
+    own when the session has not begun one (ATTACH locks the default partition, which
+    readers hold too: in a long transaction it would wait for them, and they for it),
+    else in the session's."""
+    use_primary(session)
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        return
+    wanted = {scheme.start_of(day) for day in days}
+    if not known.missing(bind.engine.url.render_as_string(hide_password=True), scheme, wanted):
+        return
+    if session.in_transaction() or not isinstance(bind, Engine):
+        ensure(session.connection(), scheme, wanted)
+        return
+    with bind.begin() as connection:
+        ensure(connection, scheme, wanted)
+
+
+def create_ahead(
+    connection: Connection, scheme: Scheme, count: int, *, today: dt.date | None = None
+) -> list[str]:
+    """Make the partitions of the current period and the ``count`` after it."""
+    if count < 0:
+        raise ValidationError("ahead", count, "must be 0 or more")
+    start = scheme.start_of(today or dt.datetime.now(dt.UTC).date())
+    made = []
+    for _ in range(count + 1):
+        if create(connection, scheme, start):
+            made.append(scheme.name(start))
+        start = scheme.after(start)
+    return made
+
+
+def drop_before(connection: Connection, scheme: Scheme, cutoff: dt.date) -> list[Partition]:
+    """Drop every partition whose whole range is before ``cutoff`` (detach, then drop:
+    no row-by-row DELETE), and delete the default partition's rows before it."""
+    _lock(connection, scheme)
+    dropped = []
+    for partition in partitions(connection, scheme.table):
+        if partition.end is None or partition.end > cutoff:
+            continue
+        connection.execute(
+            text(f"ALTER TABLE {_q(scheme.table)} DETACH PARTITION {_q(partition.name)}")
+        )
+        connection.execute(text(f"DROP TABLE {_q(partition.name)}"))
+        dropped.append(partition)
+    connection.execute(
+        text(f"DELETE FROM {_q(scheme.default)} WHERE {scheme.column} < :cutoff"),  # noqa: S608 - a quoted identifier
+        {"cutoff": cutoff},
+    )
+    known.forget(_database_key(connection), scheme, [p.start for p in dropped if p.start])
+    return dropped
+
+
+def drop_expired_options(connection: Connection, today: dt.date) -> int:
+    """Drop whole the monthly partitions of option snapshots, ended by ``today``, whose
+    contracts all expired before it; how many rows they held (one scan each, no DELETE)."""
+    if not is_partitioned(connection, OPTIONS_DATA.table):
+        return 0
+    _lock(connection, OPTIONS_DATA)
+    removed = 0
+    dropped = []
+    for partition in partitions(connection, OPTIONS_DATA.table):
+        if partition.end is None or partition.end > today:
+            continue
+        latest, count = connection.execute(
+            text(f"SELECT max(expiration), count(*) FROM {_q(partition.name)}")  # noqa: S608 - a quoted identifier
+        ).one()
+        if latest is not None and latest >= today:
+            continue  # some contract still trades: the DELETE takes the expired ones
+        connection.execute(
+            text(f"ALTER TABLE {_q(OPTIONS_DATA.table)} DETACH PARTITION {_q(partition.name)}")
+        )
+        connection.execute(text(f"DROP TABLE {_q(partition.name)}"))
+        removed += int(count)
+        dropped.append(partition)
+    known.forget(_database_key(connection), OPTIONS_DATA, [p.start for p in dropped if p.start])
+    return removed
