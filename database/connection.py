@@ -52,7 +52,7 @@ from database.ownership import WALL
 from database.replicas import OK as REPLICA_OK
 from database.replicas import ROUTE, Replica, ReplicaStatus, Route, RoutedSession, socket_closed
 from database.row_security import RowSecurity, autocommit_refused
-from database.transactions import sqlite_begin
+from database.transactions import TRANSACTION_POOLED, sqlite_begin
 
 logger = logging.getLogger(__name__)
 
@@ -303,6 +303,11 @@ class DatabaseManager:
             # documentation asks for the queue pool with a named shared-cache database.
             options["poolclass"] = AsyncAdaptedQueuePool if is_async else QueuePool
         options.update(self._options)
+        if self.behind_pgbouncer:
+            options["execution_options"] = {
+                **options.get("execution_options", {}),
+                TRANSACTION_POOLED: True,
+            }
         poolclass = options.get("poolclass")
         if isinstance(poolclass, type) and not issubclass(poolclass, QueuePool):
             # NullPool, StaticPool, ...: they take none of the queue's arguments.

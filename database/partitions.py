@@ -16,16 +16,20 @@ SQLite has no partitions: the same repository calls run on its plain tables.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from database.exceptions import ValidationError
 from database.replicas import use_primary
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -206,30 +210,74 @@ def ensure(connection: Connection, scheme: Scheme, days: Iterable[dt.date]) -> l
     database = _database_key(connection)
     wanted = {scheme.start_of(day) for day in days}
     missing = known.missing(database, scheme, wanted)
-    if not missing or not is_partitioned(connection, scheme.table):
+    if not missing:
+        return []
+    if not is_partitioned(connection, scheme.table):
+        known.add(database, scheme, missing)  # a plain table (before 0005): nothing to make
         return []
     made = [scheme.name(start) for start in sorted(missing) if create(connection, scheme, start)]
     known.add(database, scheme, missing)
     return made
 
 
+_LOCK_TIMEOUT = "5s"  # how long making a partition waits for the default partition's readers
+
+
 def prepare(session: Session, scheme: Scheme, days: Iterable[dt.date]) -> None:
-    """Make the partitions ``days`` need before a write: in a short transaction of its
-    own when the session has not begun one (ATTACH locks the default partition, which
-    readers hold too: in a long transaction it would wait for them, and they for it),
-    else in the session's."""
+    """Make the partitions ``days`` need before a write, in a short transaction of its
+    own (as the connection's own role, whatever role the session took).
+
+    ATTACH takes the default partition's ACCESS EXCLUSIVE lock, which its readers
+    conflict with; made inside the caller's transaction it would hold that lock,
+    and every reader would wait, until the caller commits. When the session's
+    own transaction already reads the default partition, or the lock is not
+    had within a few seconds, nothing is made: the rows go to the default
+    partition, and the partition is made (taking them over) by a later write or
+    by ``buffetbot-db partitions create``.
+    """
     use_primary(session)
     bind = session.get_bind()
-    if bind.dialect.name != "postgresql":
+    if bind.dialect.name != "postgresql" or not isinstance(bind, Engine):
         return
     wanted = {scheme.start_of(day) for day in days}
-    if not known.missing(bind.engine.url.render_as_string(hide_password=True), scheme, wanted):
+    if not known.missing(bind.url.render_as_string(hide_password=True), scheme, wanted):
         return
-    if session.in_transaction() or not isinstance(bind, Engine):
-        ensure(session.connection(), scheme, wanted)
+    if session.in_transaction() and _holds(session.connection(), scheme.default):
+        logger.info(
+            "%s: partitions for %s not made inside a transaction that reads the table;"
+            " its rows go to %s",
+            scheme.table,
+            ", ".join(sorted(str(w) for w in wanted)),
+            scheme.default,
+        )
         return
-    with bind.begin() as connection:
-        ensure(connection, scheme, wanted)
+    try:
+        with bind.begin() as connection:
+            connection.execute(text(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT}'"))
+            ensure(connection, scheme, wanted)
+    except OperationalError as error:
+        if getattr(error.orig, "sqlstate", None) != "55P03":  # lock_not_available
+            raise
+        logger.warning(
+            "%s: a partition was not made (the default partition stayed locked for %s);"
+            " its rows go to %s until `buffetbot-db partitions create`",
+            scheme.table,
+            _LOCK_TIMEOUT,
+            scheme.default,
+        )
+
+
+def _holds(connection: Connection, relation: str) -> bool:
+    """Whether this connection's transaction holds a lock on ``relation``."""
+    return bool(
+        connection.execute(
+            text(
+                "SELECT EXISTS (SELECT FROM pg_locks WHERE pid = pg_backend_pid()"
+                " AND relation = to_regclass(:relation) AND granted)"
+            ),
+            {"relation": relation},
+        ).scalar()
+    )
 
 
 def create_ahead(

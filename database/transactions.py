@@ -41,6 +41,25 @@ def sqlite_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if _write_intent.get() else "BEGIN")
 
 
+# An engine execution option, set on the engines of a manager behind PgBouncer's
+# transaction pooling (DB_PGBOUNCER): nothing may outlive a transaction there.
+TRANSACTION_POOLED = "buffetbot_transaction_pooled"
+
+
+def staging_table_ddl(session: Session, ddl: str) -> str:
+    """A staging table's ``CREATE TEMPORARY TABLE``, as this session may keep it.
+
+    A temporary table lives as long as its server connection: a pooled one
+    keeps its staging table for the next upsert (``ON COMMIT DELETE ROWS``).
+    Behind transaction pooling the next transaction on that server connection
+    may be another client's, under another role, so the table goes with its
+    transaction (``ON COMMIT DROP``).
+    """
+    if session.connection().get_execution_options().get(TRANSACTION_POOLED):
+        return ddl.replace("ON COMMIT DELETE ROWS", "ON COMMIT DROP")
+    return ddl
+
+
 def begin_write(session: Session) -> None:
     """Begin the session's transaction as a writer if it has not begun yet; a
     readonly session moves to the primary (its bulk writes go through the driver)."""

@@ -118,8 +118,7 @@ def create_partitions(
         typer.Option("--ahead", min=0, help="Periods after the current one (years or months)."),
     ] = 3,
 ) -> None:
-    """Create the partitions of the current period and the next ones (rows of their
-    ranges in the default partition move into them)."""
+    """Create the current period's partition and the next ones (taking over their rows from the default partition)."""  # noqa: E501 - one line in --help
 
     def make(options: Options) -> list[str]:
         return _on_partitioned(
@@ -148,8 +147,7 @@ def drop_partitions(
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Detach and drop the partitions that ended before the retention window, in one
-    step (no row-by-row DELETE); the default partition's older rows are deleted."""
+    """Detach and drop the partitions that ended before the retention window (no row-by-row DELETE)."""  # noqa: E501 - one line in --help
 
     def drop(options: Options) -> tuple[dt.date, list[partitions.Partition]]:
         scheme = partitions.scheme_of(table)

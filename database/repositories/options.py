@@ -42,7 +42,7 @@ from database.repositories.latest import latest_snapshot_time
 from database.repositories.twins import async_form, off_greenlet
 from database.repositories.upsert import dialect_name
 from database.row_security import share_temporary_table
-from database.transactions import begin_write
+from database.transactions import begin_write, staging_table_ddl
 from database.validation import normalize_ticker, to_date, to_utc
 
 STAGING = "options_data_units"
@@ -301,7 +301,7 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
                 fetched_day = staged.fetched_at.astimezone(dt.UTC).date()
                 partitions.prepare(session, partitions.OPTIONS_DATA, [fetched_day])
             begin_write(session)
-            session.execute(text(_STAGING_DDL[dialect]))
+            session.execute(text(staging_table_ddl(session, _STAGING_DDL[dialect])))
             if dialect == "postgresql":
                 share_temporary_table(session, STAGING)
             session.execute(text(_CLEAR))

@@ -66,7 +66,7 @@ from database.repositories.latest import latest_closes_statement, latest_dates_s
 from database.repositories.twins import async_form, off_greenlet
 from database.repositories.upsert import dialect_name
 from database.row_security import share_temporary_table
-from database.transactions import begin_write
+from database.transactions import begin_write, staging_table_ddl
 from database.validation import normalize_ticker, to_text, unreadable_as
 
 STAGING = "price_history_staging"
@@ -466,7 +466,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         """Stage the bars, check them for duplicate dates, then insert them (``new``:
         none of the tickers has rows) or merge them."""
         dialect = dialect_name(session)
-        session.execute(text(_STAGING_DDL[dialect]))
+        session.execute(text(staging_table_ddl(session, _STAGING_DDL[dialect])))
         if dialect == "postgresql":
             share_temporary_table(session, STAGING)
         session.execute(text(_CLEAR[dialect]))
@@ -669,19 +669,38 @@ def _known_tickers(
 
 
 def _frame_years(data: Any) -> list[dt.date] | None:
-    """The first day of each year a frame's bars span (from its date index or column,
-    without reading the bars); None for dict rows, whose dates come as they are read."""
-    if not isinstance(data, pd.DataFrame) or data.empty:
+    """The first day of each year the bars span, read before they are: a frame's from
+    its datetime index or date column, a list's from each row's date; None for other
+    iterables (their dates come as they are read) and for dates not yet parsed."""
+    if isinstance(data, Sequence) and not isinstance(data, str):
+        found = {_row_year(row) for row in data if isinstance(row, Mapping)}
+        years = {y for y in found if y is not None}
+    elif isinstance(data, pd.DataFrame) and not data.empty:
+        column = next((c for c in ("date", "Date") if c in data.columns), None)
+        dates = data.index if column is None else data[column]
+        if not pd.api.types.is_datetime64_any_dtype(dates):
+            return None  # text or objects: the bar checks read them, and say which are bad
+        first, last = dates.min(), dates.max()
+        if pd.isna(first) or pd.isna(last):
+            return None
+        years = {first.year, last.year}
+    else:
         return None
-    dates = data["date"] if "date" in data.columns else data.index
-    try:
-        first, last = pd.Timestamp(dates.min()), pd.Timestamp(dates.max())
-    except (TypeError, ValueError):
-        return None  # unreadable dates: the bar checks say which
-    if pd.isna(first) or pd.isna(last):
+    if not years:
         return None
-    # A day either side: a time zone's midnight may be the day before in UTC.
-    return [dt.date(y, 1, 1) for y in range(first.year - 1, last.year + 2)]
+    # A year either side: a time zone's day may be another's, near New Year.
+    low, high = max(min(years) - 1, dt.MINYEAR), min(max(years) + 1, dt.MAXYEAR)
+    return [dt.date(y, 1, 1) for y in range(low, high + 1)]
+
+
+def _row_year(row: Mapping[str, Any]) -> int | None:
+    day = row.get("date", row.get("Date"))
+    if isinstance(day, dt.date):
+        year = day.year  # pandas' NaT is a datetime whose year is NaN
+        return year if isinstance(year, int) else None
+    if isinstance(day, str) and day[:4].isdigit():
+        return int(day[:4])
+    return None  # unreadable: the bar checks say why
 
 
 def _year(day: Any) -> int:
@@ -693,9 +712,7 @@ def _make_partitions(session: Session, years: Iterable[int]) -> None:
     """On a partitioned PostgreSQL table, make the yearly partitions the bars need
     before they are written (database.partitions; a no-op once they exist)."""
     if years and dialect_name(session) == "postgresql":
-        partitions.ensure(
-            session.connection(), partitions.PRICE_HISTORY, [dt.date(y, 1, 1) for y in years]
-        )
+        partitions.prepare(session, partitions.PRICE_HISTORY, [dt.date(y, 1, 1) for y in years])
 
 
 def _insert_new(session: Session, dialect: str, params: dict[str, Any]) -> int | None:

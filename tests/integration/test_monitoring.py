@@ -331,6 +331,7 @@ def statements_url(postgres_server_url: str) -> str:
     migrate.upgrade(url)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        conn.execute("SELECT pg_stat_statements_reset()")  # the migration's are not the app's
     return url
 
 

@@ -124,30 +124,32 @@ def test_the_harness_pools_transactions_and_the_repository_runs_go_through_it(
 ) -> None:
     config = {row["key"]: row["value"] for row in admin(pgbouncer_url, "SHOW CONFIG")}
     assert config["pool_mode"] == "transaction"
-    before = transactions_served(pgbouncer_url, "buffetbot_test")
+    database = make_url(pgbouncer_url).database or ""
+    before = transactions_served(pgbouncer_url, database)
     manager = DatabaseManager(pgbouncer_url, pgbouncer=True)
     try:
         assert manager.behind_pgbouncer
         with manager.get_session() as session:
-            assert session.scalar(text("SELECT current_database()")) == "buffetbot_test"
+            assert session.scalar(text("SELECT current_database()")) == database
     finally:
         manager.close()
-    assert transactions_served(pgbouncer_url, "buffetbot_test") > before
+    assert transactions_served(pgbouncer_url, database) > before
 
 
 def test_many_clients_share_three_server_connections_on_both_drivers(
     small_bouncer: ThrowawayPgBouncer, bounced_url: str
 ) -> None:
-    before = transactions_served(small_bouncer, "buffetbot_test")
+    database = make_url(bounced_url).database or ""
+    before = transactions_served(small_bouncer, database)
     manager = DatabaseManager(bounced_url, pgbouncer=True, pool_size=CLIENTS, max_overflow=0)
     try:
         errors = run_clients(manager, "ok")
     finally:
         manager.close()
     assert errors == []
-    served = transactions_served(small_bouncer, "buffetbot_test") - before
+    served = transactions_served(small_bouncer, database) - before
     assert served >= 2 * CLIENTS * ROUNDS  # every session's transaction went through it
-    pools = [p for p in admin(small_bouncer, "SHOW POOLS") if p["database"] == "buffetbot_test"]
+    pools = [p for p in admin(small_bouncer, "SHOW POOLS") if p["database"] == database]
     server_side = sum(int(p["sv_active"]) + int(p["sv_idle"]) + int(p["sv_used"]) for p in pools)
     assert 0 < server_side <= SERVER_CONNECTIONS
 

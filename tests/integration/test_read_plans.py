@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from database import DatabaseManager
 from database.models import OptionsData, PriceHistory
 from database.models.enums import OptionType
+from database.partitions import PARTITION_NAME
 from database.repositories.latest import (
     latest_closes_statement,
     latest_dates_statement,
@@ -255,7 +256,13 @@ def pg(database_url: str) -> Iterator[psycopg.Connection[Any]]:
 
 @pytest.fixture
 def pg_bars(pg: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
-    """T000..T199 with 2,000 down to 1,005 daily bars, and ONE with a single bar."""
+    """T000..T199 with 2,000 down to 1,005 daily bars, and ONE with a single bar (in
+    their years' partitions, as the repository would have made them)."""
+    for year in range(2015, 2021):
+        pg.execute(
+            f"CREATE TABLE IF NOT EXISTS price_history_{year} PARTITION OF price_history"
+            f" FOR VALUES FROM ('{year}-01-01') TO ('{year + 1}-01-01')"
+        )
     pg.execute(
         "INSERT INTO price_history (ticker, date, close, dividends, stock_splits, data_source)"
         " SELECT 'T' || lpad(t::text, 3, '0'), date '2015-01-01' + d, 100 + t + d * 0.01,"
@@ -270,7 +277,12 @@ def pg_bars(pg: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
 
 @pytest.fixture
 def pg_options(pg: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
-    """10 expirations x 200 hourly snapshots x 20 contracts of T000."""
+    """10 expirations x 200 hourly snapshots x 20 contracts of T000 (in their month's
+    partition, as the repository would have made it)."""
+    pg.execute(
+        "CREATE TABLE IF NOT EXISTS options_data_2025_01 PARTITION OF options_data"
+        " FOR VALUES FROM ('2025-01-01 00:00+00') TO ('2025-02-01 00:00+00')"
+    )
     pg.execute(
         "INSERT INTO options_data (id, ticker, contract_symbol, option_type, strike,"
         " expiration, fetched_at)"
@@ -296,22 +308,40 @@ def _plan(conn: psycopg.Connection[Any], statement: Select[*tuple[Any, ...]]) ->
     return row[0][0]["Plan"]  # type: ignore[no-any-return]
 
 
+def _partitions(conn: psycopg.Connection[Any], table: str) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = %s::regclass", (table,)
+    ).fetchone()
+    return max(1, int(row[0]) if row else 1)
+
+
 def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield node
     for child in node.get("Plans", []):
         yield from _nodes(child)
 
 
+def _of(node: dict[str, Any], table: str) -> bool:
+    """Whether ``node`` scans ``table`` or one of its partitions (``price_history_2024``)."""
+    name = str(node.get("Relation Name", ""))
+    return name == table or (name.startswith(table + "_") and bool(PARTITION_NAME.match(name)))
+
+
 def _rows_read(plan: dict[str, Any], table: str) -> int:
-    """Rows the plan's scans of ``table`` returned, over all their loops."""
-    scans = [n for n in _nodes(plan) if n.get("Relation Name") == table]
+    """Rows the plan's scans of ``table`` (or its partitions) returned, over all their loops."""
+    scans = [n for n in _nodes(plan) if _of(n, table)]
     assert scans, f"no scan of {table}"
     return sum(int(n["Actual Rows"]) * int(n["Actual Loops"]) for n in scans)
 
 
 def _reads(plan: dict[str, Any], table: str) -> int:
-    """Like _rows_read, and every scan of ``table`` is an index scan (no Seq Scan)."""
-    kinds = {n["Node Type"] for n in _nodes(plan) if n.get("Relation Name") == table}
+    """Like _rows_read, and every scan of ``table`` is an index scan (no Seq Scan, but of
+    an empty partition: the planner's cheapest way to find nothing there)."""
+    kinds = {
+        n["Node Type"]
+        for n in _nodes(plan)
+        if _of(n, table) and (n["Actual Rows"] or n.get("Rows Removed by Filter"))
+    }
     assert kinds <= {"Index Scan", "Index Only Scan"}, kinds
     return _rows_read(plan, table)
 
@@ -323,18 +353,21 @@ def test_postgresql_reads_one_index_entry_per_ticker(
     pg = pg_bars
     asked = [f"T{t:03d}" for t in range(0, TICKERS, 4)] + ["ONE", "NOPE"]  # 50 + 2
     # (Actual Rows is a per-loop average, rounded: the missing ticker may count as 1.)
+    # Each yearly partition's index is probed once per ticker (the default partition
+    # keeps PostgreSQL from reading the partitions newest first and stopping).
+    years = _partitions(pg, "price_history")
     closes = _plan(pg, latest_closes_statement(backend, asked))
     assert closes["Actual Rows"] == 51
-    assert _reads(closes, "price_history") <= len(asked)
+    assert _reads(closes, "price_history") <= len(asked) * years
 
     dates = _plan(pg, latest_dates_statement(backend, asked))
     assert dates["Actual Rows"] == 51
-    assert _reads(dates, "price_history") <= len(asked)
+    assert _reads(dates, "price_history") <= len(asked) * years
 
     every = _plan(pg, latest_dates_statement(backend, None))
     assert every["Actual Rows"] == TICKERS + 1
     # The skip scan's first and next-ticker probes, then one last bar per ticker.
-    assert _reads(every, "price_history") <= 2 * (TICKERS + 1) + 2
+    assert _reads(every, "price_history") <= (2 * (TICKERS + 1) + 2) * years
 
     # What the group-by it replaces reads, measured the same way: every bar.
     naive = _plan(pg, _naive_dates(asked))

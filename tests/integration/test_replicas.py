@@ -43,9 +43,13 @@ MAX_LAG_S = 1.0
 INTERVAL_S = 0.3
 
 
+APP_DATABASE = ["app"]  # its name as made (tests.conftest.recreate_database adds the worker)
+
+
 def app_url(server: ThrowawayPostgres) -> str:
-    """The URL of the test database, ``app``, on ``server``."""
-    return make_url(server.url).set(database="app").render_as_string(hide_password=False)
+    """The URL of the test database on ``server`` (the same name on the standbys)."""
+    url = make_url(server.url).set(database=APP_DATABASE[0])
+    return url.render_as_string(hide_password=False)
 
 
 class Cluster:
@@ -98,7 +102,7 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     with throwaway_server() as primary:
-        recreate_database(primary.url, "app")
+        APP_DATABASE[0] = make_url(recreate_database(primary.url, "app")).database or "app"
         migrate.upgrade(app_url(primary))
         with (
             throwaway_standby(primary) as first,
@@ -419,7 +423,7 @@ def test_health_and_stats_show_each_replica(fresh: Cluster) -> None:
     replicas = json.loads(health.stdout)["replicas"]
     assert [r["state"] for r in replicas] == ["ok", "lagging"]
     assert replicas[0]["lag_s"] == 0
-    assert replicas[0]["url"].endswith(f":{fresh.standbys[0].port}/app")
+    assert replicas[0]["url"].endswith(f":{fresh.standbys[0].port}/{APP_DATABASE[0]}")
     shown = run("health").stdout
     assert "ok, 0.00 s behind" in shown
     assert "lagging" in shown
