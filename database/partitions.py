@@ -15,6 +15,7 @@ SQLite has no partitions: the same repository calls run on its plain tables.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import re
@@ -109,8 +110,9 @@ _BOUNDS = re.compile(r"FROM \('(\d{4}-\d{2}-\d{2})[^']*'\) TO \('(\d{4}-\d{2}-\d
 _COUNTED_UP_TO = 1_000_000  # larger partitions show the planner's estimate
 
 
-def partitions(connection: Connection, table: str) -> list[Partition]:
-    """The partitions of ``table``, oldest first, the default last; rows and bytes each."""
+def partitions(connection: Connection, table: str, *, count: bool = True) -> list[Partition]:
+    """The partitions of ``table``, oldest first, the default last; rows and bytes each
+    (``count=False``: the planner's estimate of every one's rows, no scan)."""
     scheme_of(table)
     connection.execute(text("SELECT set_config('TimeZone', 'UTC', true)"))  # bounds in UTC
     rows = connection.execute(
@@ -127,12 +129,20 @@ def partitions(connection: Connection, table: str) -> list[Partition]:
         match = _BOUNDS.search(bound or "")
         start = dt.date.fromisoformat(match.group(1)) if match else None
         end = dt.date.fromisoformat(match.group(2)) if match else None
-        estimated = estimate is not None and estimate >= _COUNTED_UP_TO
-        counting = text(f"SELECT count(*) FROM {_q(name)}")  # noqa: S608 - a quoted identifier
-        count = int(estimate) if estimated else int(connection.execute(counting).scalar() or 0)
-        found.append(Partition(table, name, start, end, count, estimated, int(size)))
+        rows_guess = max(int(estimate or 0), 0)  # -1: never analysed
+        partition = Partition(table, name, start, end, rows_guess, True, int(size))
+        found.append(_counted(connection, partition) if count else partition)
     found.sort(key=lambda p: (p.start is None, p.start or dt.date.min))
     return found
+
+
+def _counted(connection: Connection, partition: Partition) -> Partition:
+    """``partition`` with its rows counted, unless the estimate is over a million."""
+    if partition.rows >= _COUNTED_UP_TO:
+        return partition
+    counting = text(f"SELECT count(*) FROM {_q(partition.name)}")  # noqa: S608 - quoted
+    rows = int(connection.execute(counting).scalar() or 0)
+    return dataclasses.replace(partition, rows=rows, rows_estimated=False)
 
 
 class _Known:
@@ -300,9 +310,10 @@ def drop_before(connection: Connection, scheme: Scheme, cutoff: dt.date) -> list
     no row-by-row DELETE), and delete the default partition's rows before it."""
     _lock(connection, scheme)
     dropped = []
-    for partition in partitions(connection, scheme.table):
+    for partition in partitions(connection, scheme.table, count=False):
         if partition.end is None or partition.end > cutoff:
             continue
+        partition = _counted(connection, partition)
         connection.execute(
             text(f"ALTER TABLE {_q(scheme.table)} DETACH PARTITION {_q(partition.name)}")
         )
@@ -324,7 +335,7 @@ def drop_expired_options(connection: Connection, today: dt.date) -> int:
     _lock(connection, OPTIONS_DATA)
     removed = 0
     dropped = []
-    for partition in partitions(connection, OPTIONS_DATA.table):
+    for partition in partitions(connection, OPTIONS_DATA.table, count=False):
         if partition.end is None or partition.end > today:
             continue
         latest, count = connection.execute(
