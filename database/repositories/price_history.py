@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import pandas as pd
-from sqlalchemy import Select, bindparam, exists, select, text
+from sqlalchemy import Select, bindparam, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -352,7 +352,9 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
                 # Locked before the emptiness check: a writer that waited for
                 # another sees its rows, and merges.
                 _lock_tickers(session, tickers)
-                new = bool(tickers) and not session.scalar(_any_rows(tickers))
+                new = bool(tickers) and not session.scalar(
+                    _any_rows(dialect_name(session), tickers)
+                )
                 options = _Options(ticker, skip_invalid, repair, data_source)
                 direct = None
                 if new and _driver_name(session) in ("pysqlite", "psycopg"):
@@ -744,8 +746,11 @@ def _each(batches: Iterator[_Batch]) -> Iterator[_Batch]:
         yield batch
 
 
-def _any_rows(tickers: builtins.list[str]) -> Select[bool]:
-    return select(exists().where(PriceHistory.ticker.in_(tickers)))
+def _any_rows(dialect: str, tickers: builtins.list[str]) -> Select[bool]:
+    """Whether any of ``tickers`` has bars: an index probe per ticker (as for the latest
+    dates). ``EXISTS (... ticker IN (...))`` became a sequential scan of seconds when
+    a bulk load of new tickers outran the table's statistics."""
+    return select(latest_dates_statement(dialect, tickers).exists())
 
 
 # More than either backend takes as bound parameters of one IN (SQLite 32766).
