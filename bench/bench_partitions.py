@@ -192,6 +192,14 @@ def main() -> None:
             results[layout]["bytes per option row"] = bytes_per_row(url, "options_data")
             print(f"loaded {layout}", flush=True)
 
+        # Settle both before any read: left to autovacuum, the vacuum of the rows just
+        # loaded would run during the other layout's reads.
+        for url in urls.values():
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("VACUUM (ANALYZE) price_history")
+                conn.execute("VACUUM (ANALYZE) options_data")
+            print(f"vacuumed {url.rsplit('/', 1)[-1]}", flush=True)
+
         prices, options = PriceHistoryRepository(), OptionsDataRepository()
         middle = snapshots[len(snapshots) // 2]
         expiry = (middle + dt.timedelta(days=30)).date()

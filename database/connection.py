@@ -739,11 +739,14 @@ class DatabaseManager:
             except Exception as error:
                 replica.mark_down(error)
                 continue
-            replica.sessions += 1
-            self._all_replicas_out = False
-            return Route(replica, engine, self.engine)
+            return self._chosen(replica, engine, self.engine)
         _on_primary_instead(self)
         return None
+
+    def _chosen(self, replica: Replica, reads: Engine, primary: Engine) -> Route:
+        replica.sessions += 1
+        self._all_replicas_out = False
+        return Route(replica, reads, primary)
 
     async def _async_route(self) -> Route | None:
         """:meth:`_route` on the running loop's engines."""
@@ -758,9 +761,7 @@ class DatabaseManager:
             except Exception as error:
                 replica.mark_down(error)
                 continue
-            replica.sessions += 1
-            self._all_replicas_out = False
-            return Route(replica, engine.sync_engine, self._loop_engine().engine.sync_engine)
+            return self._chosen(replica, engine.sync_engine, self._loop_engine().engine.sync_engine)
         _on_primary_instead(self)
         return None
 

@@ -195,6 +195,9 @@ class Replica:
                 return  # read by another thread while this one waited
             with self.manager.engine.connect() as connection:
                 lag = connection.execute(LAG_SQL).scalar()
+                if self._over(lag):
+                    time.sleep(_SECOND_LOOK_S)
+                    lag = connection.execute(LAG_SQL).scalar()
         except Exception as error:
             self._record(None, error)
         else:
@@ -215,6 +218,9 @@ class Replica:
                 return
             async with self.manager.async_engine.connect() as connection:
                 lag = (await connection.execute(LAG_SQL)).scalar()
+                if self._over(lag):
+                    await asyncio.sleep(_SECOND_LOOK_S)
+                    lag = (await connection.execute(LAG_SQL)).scalar()
         except Exception as error:
             self._record(None, error)
         else:
