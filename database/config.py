@@ -111,8 +111,17 @@ class DatabaseSettings(BaseSettings):
     @classmethod
     def from_env(cls, **overrides: Any) -> DatabaseSettings:
         """Read the environment, naming the variable and value of a bad setting."""
+        return cls._checked(lambda: cls(**overrides))
+
+    def with_overrides(self, **overrides: Any) -> DatabaseSettings:
+        """These settings with ``overrides``, checked as the environment's are."""
+        data = {**self.model_dump(by_alias=True), **overrides}
+        return self._checked(lambda: type(self).model_validate(data))
+
+    @classmethod
+    def _checked(cls, make: Any) -> DatabaseSettings:
         try:
-            return cls(**overrides)
+            return make()  # type: ignore[no-any-return]
         except pydantic.ValidationError as error:
             problem = error.errors()[0]
             field = str(problem["loc"][0]) if problem["loc"] else "?"
@@ -173,7 +182,7 @@ def parse_url(text: str, source: str = "DATABASE_URL") -> URL:
     ``source``: where the text came from (a variable, an argument, a flag)."""
     try:
         return make_url(text)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a bad port, an unclosed [ of IPv6
         raise ConfigurationError(
             f"{source} is not a valid database URL"
             " (expected postgresql://user:password@host/name or sqlite:///path/to/file.db)"

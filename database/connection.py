@@ -75,7 +75,7 @@ class _Configuration:
         if settings is None:
             settings = DatabaseSettings.from_env(**overrides)
         elif overrides:
-            settings = settings.model_copy(update=overrides)
+            settings = settings.with_overrides(**overrides)
         given = url if url is None or isinstance(url, URL) else parse_url(url, "the url argument")
         return cls(given or settings.url(), settings, engine_options)
 
@@ -233,7 +233,10 @@ class DatabaseManager:
             manager._is_replica = True
             replicas.append(
                 Replica(
-                    manager, self.settings.replica_max_lag_s, self.settings.replica_check_interval_s
+                    manager,
+                    self,
+                    self.settings.replica_max_lag_s,
+                    self.settings.replica_check_interval_s,
                 )
             )
         return replicas

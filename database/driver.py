@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.util import await_, greenlet_spawn
 
 from database.exceptions import DatabaseUnavailableError
+from database.replicas import ROUTE
 from database.types import ExactDecimal
 
 _PLACEHOLDER = re.compile(r"\?")
@@ -343,12 +344,25 @@ async def _async_driver_of(session: AsyncSession) -> tuple[Connection, Any, str]
     """:func:`_driver_of`, remembered for the session's current transaction (it cannot
     change within one), which saves two greenlet round trips a call."""
     transaction = session.sync_session.get_transaction()
+    # A readonly session that wrote has moved to the primary: another connection.
+    where = _on_primary(session.sync_session)
     remembered = session.info.get(_DRIVER)
-    if transaction is not None and remembered is not None and remembered[0] is transaction:
-        return remembered[1]  # type: ignore[no-any-return]
+    if (
+        transaction is not None
+        and remembered is not None
+        and remembered[0] is transaction
+        and remembered[1] == where
+    ):
+        return remembered[2]  # type: ignore[no-any-return]
     found = await greenlet_spawn(_driver_of, session.sync_session)  # one switch, not two
-    session.info[_DRIVER] = (session.sync_session.get_transaction(), found)
+    session.info[_DRIVER] = (session.sync_session.get_transaction(), where, found)
     return found
+
+
+def _on_primary(session: Session) -> bool | None:
+    """Where a readonly session runs now (None: not a readonly session on replicas)."""
+    route = session.info.get(ROUTE)
+    return None if route is None else bool(route.on_primary)
 
 
 def _lost(driver: Any, name: str) -> bool:

@@ -24,10 +24,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from database.exceptions import ValidationError
+from database.exceptions import ValidationError, first_line
 from database.replicas import use_primary
 
 logger = logging.getLogger(__name__)
@@ -45,9 +45,14 @@ class Scheme:
         return day.replace(month=day.month if self.monthly else 1, day=1)
 
     def after(self, start: dt.date) -> dt.date:
+        """The start of the next period; ValueError past the year 9999."""
         if not self.monthly:
             return start.replace(year=start.year + 1)
         return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+
+    def has_next(self, start: dt.date) -> bool:
+        """Whether a period follows the one starting at ``start`` (not so in 9999's last)."""
+        return start.year < dt.MAXYEAR or (self.monthly and start.month < 12)
 
     def name(self, start: dt.date) -> str:
         return f"{self.table}_{start:%Y_%m}" if self.monthly else f"{self.table}_{start:%Y}"
@@ -191,6 +196,8 @@ def create(connection: Connection, scheme: Scheme, start: dt.date) -> bool:
     """Make the partition that starts at ``start`` unless it exists; rows of its range
     that the default partition holds move into it. True if it was made."""
     start = scheme.start_of(start)
+    if not scheme.has_next(start):
+        return False  # its end is past the dates Python and the bound can name: the default
     _lock(connection, scheme)
     name = scheme.name(start)
     exists = connection.execute(text("SELECT to_regclass(:name)"), {"name": name}).scalar()
@@ -230,34 +237,37 @@ def ensure(connection: Connection, scheme: Scheme, days: Iterable[dt.date]) -> l
     return made
 
 
-_LOCK_TIMEOUT = "5s"  # how long making a partition waits for the default partition's readers
+# How long making a partition waits for the locks it needs. ATTACH takes the default
+# partition's ACCESS EXCLUSIVE lock; while it waits, readers queue behind it.
+_LOCK_TIMEOUT = "250ms"
 
 
 def prepare(session: Session, scheme: Scheme, days: Iterable[dt.date]) -> None:
-    """Make the partitions ``days`` need before a write, in a short transaction of its
-    own (as the connection's own role, whatever role the session took).
+    """Make the partitions ``days`` need before a write, on a connection of its own in a
+    short transaction (as that connection's role, whatever role the session took).
 
-    ATTACH takes the default partition's ACCESS EXCLUSIVE lock, which its readers
-    conflict with; made inside the caller's transaction it would hold that lock,
-    and every reader would wait, until the caller commits. When the session's
-    own transaction already reads the default partition, or the lock is not
-    had within a few seconds, nothing is made: the rows go to the default
-    partition, and the partition is made (taking them over) by a later write or
-    by ``buffetbot-db partitions create``.
+    Only when the session has not begun a transaction: inside one, the write
+    may already hold the default partition (ATTACH would wait for it for ever)
+    and the session holds a pooled connection (a second may not be free). The
+    lock is waited for at most _LOCK_TIMEOUT, so readers queue no longer than
+    that; a writer that put rows of the range in the default partition and
+    has not committed makes ATTACH fail. In each of these cases nothing is
+    made: the rows go to the default partition, and a later write that needs
+    the partition, or ``buffetbot-db partitions create``, makes it and moves
+    them in.
     """
     use_primary(session)
     bind = session.get_bind()
     if bind.dialect.name != "postgresql" or not isinstance(bind, Engine):
         return
     wanted = {scheme.start_of(day) for day in days}
-    if not known.missing(bind.url.render_as_string(hide_password=True), scheme, wanted):
+    if not known.missing(bind.engine.url.render_as_string(hide_password=True), scheme, wanted):
         return
-    if session.in_transaction() and _holds(session.connection(), scheme.default):
+    if session.in_transaction():
         logger.info(
-            "%s: partitions for %s not made inside a transaction that reads the table;"
-            " its rows go to %s",
+            "%s: no partition made inside an open transaction; rows of a range without"
+            " one go to %s",
             scheme.table,
-            ", ".join(sorted(str(w) for w in wanted)),
             scheme.default,
         )
         return
@@ -265,29 +275,18 @@ def prepare(session: Session, scheme: Scheme, days: Iterable[dt.date]) -> None:
         with bind.begin() as connection:
             connection.execute(text(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT}'"))
             ensure(connection, scheme, wanted)
-    except OperationalError as error:
-        if getattr(error.orig, "sqlstate", None) != "55P03":  # lock_not_available
+    except (OperationalError, IntegrityError) as error:
+        # 55P03 lock_not_available; 23514 check_violation: another writer's rows of the
+        # range in the default partition, committed while ATTACH waited.
+        if getattr(error.orig, "sqlstate", None) not in ("55P03", "23514"):
             raise
         logger.warning(
-            "%s: a partition was not made (the default partition stayed locked for %s);"
-            " its rows go to %s until `buffetbot-db partitions create`",
+            "%s: a partition was not made now (%s); its rows go to %s until a later"
+            " write or `buffetbot-db partitions create` makes it",
             scheme.table,
-            _LOCK_TIMEOUT,
+            first_line(error.orig or error),
             scheme.default,
         )
-
-
-def _holds(connection: Connection, relation: str) -> bool:
-    """Whether this connection's transaction holds a lock on ``relation``."""
-    return bool(
-        connection.execute(
-            text(
-                "SELECT EXISTS (SELECT FROM pg_locks WHERE pid = pg_backend_pid()"
-                " AND relation = to_regclass(:relation) AND granted)"
-            ),
-            {"relation": relation},
-        ).scalar()
-    )
 
 
 def create_ahead(
@@ -301,6 +300,8 @@ def create_ahead(
     for _ in range(count + 1):
         if create(connection, scheme, start):
             made.append(scheme.name(start))
+        if not scheme.has_next(start):
+            break
         start = scheme.after(start)
     return made
 
@@ -314,17 +315,35 @@ def drop_before(connection: Connection, scheme: Scheme, cutoff: dt.date) -> list
         if partition.end is None or partition.end > cutoff:
             continue
         partition = _counted(connection, partition)
-        connection.execute(
-            text(f"ALTER TABLE {_q(scheme.table)} DETACH PARTITION {_q(partition.name)}")
-        )
-        connection.execute(text(f"DROP TABLE {_q(partition.name)}"))
-        dropped.append(partition)
+        if _detach_and_drop(connection, scheme, partition.name):  # else busy: kept for now
+            dropped.append(partition)
     connection.execute(
         text(f"DELETE FROM {_q(scheme.default)} WHERE {scheme.column} < :cutoff"),  # noqa: S608 - a quoted identifier
         {"cutoff": cutoff},
     )
     known.forget(_database_key(connection), scheme, [p.start for p in dropped if p.start])
     return dropped
+
+
+def _detach_and_drop(connection: Connection, scheme: Scheme, name: str) -> bool:
+    """Detach and drop one partition in a savepoint, waiting at most _LOCK_TIMEOUT for
+    its readers (readers of the table queue behind the lock while it waits); False if
+    the lock did not come."""
+    previous = connection.execute(text("SELECT current_setting('lock_timeout')")).scalar()
+    savepoint = connection.begin_nested()
+    try:
+        connection.execute(text(f"SELECT set_config('lock_timeout', '{_LOCK_TIMEOUT}', true)"))
+        connection.execute(text(f"ALTER TABLE {_q(scheme.table)} DETACH PARTITION {_q(name)}"))
+        connection.execute(text(f"DROP TABLE {_q(name)}"))
+    except OperationalError as error:
+        savepoint.rollback()
+        if getattr(error.orig, "sqlstate", None) != "55P03":
+            raise
+        logger.warning("%s: %s not dropped now (its readers held it)", scheme.table, name)
+        return False
+    savepoint.commit()
+    connection.execute(text("SELECT set_config('lock_timeout', :value, true)"), {"value": previous})
+    return True
 
 
 def drop_expired_options(connection: Connection, today: dt.date) -> int:
@@ -343,10 +362,8 @@ def drop_expired_options(connection: Connection, today: dt.date) -> int:
         ).one()
         if latest is not None and latest >= today:
             continue  # some contract still trades: the DELETE takes the expired ones
-        connection.execute(
-            text(f"ALTER TABLE {_q(OPTIONS_DATA.table)} DETACH PARTITION {_q(partition.name)}")
-        )
-        connection.execute(text(f"DROP TABLE {_q(partition.name)}"))
+        if not _detach_and_drop(connection, OPTIONS_DATA, partition.name):
+            continue  # its readers hold it: the DELETE takes its rows instead
         removed += int(count)
         dropped.append(partition)
     known.forget(_database_key(connection), OPTIONS_DATA, [p.start for p in dropped if p.start])

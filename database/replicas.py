@@ -40,17 +40,24 @@ logger = logging.getLogger(__name__)
 
 ROUTE = "database.route"  # session.info: the readonly session's Route
 
-# How far behind the primary, in seconds: 0 while all WAL received is replayed
-# (an idle primary sends nothing, and the last replayed commit only grows old;
-# after a restart streaming resumes at the start of a segment, so the received
-# position may trail the replayed one), else the age of the last replayed
-# commit; NULL if none was replayed yet. A standby not streaming is as old as its
-# last commit. A server not in recovery (a promoted standby) is never behind.
+# How far behind the primary, in seconds: 0 once the standby has replayed all the
+# WAL the primary had written when the check began (:target, read there first;
+# an idle primary writes nothing, and its last commit only grows old), else the
+# age of the last commit it replayed; NULL if none was replayed yet. Without a
+# reading from the primary (unreachable), 0 while all WAL received is replayed
+# (after a restart streaming resumes at the start of a segment, so the received
+# position may trail the replayed one). A standby cut off from its primary
+# falls behind the primary's position as soon as the primary writes. A server
+# not in recovery (a promoted standby) is never behind.
 LAG_SQL = text(
     "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0"
+    " WHEN CAST(CAST(:target AS text) AS pg_lsn) IS NOT NULL"
+    " THEN CASE WHEN pg_last_wal_replay_lsn() >= CAST(CAST(:target AS text) AS pg_lsn) THEN 0"
+    " ELSE extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()) END"
     " WHEN pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0"
     " ELSE extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()) END"
 )
+PRIMARY_LSN_SQL = text("SELECT pg_current_wal_lsn()::text")
 
 OK, LAGGING, DOWN, UNCHECKED = "ok", "lagging", "down", "unchecked"
 
@@ -130,8 +137,15 @@ class ReplicaStatus:
 class Replica:
     """A standby, its own manager (engines, pools and connection budget), and its lag."""
 
-    def __init__(self, manager: DatabaseManager, max_lag_s: float, interval_s: float) -> None:
+    def __init__(
+        self,
+        manager: DatabaseManager,
+        primary: DatabaseManager,
+        max_lag_s: float,
+        interval_s: float,
+    ) -> None:
         self.manager = manager
+        self.primary = primary
         self.max_lag_s = max_lag_s
         self.interval_s = interval_s
         self.state = UNCHECKED
@@ -176,6 +190,24 @@ class Replica:
         elif previous != UNCHECKED:
             logger.info("replica %s is back (%.1f s behind)", self.url, self.lag_s or 0.0)
 
+    def _primary_position(self) -> str | None:
+        """The primary's WAL position now; None if it cannot be read (then the standby
+        is judged by what it received)."""
+        try:
+            with self.primary.engine.connect() as connection:
+                return connection.execute(PRIMARY_LSN_SQL).scalar()
+        except Exception as error:
+            logger.debug("primary's WAL position not read: %s", error)
+            return None
+
+    async def _async_primary_position(self) -> str | None:
+        try:
+            async with self.primary.async_engine.connect() as connection:
+                return (await connection.execute(PRIMARY_LSN_SQL)).scalar()
+        except Exception as error:
+            logger.debug("primary's WAL position not read: %s", error)
+            return None
+
     def _over(self, lag: Any) -> bool:
         return lag is None or float(lag) > self.max_lag_s
 
@@ -188,16 +220,20 @@ class Replica:
         running elsewhere is waited for only when there is no reading yet."""
         if not (force or self._due()):
             return
-        if not self._checking.acquire(blocking=self.checked_at is None):
+        # The first reading is waited for, but never on a thread that runs an event loop:
+        # an async check of this loop may hold the lock across an await.
+        wait = self.checked_at is None and not _in_event_loop()
+        if not self._checking.acquire(blocking=wait, timeout=-1 if not wait else 30):
             return
         try:
             if not force and not self._due():
                 return  # read by another thread while this one waited
+            target = {"target": self._primary_position()}
             with self.manager.engine.connect() as connection:
-                lag = connection.execute(LAG_SQL).scalar()
+                lag = connection.execute(LAG_SQL, target).scalar()
                 if self._over(lag):
                     time.sleep(_SECOND_LOOK_S)
-                    lag = connection.execute(LAG_SQL).scalar()
+                    lag = connection.execute(LAG_SQL, target).scalar()
         except Exception as error:
             self._record(None, error)
         else:
@@ -216,11 +252,12 @@ class Replica:
         try:
             if not force and not self._due():
                 return
+            target = {"target": await self._async_primary_position()}
             async with self.manager.async_engine.connect() as connection:
-                lag = (await connection.execute(LAG_SQL)).scalar()
+                lag = (await connection.execute(LAG_SQL, target)).scalar()
                 if self._over(lag):
                     await asyncio.sleep(_SECOND_LOOK_S)
-                    lag = (await connection.execute(LAG_SQL)).scalar()
+                    lag = (await connection.execute(LAG_SQL, target)).scalar()
         except Exception as error:
             self._record(None, error)
         else:
@@ -240,6 +277,14 @@ class Replica:
             self.manager.open_connections,
             self.manager.connection_budget,
         )
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def socket_closed(dbapi_connection: Any) -> bool:

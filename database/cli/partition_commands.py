@@ -115,7 +115,9 @@ def create_partitions(
     table: TableArgument = None,
     ahead: Annotated[
         int,
-        typer.Option("--ahead", min=0, help="Periods after the current one (years or months)."),
+        typer.Option(
+            "--ahead", min=0, max=1000, help="Periods after the current one (years or months)."
+        ),
     ] = 3,
 ) -> None:
     """Create the current period's partition and the next ones (taking over their rows from the default partition)."""  # noqa: E501 - one line in --help
@@ -142,6 +144,7 @@ def drop_partitions(
         typer.Option(
             "--older-than",
             min=1,
+            max=1000,
             help="Keep this many periods before the current one (months or years).",
         ),
     ],

@@ -37,6 +37,7 @@ from database.options import (
     RejectedContract,
     check_chain,
 )
+from database.replicas import use_primary
 from database.repositories.base import BaseRepository
 from database.repositories.latest import latest_snapshot_time
 from database.repositories.twins import async_form, off_greenlet
@@ -342,6 +343,7 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
         go in one DELETE.
         """
         day = utcnow().date() if today is None else to_date(today, "today")
+        use_primary(session)  # a write, even in a readonly session
         with self._translating():
             dropped = 0
             if dialect_name(session) == "postgresql":

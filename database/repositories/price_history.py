@@ -680,12 +680,18 @@ def _frame_years(data: Any) -> list[dt.date] | None:
     elif isinstance(data, pd.DataFrame) and not data.empty:
         column = next((c for c in ("date", "Date") if c in data.columns), None)
         dates = data.index if column is None else data[column]
-        if not pd.api.types.is_datetime64_any_dtype(dates):
-            return None  # text or objects: the bar checks read them, and say which are bad
-        first, last = dates.min(), dates.max()
-        if pd.isna(first) or pd.isna(last):
+        if pd.api.types.is_datetime64_any_dtype(dates):
+            first, last = dates.min(), dates.max()
+        elif dates.dtype == object:  # datetime.date values, say (text is left to the checks)
+            try:
+                first, last = dates.min(), dates.max()
+            except TypeError:  # mixed types: the bar checks say which are bad
+                return None
+        else:
             return None
-        years = {first.year, last.year}
+        if not (isinstance(first, dt.date) and isinstance(last, dt.date)):
+            return None
+        years = {y for y in (first.year, last.year) if isinstance(y, int)}  # NaT: NaN
     else:
         return None
     if not years:

@@ -255,3 +255,56 @@ def test_the_migration_moves_existing_rows_into_partitions_and_back(empty_url: s
             assert sorted(raw.rows(f"SELECT * FROM {table}"), key=repr) == rows  # noqa: S608
     finally:
         raw.close()
+
+
+@pytest.mark.postgresql_only
+def test_inside_an_open_transaction_rows_wait_in_the_default_partition(
+    db: DatabaseManager, sql: RawSQL
+) -> None:
+    sql.execute("DROP TABLE IF EXISTS price_history_2088, price_history_2089")
+    partitions.known.clear()
+    prices = PriceHistoryRepository()
+    with db.get_session() as session:
+        prices.get_latest(session, "ANY")  # the transaction has begun, and read the table
+        assert prices.upsert(session, bars("WAIT", "2088-06-01", 3)).inserted == 3
+    assert where(sql, "price_history", ticker="WAIT") == {"price_history_default"}
+    with db.get_session() as session:  # the next write outside a transaction makes it
+        prices.upsert(session, bars("NEXT", "2088-07-01", 2))
+    assert where(sql, "price_history", ticker="WAIT") == {"price_history_2088"}
+    assert sql.count("price_history_default") == 0
+
+
+@pytest.mark.postgresql_only
+def test_the_last_year_a_date_can_name_goes_to_the_default_partition(
+    db: DatabaseManager, sql: RawSQL
+) -> None:
+    prices, options = PriceHistoryRepository(), OptionsDataRepository()
+    with db.get_session() as session:
+        assert prices.upsert(session, bars("LAST", "9999-12-29", 2)).inserted == 2
+    with db.get_session() as session:
+        stored = options.store_chain(
+            session, **chain(dt.datetime(9999, 12, 1, tzinfo=dt.UTC), [dt.date(2099, 12, 18)])
+        )
+        assert stored.inserted == 1
+    assert where(sql, "price_history", ticker="LAST") == {"price_history_default"}
+    assert where(sql, "options_data") == {"options_data_default"}
+
+
+async def test_a_frame_with_a_date_column_of_dates_lands_in_its_year(
+    uow: UnitOfWork, sql: RawSQL, backend: str
+) -> None:
+    frame = bars("COL", "2071-03-02", 3).reset_index()
+    frame["Date"] = [d.date() for d in frame["Date"]]  # datetime.date objects
+    assert (await uow(PriceHistoryRepository().upsert, frame)).inserted == 3
+    if backend == "postgresql":
+        assert where(sql, "price_history", ticker="COL") == {"price_history_2071"}
+
+
+def test_a_retention_beyond_what_a_date_can_name_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [COMMAND, "--url", "sqlite:///unused.db", "partitions", "drop", "options_data",
+         "--older-than", "5000"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--older-than" in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -272,3 +273,24 @@ def test_a_bad_db_pgbouncer_is_named_with_its_value(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("DB_PGBOUNCER", "sometimes")
     with pytest.raises(ConfigurationError, match=r"DB_PGBOUNCER='sometimes'.*true, false or auto"):
         DatabaseManager("postgresql://u@db.internal/app")
+
+
+def test_options_over_given_settings_are_checked_like_the_environment() -> None:
+    settings = DatabaseSettings()
+    manager = DatabaseManager(
+        "postgresql://u@db.internal/app",
+        settings=settings,
+        replica_urls=["postgresql://u@replica.internal/app"],
+        pgbouncer="false",
+    )
+    assert manager.behind_pgbouncer is False
+    assert [r.urls.sync_url.host for r in manager.replicas] == ["replica.internal"]
+    for bad, named in (
+        ({"replica_max_lag_s": -1}, "DB_REPLICA_MAX_LAG_S=-1"),
+        ({"pgbouncer": "maybe"}, "DB_PGBOUNCER='maybe'"),
+        ({"replica_urls": "postgresql://u:pw@[::1/db"}, "DB_REPLICA_URLS is not a valid"),
+        ({"replica_urls": "postgresql://u:pw@h:port/db"}, "DB_REPLICA_URLS is not a valid"),
+    ):
+        with pytest.raises(ConfigurationError, match=re.escape(named)) as caught:
+            DatabaseManager("postgresql://u@db.internal/app", settings=settings, **bad)
+        assert "pw" not in str(caught.value)

@@ -102,7 +102,7 @@ def _periods(connection: Connection, table: str, column: str, monthly: bool) -> 
         else text(f"SELECT DISTINCT date_trunc('{unit}', {column})::date FROM {table}")  # noqa: S608
     ).scalars()
     today = _start(dt.datetime.now(dt.UTC).date(), monthly)
-    return sorted({*found, today, _after(today, monthly)})
+    return sorted({*(day for day in found if day is not None), today, _after(today, monthly)})
 
 
 def upgrade() -> None:
@@ -118,6 +118,8 @@ def upgrade() -> None:
         )
         op.execute(f"CREATE TABLE {table}_default PARTITION OF {table} DEFAULT")
         for start in periods:
+            if start.year == dt.MAXYEAR and (not monthly or start.month == 12):
+                continue  # no bound after it that a date can name: the default takes it
             low, high = _literal(start, monthly), _literal(_after(start, monthly), monthly)
             op.execute(
                 f"CREATE TABLE {_name(table, start, monthly)} PARTITION OF {table}"
