@@ -298,8 +298,10 @@ class OptionsDataRepository(BaseRepository[OptionsData]):
         if not staged.rows:
             return ChainResult(staged.fetched_at, 0, 0, staged.rejected)
         with self._translating():
-            if dialect == "postgresql":  # its monthly partition, made before the rows come
-                fetched_day = staged.fetched_at.astimezone(dt.UTC).date()
+            fetched_day = staged.fetched_at.astimezone(dt.UTC).date()
+            if dialect == "postgresql" and 1950 <= fetched_day.year <= utcnow().year + 1:
+                # Its monthly partition, made before the rows come (only for times a
+                # snapshot can have: others go to the default partition).
                 partitions.prepare(session, partitions.OPTIONS_DATA, [fetched_day])
             begin_write(session)
             session.execute(text(staging_table_ddl(session, _STAGING_DDL[dialect])))

@@ -696,9 +696,15 @@ def _frame_years(data: Any) -> list[dt.date] | None:
         return None
     if not years:
         return None
-    # A year either side: a time zone's day may be another's, near New Year.
-    low, high = max(min(years) - 1, dt.MINYEAR), min(max(years) + 1, dt.MAXYEAR)
-    return [dt.date(y, 1, 1) for y in range(low, high + 1)]
+    # A year either side: a time zone's day may be another's, near New Year. Only years
+    # market data can have (from 1950 to next year): the dates are not checked yet,
+    # and a hostile frame's would make a partition per year; others go to the default.
+    low = max(min(years) - 1, _FIRST_MARKET_YEAR)
+    high = min(max(years) + 1, dt.datetime.now(dt.UTC).year + 1)
+    return [dt.date(y, 1, 1) for y in range(low, high + 1)] or None
+
+
+_FIRST_MARKET_YEAR = 1950
 
 
 def _row_year(row: Mapping[str, Any]) -> int | None:

@@ -73,21 +73,21 @@ async def test_an_upsert_for_a_year_with_no_partition_makes_it_first(
     uow: UnitOfWork, sql: RawSQL, backend: str
 ) -> None:
     prices = PriceHistoryRepository()
-    result = await uow(prices.upsert, bars("ZZZ", "2031-12-30", 4))
+    result = await uow(prices.upsert, bars("ZZZ", "1961-12-30", 4))
     assert result.inserted == 4
     rows = await uow(prices.get_range, "ZZZ")
-    assert [r.date for r in rows] == [dt.date(2031, 12, 30) + dt.timedelta(n) for n in range(4)]
+    assert [r.date for r in rows] == [dt.date(1961, 12, 30) + dt.timedelta(n) for n in range(4)]
     if backend == "postgresql":
         assert where(sql, "price_history", ticker="ZZZ") == {
-            "price_history_2031",
-            "price_history_2032",
+            "price_history_1961",
+            "price_history_1962",
         }
     # Dict rows (no date index to read up front) too, and into a table with rows.
-    more = [{"ticker": "ZZZ", "date": dt.date(2035, 6, 1), "open": 1, "high": 2, "low": 1,
+    more = [{"ticker": "ZZZ", "date": dt.date(1965, 6, 1), "open": 1, "high": 2, "low": 1,
              "close": 2, "volume": 5}]  # fmt: skip
     assert (await uow(prices.upsert, more)).inserted == 1
     if backend == "postgresql":
-        assert "price_history_2035" in where(sql, "price_history", ticker="ZZZ")
+        assert "price_history_1965" in where(sql, "price_history", ticker="ZZZ")
         assert sql.scalar("SELECT count(*) FROM price_history_default") == 0
 
 
@@ -113,7 +113,7 @@ def test_concurrent_upserts_into_a_new_year_all_land(db: DatabaseManager, sql: R
     def write(number: int) -> None:
         try:
             with db.get_session() as session:
-                PriceHistoryRepository().upsert(session, bars(f"T{number}", "2041-01-01", 30))
+                PriceHistoryRepository().upsert(session, bars(f"T{number}", "1971-01-01", 30))
         except BaseException as error:
             errors.append(error)
 
@@ -123,8 +123,8 @@ def test_concurrent_upserts_into_a_new_year_all_land(db: DatabaseManager, sql: R
     for thread in threads:
         thread.join()
     assert errors == []
-    assert where(sql, "price_history") >= {"price_history_2041"}
-    assert sql.scalar("SELECT count(*) FROM price_history_2041") == 6 * 30
+    assert where(sql, "price_history") >= {"price_history_1971"}
+    assert sql.scalar("SELECT count(*) FROM price_history_1971") == 6 * 30
 
 
 async def test_a_chain_snapshot_lands_in_its_month(
@@ -261,16 +261,16 @@ def test_the_migration_moves_existing_rows_into_partitions_and_back(empty_url: s
 def test_inside_an_open_transaction_rows_wait_in_the_default_partition(
     db: DatabaseManager, sql: RawSQL
 ) -> None:
-    sql.execute("DROP TABLE IF EXISTS price_history_2088, price_history_2089")
+    sql.execute("DROP TABLE IF EXISTS price_history_1987, price_history_1988, price_history_1989")
     partitions.known.clear()
     prices = PriceHistoryRepository()
     with db.get_session() as session:
         prices.get_latest(session, "ANY")  # the transaction has begun, and read the table
-        assert prices.upsert(session, bars("WAIT", "2088-06-01", 3)).inserted == 3
+        assert prices.upsert(session, bars("WAIT", "1988-06-01", 3)).inserted == 3
     assert where(sql, "price_history", ticker="WAIT") == {"price_history_default"}
     with db.get_session() as session:  # the next write outside a transaction makes it
-        prices.upsert(session, bars("NEXT", "2088-07-01", 2))
-    assert where(sql, "price_history", ticker="WAIT") == {"price_history_2088"}
+        prices.upsert(session, bars("NEXT", "1988-07-01", 2))
+    assert where(sql, "price_history", ticker="WAIT") == {"price_history_1988"}
     assert sql.count("price_history_default") == 0
 
 
@@ -293,11 +293,11 @@ def test_the_last_year_a_date_can_name_goes_to_the_default_partition(
 async def test_a_frame_with_a_date_column_of_dates_lands_in_its_year(
     uow: UnitOfWork, sql: RawSQL, backend: str
 ) -> None:
-    frame = bars("COL", "2071-03-02", 3).reset_index()
+    frame = bars("COL", "1974-03-02", 3).reset_index()
     frame["Date"] = [d.date() for d in frame["Date"]]  # datetime.date objects
     assert (await uow(PriceHistoryRepository().upsert, frame)).inserted == 3
     if backend == "postgresql":
-        assert where(sql, "price_history", ticker="COL") == {"price_history_2071"}
+        assert where(sql, "price_history", ticker="COL") == {"price_history_1974"}
 
 
 def test_a_retention_beyond_what_a_date_can_name_is_a_usage_error() -> None:
