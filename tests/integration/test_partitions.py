@@ -131,12 +131,12 @@ async def test_a_chain_snapshot_lands_in_its_month(
     uow: UnitOfWork, sql: RawSQL, backend: str
 ) -> None:
     options = OptionsDataRepository()
-    when = dt.datetime(2030, 5, 31, 23, 30, tzinfo=dt.UTC)
-    stored = await uow(options.store_chain, **chain(when, [dt.date(2030, 6, 20)]))
+    when = dt.datetime(2025, 5, 31, 23, 30, tzinfo=dt.UTC)
+    stored = await uow(options.store_chain, **chain(when, [dt.date(2025, 6, 20)]))
     assert stored.inserted == 1
-    assert len(await uow(options.get_chain, "AAPL", dt.date(2030, 6, 20), as_of=when)) == 1
+    assert len(await uow(options.get_chain, "AAPL", dt.date(2025, 6, 20), as_of=when)) == 1
     if backend == "postgresql":
-        assert where(sql, "options_data") == {"options_data_2030_05"}
+        assert where(sql, "options_data") == {"options_data_2025_05"}
 
 
 async def test_purge_drops_months_whose_contracts_all_expired_and_counts_alike(
