@@ -242,7 +242,6 @@ class _Batch:
     tickers: frozenset[str]
     missing: frozenset[str]  # of KEPT_WHEN_MISSING: the fields some bar lacks
     spans: dict[str, tuple[Any, Any]]  # per ticker, its first and last date (if asked for)
-    years: frozenset[int]  # of its dates: the partitions it needs (PostgreSQL)
 
 
 @dataclass(frozen=True)
@@ -302,11 +301,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
             if spans:
                 dates = bars.groupby("ticker")["date"].agg(["min", "max"])
                 found = {t: (lo, hi) for t, lo, hi in dates.itertuples()}
-            years: frozenset[int] = frozenset()
-            if len(bars):
-                first, last = _year(bars["date"].min()), _year(bars["date"].max())
-                years = frozenset(range(first, last + 1))
-            yield _Batch(rows, checked.rejected, checked.repaired, tickers, missing, found, years)
+            yield _Batch(rows, checked.rejected, checked.repaired, tickers, missing, found)
 
     @staticmethod
     def _raise_duplicates(rows: list[Any]) -> None:
@@ -402,7 +397,6 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
                     rejected += batch.rejected
                     repaired += batch.repaired
                     total += len(batch.rows)
-                    _make_partitions(session, batch.years)
                     write_rows(session, "price_history", columns, batch.rows)
         except OverflowError:
             return None
@@ -485,9 +479,7 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         seen: dict[str, builtins.list[tuple[Any, Any]]] = {}
         overlapping = False
         total = 0
-        years: set[int] = set()
         for batch in _each(batches):
-            years |= batch.years
             overlapping = _overlap(seen, batch.spans) or overlapping
             rejected += batch.rejected
             repaired += batch.repaired
@@ -498,7 +490,6 @@ class PriceHistoryRepository(BaseRepository[PriceHistory]):
         if overlapping:  # else no date can repeat: check_bars refuses repeats in a batch
             self._raise_duplicates(list(session.execute(_DUPLICATES)))
         _lock_tickers(session, sorted(tickers))  # dict rows: first known here
-        _make_partitions(session, years)
         params = {"source": options.data_source, "now": _stamp(session)}
         result = _insert_new(session, dialect, params) if new else None
         if result is not None:
@@ -715,18 +706,6 @@ def _row_year(row: Mapping[str, Any]) -> int | None:
     if isinstance(day, str) and day[:4].isdigit():
         return int(day[:4])
     return None  # unreadable: the bar checks say why
-
-
-def _year(day: Any) -> int:
-    """The year of a staged date: a date, or its ISO text (SQLite)."""
-    return int(day.year) if hasattr(day, "year") else int(str(day)[:4])
-
-
-def _make_partitions(session: Session, years: Iterable[int]) -> None:
-    """On a partitioned PostgreSQL table, make the yearly partitions the bars need
-    before they are written (database.partitions; a no-op once they exist)."""
-    if years and dialect_name(session) == "postgresql":
-        partitions.prepare(session, partitions.PRICE_HISTORY, [dt.date(y, 1, 1) for y in years])
 
 
 def _insert_new(session: Session, dialect: str, params: dict[str, Any]) -> int | None:
